@@ -1,0 +1,47 @@
+//! Reasons the kernel side could not record something. Each is counted, never silent.
+
+/// Index into the `DROPS` per-CPU array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// A (process, syscall) pair could not be added: `SYSCALL_STATS` is full. The call is lost.
+    SyscallStatsFull = 0,
+    /// A process event (fork/exec/exit) did not fit in the ring buffer.
+    ProcessEventLost = 1,
+    /// A syscall's latency could not be measured because another traced thread whose tid maps to
+    /// the same in-flight slot overwrote its start time. The call is still counted.
+    SyscallLatencyLost = 2,
+    /// A tgid beyond the `TRACED` map (pid_max grew after start): that process is not traced.
+    PidOutOfRange = 3,
+}
+
+/// Number of entries in the `DROPS` array.
+pub const DROP_REASONS: u32 = 4;
+
+impl DropReason {
+    /// All reasons, in index order.
+    pub const ALL: [DropReason; DROP_REASONS as usize] = [
+        DropReason::SyscallStatsFull,
+        DropReason::ProcessEventLost,
+        DropReason::SyscallLatencyLost,
+        DropReason::PidOutOfRange,
+    ];
+
+    /// (tracer, reason) as written to the `drops` table.
+    pub const fn describe(self) -> (&'static str, &'static str) {
+        match self {
+            DropReason::SyscallStatsFull => ("syscalls", "stats_map_full"),
+            DropReason::ProcessEventLost => ("process", "event_ring_full"),
+            DropReason::SyscallLatencyLost => ("syscalls", "latency_slot_collision"),
+            DropReason::PidOutOfRange => ("process", "pid_beyond_pid_max"),
+        }
+    }
+}
+
+impl TryFrom<u32> for DropReason {
+    type Error = u32;
+
+    fn try_from(value: u32) -> Result<Self, u32> {
+        DropReason::ALL.get(value as usize).copied().ok_or(value)
+    }
+}

@@ -1,0 +1,65 @@
+//! The syscall tracer's map types.
+
+use crate::hist::BUCKETS;
+
+/// Key of `SYSCALL_STATS`: one (process incarnation, syscall number).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SyscallKey {
+    pub tgid: u32,
+    /// The process's generation (see [`crate::process`]).
+    pub generation: u32,
+    /// The syscall number as the architecture numbers it.
+    pub nr: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<SyscallKey>() == 12);
+
+/// Value of `SYSCALL_STATS`, one per CPU. Counters only grow; the loader takes deltas.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyscallStats {
+    /// Calls that returned (plus `exit`/`exit_group`, counted when the thread exits).
+    pub calls: u64,
+    /// Calls that returned -4095..=-1 (an errno).
+    pub errors: u64,
+    /// Calls whose latency was measured (all of them unless sampling, bar calls already under way
+    /// when tracing began).
+    pub timed_calls: u64,
+    /// Sum of the measured latencies, ns.
+    pub duration_ns: u64,
+    /// Measured latencies per log2 bucket ([`crate::hist`]). u32 per CPU: the loader sums and
+    /// subtracts with wrapping arithmetic, exact while one interval adds fewer than 2^32.
+    pub hist: [u32; BUCKETS],
+}
+
+const _: () = assert!(core::mem::size_of::<SyscallStats>() == 32 + 4 * BUCKETS);
+
+impl SyscallStats {
+    pub const ZERO: SyscallStats = SyscallStats {
+        calls: 0,
+        errors: 0,
+        timed_calls: 0,
+        duration_ns: 0,
+        hist: [0; BUCKETS],
+    };
+}
+
+/// Value of `SYSCALL_INFLIGHT`: the syscall a traced thread entered and when.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InFlight {
+    /// The thread; a slot whose tid differs belongs to another thread.
+    pub tid: u32,
+    pub nr: u32,
+    /// `bpf_ktime_get_ns()` at entry; 0 when the slot is free or the call is not sampled.
+    pub start_ns: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<InFlight>() == 16);
+
+/// `-4095..=-1`: the range in which a raw syscall return value is an errno.
+#[inline(always)]
+pub const fn is_error(ret: i64) -> bool {
+    ret < 0 && ret >= -4095
+}

@@ -1,0 +1,21 @@
+//! scalp-bpf's kernel programs. Each tracer is one module; `targets` decides, first thing in every
+//! program, whether the current task belongs to a traced process.
+#![no_std]
+#![no_main]
+
+mod config;
+mod drops;
+mod process;
+mod syscalls;
+mod targets;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects programs that can reach this loop, so it is never taken.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,172 @@
+//! Process lifecycle: fork (a traced process's children are traced from their first syscall),
+//! exec (names change; late starters are found), exit (the last thread ends the process).
+//!
+//! These run a few times per process, never per syscall, so they read `task_struct` fields with
+//! `bpf_probe_read_kernel` at offsets the loader took from the kernel's BTF.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_get_current_task_btf, bpf_ktime_get_boot_ns, bpf_probe_read_kernel, bpf_task_pt_regs,
+    },
+    macros::{btf_tracepoint, map},
+    maps::RingBuf,
+    programs::BtfTracePointContext,
+};
+use aya_log_ebpf::debug;
+use tracer_common::{
+    drops::DropReason,
+    maps::PROCESS_EVENTS_BYTES,
+    process::{ARGS_BYTES, ProcessEvent, ProcessEventKind, TRACED_FLAG, next_traced_byte},
+};
+
+use crate::{
+    config::setting,
+    drops, syscalls,
+    targets::{set_traced_byte, traced_byte, traced_generation},
+};
+
+#[map]
+static PROCESS_EVENTS: RingBuf = RingBuf::with_byte_size(PROCESS_EVENTS_BYTES, 0);
+
+/// Reads a `T` at `base + offset` in kernel memory.
+#[inline(always)]
+fn read_at<T>(base: *const u8, offset: u32) -> Option<T> {
+    if base.is_null() {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_kernel copies through a fault-safe path; a bad address only fails.
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize) as *const T).ok() }
+}
+
+fn current_task() -> *const u8 {
+    // SAFETY: the helper has no preconditions; the address is only used with probe reads.
+    unsafe { bpf_get_current_task() as *const u8 }
+}
+
+fn emit(kind: ProcessEventKind, tgid: u32, parent_tgid: u32, traced: u8, task: *const u8) {
+    let Some(mut entry) = PROCESS_EVENTS.reserve::<ProcessEvent>(0) else {
+        drops::count(DropReason::ProcessEventLost);
+        return;
+    };
+    let event = entry.as_mut_ptr();
+    let exit_code = if kind == ProcessEventKind::Exit {
+        read_at::<i32>(task, setting!(task_exit_code_offset)).unwrap_or(0)
+    } else {
+        0
+    };
+    // SAFETY: `event` points to a reserved record of the right size; every field is written
+    // before submit, `args` up to `args_len` (the reader ignores the rest).
+    unsafe {
+        (*event).kind = kind as u32;
+        (*event).tgid = tgid;
+        (*event).parent_tgid = parent_tgid;
+        (*event).exit_code = exit_code;
+        (*event).traced = traced;
+        (*event)._pad = [0; 7];
+        (*event).time_ns = bpf_ktime_get_boot_ns();
+        (*event).start_boottime_ns =
+            read_at::<u64>(task, setting!(task_start_boottime_offset)).unwrap_or(0);
+        (*event).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        (*event)._pad2 = 0;
+        (*event).args_len = 0;
+        if kind == ProcessEventKind::Exec {
+            (*event).args_len = read_args(task, &mut (*event).args);
+        }
+    }
+    entry.submit(0);
+}
+
+/// Copies the start of the current process's command line (`mm->arg_start..arg_end`) into
+/// `args`; returns the bytes copied.
+#[inline(always)]
+fn read_args(task: *const u8, args: &mut [u8; ARGS_BYTES]) -> u32 {
+    let mm = read_at::<u64>(task, setting!(task_mm_offset)).unwrap_or(0) as *const u8;
+    let (Some(start), Some(end)) = (
+        read_at::<u64>(mm, setting!(mm_arg_start_offset)),
+        read_at::<u64>(mm, setting!(mm_arg_end_offset)),
+    ) else {
+        return 0;
+    };
+    let mut len = end.saturating_sub(start);
+    if len > ARGS_BYTES as u64 {
+        len = ARGS_BYTES as u64;
+    }
+    // SAFETY: the helper copies at most `len` (≤ ARGS_BYTES) bytes of user memory into `args`
+    // through a fault-safe path; on failure nothing is used.
+    let ret = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_user(
+            args.as_mut_ptr().cast(),
+            len as u32,
+            start as *const core::ffi::c_void,
+        )
+    };
+    if ret == 0 { len as u32 } else { 0 }
+}
+
+/// `sched_process_fork(struct task_struct *parent, struct task_struct *child)`, run by the parent.
+#[btf_tracepoint(function = "sched_process_fork")]
+pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
+    let parent_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if traced_generation(parent_tgid).is_none() {
+        return 0;
+    }
+    let child: *const u8 = ctx.arg(1);
+    let (Some(pid), Some(tgid)) = (
+        read_at::<u32>(child, setting!(task_pid_offset)),
+        read_at::<u32>(child, setting!(task_tgid_offset)),
+    ) else {
+        return 0;
+    };
+    if pid != tgid {
+        // A new thread: already covered by its process's tgid.
+        return 0;
+    }
+    let byte = next_traced_byte(traced_byte(tgid));
+    if set_traced_byte(tgid, byte) {
+        debug!(&ctx, "tracing child {} of {}", tgid, parent_tgid);
+        emit(ProcessEventKind::Fork, tgid, parent_tgid, byte, child);
+    }
+    0
+}
+
+/// `sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`, run by
+/// the process after its new image is in place (comm already changed).
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn sched_process_exec(_ctx: BtfTracePointContext) -> i32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let byte = traced_byte(tgid);
+    if byte & TRACED_FLAG != 0 || setting!(watch_exec) != 0 {
+        emit(ProcessEventKind::Exec, tgid, 0, byte, current_task());
+    }
+    0
+}
+
+/// `sched_process_exit(struct task_struct *p[, bool group_dead])`, run by each exiting thread.
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let Some(generation) = traced_generation(tgid) else {
+        return 0;
+    };
+    // SAFETY: the helpers take the current task, which is alive while it runs this program.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8;
+    let nr = read_at::<u32>(regs, setting!(regs_syscall_nr_offset)).unwrap_or(u32::MAX);
+    syscalls::on_thread_exit(tgid, generation, pid_tgid as u32, nr);
+
+    let task = current_task();
+    let group_dead = if setting!(exit_has_group_dead) != 0 {
+        ctx.arg::<u64>(1) & 0xff != 0
+    } else {
+        let signal = read_at::<u64>(task, setting!(task_signal_offset)).unwrap_or(0) as *const u8;
+        read_at::<i32>(signal, setting!(signal_live_offset)) == Some(0)
+    };
+    if group_dead {
+        let byte = traced_byte(tgid) & !TRACED_FLAG;
+        set_traced_byte(tgid, byte);
+        debug!(&ctx, "traced process {} ended", tgid);
+        emit(ProcessEventKind::Exit, tgid, 0, byte, task);
+    }
+    0
+}

@@ -1,0 +1,63 @@
+//! The command line: one module per subcommand.
+
+pub mod run;
+
+use clap::{Parser, Subcommand};
+
+/// Per-process syscall, I/O and SQL accounting with eBPF, written as Parquet.
+#[derive(Debug, Parser)]
+#[command(name = "scalp-bpf", version, about, propagate_version = true)]
+pub struct Cli {
+    /// More log output (-v: info, -vv: debug, including the kernel programs' own messages).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Trace processes and write what they do to a directory of Parquet tables.
+    Run(run::RunArgs),
+}
+
+/// Parses a human duration (`500ms`, `90s`, `5m`).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{e} (write durations like 500ms, 90s, 5m)"))?;
+    if d.is_zero() {
+        return Err("must be greater than zero".to_owned());
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_are_human() {
+        assert_eq!(
+            parse_duration("500ms"),
+            Ok(std::time::Duration::from_millis(500))
+        );
+        assert_eq!(
+            parse_duration("90s"),
+            Ok(std::time::Duration::from_secs(90))
+        );
+        assert_eq!(
+            parse_duration("5m"),
+            Ok(std::time::Duration::from_secs(300))
+        );
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+}

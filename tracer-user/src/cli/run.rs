@@ -1,0 +1,121 @@
+//! `scalp-bpf run`.
+
+use std::{ffi::OsString, path::PathBuf, time::Duration};
+
+use clap::{Args, ValueEnum};
+
+use super::parse_duration;
+use crate::{kernel::btf::DEFAULT_PATH, settings::LatencyMode, targets::TargetSpec};
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  scalp-bpf run --pid nova-api --duration 5m\n  scalp-bpf run --output out -- python3 workload.py"
+)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub targets: TargetArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
+    pub timing: TimingArgs,
+    #[command(flatten)]
+    pub syscalls: SyscallArgs,
+    /// The kernel's BTF (type information); tracing needs it.
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_PATH, help_heading = "Kernel")]
+    pub kernel_btf: PathBuf,
+    /// A command to start and trace from its first syscall, with its children. scalp-bpf exits
+    /// with its exit code.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Targets")]
+pub struct TargetArgs {
+    /// A process to trace, with its threads and children: a PID, or a name matched against the
+    /// comm, argv[0] and an interpreter's script (like `pgrep -f` for OpenStack services).
+    /// Repeatable.
+    #[arg(short, long = "pid", value_name = "PID|NAME")]
+    pub pids: Vec<TargetSpec>,
+    /// When a name matches no process yet, wait for one to start instead of failing.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Output")]
+pub struct OutputArgs {
+    /// Directory to write (must be new or empty) [default: ./scalp-<host>-<UTC time>]
+    #[arg(short, long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+    /// Close a Parquet part of every table this often, so a crash loses at most this much.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub flush_every: Duration,
+    /// Units of work this run did (requests, test cases), stored for per-unit comparisons.
+    #[arg(long, value_name = "N")]
+    pub units: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Timing")]
+pub struct TimingArgs {
+    /// Length of one interval (one set of rows per table).
+    #[arg(short, long, value_name = "DURATION", default_value = "1s", value_parser = parse_interval)]
+    pub interval: Duration,
+    /// Stop after this long (default: until Ctrl-C, SIGTERM, or the traced command/PIDs end).
+    #[arg(short, long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+}
+
+/// Intervals shorter than 10 ms would spend more time reading maps than tracing.
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(10) {
+        return Err("must be at least 10ms".to_owned());
+    }
+    Ok(d)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LatencyArg {
+    /// Time every syscall.
+    Exact,
+    /// Time one syscall in --latency-sample per CPU (counts stay exact).
+    Sampled,
+    /// Count calls and errors only (cheapest).
+    Off,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Syscalls")]
+pub struct SyscallArgs {
+    /// How syscall latency is measured.
+    #[arg(long, value_enum, default_value = "exact")]
+    pub syscall_latency: LatencyArg,
+    /// With --syscall-latency sampled: time one call in N (a power of two, 2..=1024).
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = parse_sample)]
+    pub latency_sample: u32,
+}
+
+fn parse_sample(s: &str) -> Result<u32, String> {
+    let n: u32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number"))?;
+    if !(2..=1024).contains(&n) || !n.is_power_of_two() {
+        return Err("must be a power of two from 2 to 1024".to_owned());
+    }
+    Ok(n)
+}
+
+impl SyscallArgs {
+    pub fn mode(&self) -> LatencyMode {
+        match self.syscall_latency {
+            LatencyArg::Exact => LatencyMode::Exact,
+            LatencyArg::Off => LatencyMode::Off,
+            LatencyArg::Sampled => LatencyMode::Sampled {
+                shift: self.latency_sample.trailing_zeros(),
+            },
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! What the kernel programs need to know from the running kernel's BTF: that the tracepoints
+//! exist, the arguments they pass, and where fields sit in `task_struct` & co. (aya-ebpf has no
+//! CO-RE relocations, so the loader does their job and hands offsets over in `CONFIG`).
+
+use std::path::{Path, PathBuf};
+
+use btf_rs::{Btf, Type};
+
+/// The default place of the kernel's BTF.
+pub const DEFAULT_PATH: &str = "/sys/kernel/btf/vmlinux";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    /// The BTF file is missing: the kernel was built without CONFIG_DEBUG_INFO_BTF.
+    #[error(
+        "kernel BTF not found at {path}: scalp-bpf needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (or pass --kernel-btf FILE)"
+    )]
+    Missing { path: PathBuf },
+    /// The file exists but is not BTF.
+    #[error("cannot read kernel BTF {path}: {source}")]
+    Unreadable {
+        path: PathBuf,
+        source: btf_rs::Error,
+    },
+    /// A type or field scalp-bpf relies on is not in this kernel.
+    #[error("this kernel's BTF has no {what}; scalp-bpf cannot trace on it")]
+    MissingType { what: String },
+}
+
+/// The parsed kernel BTF.
+pub struct KernelBtf {
+    btf: Btf,
+    path: PathBuf,
+}
+
+impl KernelBtf {
+    pub fn open(path: &Path) -> Result<KernelBtf, BtfError> {
+        if !path.is_file() {
+            return Err(BtfError::Missing {
+                path: path.to_owned(),
+            });
+        }
+        let btf = Btf::from_file(path).map_err(|source| BtfError::Unreadable {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(KernelBtf {
+            btf,
+            path: path.to_owned(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The byte offset of `field` in `struct name`, looking through anonymous structs and unions.
+    pub fn field_offset(&self, name: &str, field: &str) -> Result<u32, BtfError> {
+        let missing = || BtfError::MissingType {
+            what: format!("struct {name}.{field}"),
+        };
+        let types = self
+            .btf
+            .resolve_types_by_name(name)
+            .map_err(|_| missing())?;
+        let strukt = types
+            .iter()
+            .find_map(|t| match t {
+                Type::Struct(s) if !s.members.is_empty() => Some(s),
+                _ => None,
+            })
+            .ok_or_else(missing)?;
+        self.find_member(strukt, field, 0).ok_or_else(missing)
+    }
+
+    fn find_member(&self, strukt: &btf_rs::Struct, field: &str, base_bits: u32) -> Option<u32> {
+        for member in &strukt.members {
+            let bits = base_bits + member.bit_offset();
+            let name = self.btf.resolve_name(member).unwrap_or_default();
+            if name == field {
+                return bits.is_multiple_of(8).then_some(bits / 8);
+            }
+            if name.is_empty() {
+                let Ok(inner) = self.btf.resolve_chained_type(member) else {
+                    continue;
+                };
+                if let Type::Struct(s) | Type::Union(s) = self.skip_modifiers(inner)
+                    && let Some(found) = self.find_member(&s, field, bits)
+                {
+                    return Some(found);
+                }
+            }
+        }
+        None
+    }
+
+    fn skip_modifiers(&self, mut t: Type) -> Type {
+        for _ in 0..8 {
+            match &t {
+                Type::Typedef(_) | Type::Const(_) | Type::Volatile(_) | Type::TypeTag(_) => match t
+                    .as_btf_type()
+                    .and_then(|b| self.btf.resolve_chained_type(b).ok())
+                {
+                    Some(next) => t = next,
+                    None => break,
+                },
+                _ => break,
+            }
+        }
+        t
+    }
+
+    /// The number of arguments a BTF tracepoint passes to programs (without the leading context
+    /// pointer), or None when the kernel has no such tracepoint.
+    pub fn tracepoint_args(&self, tracepoint: &str) -> Option<usize> {
+        let name = format!("btf_trace_{tracepoint}");
+        let types = self.btf.resolve_types_by_name(&name).ok()?;
+        let typedef = types.into_iter().find(|t| matches!(t, Type::Typedef(_)))?;
+        let ptr = self.btf.resolve_chained_type(typedef.as_btf_type()?).ok()?;
+        let proto = self.btf.resolve_chained_type(ptr.as_btf_type()?).ok()?;
+        match proto {
+            Type::FuncProto(p) => Some(p.parameters.len().saturating_sub(1)),
+            _ => None,
+        }
+    }
+
+    /// Fails unless the kernel has this BTF tracepoint.
+    pub fn require_tracepoint(&self, tracepoint: &str) -> Result<usize, BtfError> {
+        self.tracepoint_args(tracepoint)
+            .ok_or_else(|| BtfError::MissingType {
+                what: format!("tracepoint {tracepoint}"),
+            })
+    }
+}

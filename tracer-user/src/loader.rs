@@ -1,0 +1,160 @@
+//! Loads the kernel programs: fills in `CONFIG`, sizes the maps for this machine, and attaches
+//! every probe the settings want (see [`crate::probes`]).
+
+use aya::{
+    Btf, Ebpf, EbpfLoader, Endianness,
+    programs::{BtfTracePoint, ProgramError},
+};
+use aya_log::EbpfLogger;
+use tracer_common::{
+    config::Config,
+    maps::{CONFIG_GLOBAL, SYSCALL_INFLIGHT, TRACED},
+    process::TGIDS_PER_ELEMENT,
+};
+
+use crate::{
+    kernel::btf::{BtfError, KernelBtf},
+    probes::PROBES,
+    settings::Settings,
+    syscall_names::Arch,
+};
+
+/// The object built by build.rs from tracer-ebpf.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+
+/// Largest in-flight table: 2^16 slots (1 MiB). Smaller pid_max gets one slot per PID.
+const MAX_INFLIGHT_SLOTS: u32 = 1 << 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Btf(#[from] BtfError),
+    /// The binary was built with AYA_BUILD_SKIP and carries no kernel programs.
+    #[error("this scalp-bpf binary was built without its kernel programs (AYA_BUILD_SKIP)")]
+    NoObject,
+    #[error("cannot read /proc/sys/kernel/pid_max: {0}")]
+    PidMax(std::io::Error),
+    /// The kernel refused the object or a map.
+    #[error("the kernel refused scalp-bpf's programs: {0}")]
+    Object(#[source] aya::EbpfError),
+    /// A program failed to load or attach.
+    #[error("cannot attach {program} to tracepoint {tracepoint}: {source}")]
+    Attach {
+        program: &'static str,
+        tracepoint: &'static str,
+        source: ProgramError,
+    },
+    #[error("the object has no program {0}")]
+    MissingProgram(&'static str),
+    #[error("this architecture ({0}) is not supported")]
+    Arch(String),
+}
+
+impl LoadError {
+    pub fn exit_code(&self) -> crate::exit::ExitCode {
+        match self {
+            LoadError::NoObject => crate::exit::ExitCode::Internal,
+            _ => crate::exit::ExitCode::KernelUnsupported,
+        }
+    }
+}
+
+/// The loaded, attached programs and their maps.
+pub struct Loaded {
+    pub ebpf: Ebpf,
+    pub logger: Option<EbpfLogger<&'static dyn log::Log>>,
+    /// Number of `TRACED` elements.
+    pub traced_elements: u32,
+    pub arch: Arch,
+}
+
+/// Fills in the `CONFIG` global from the settings and the kernel's BTF.
+pub fn config(
+    settings: &Settings,
+    kbtf: &KernelBtf,
+    pid_max: u32,
+    arch: Arch,
+) -> Result<Config, LoadError> {
+    let inflight_slots = pid_max.next_power_of_two().min(MAX_INFLIGHT_SLOTS);
+    let (sample_shift, latency) = match settings.syscall_latency {
+        crate::settings::LatencyMode::Off => (0, 0),
+        crate::settings::LatencyMode::Exact => (0, 1),
+        crate::settings::LatencyMode::Sampled { shift } => (shift, 1),
+    };
+    let exit_args = kbtf.require_tracepoint("sched_process_exit")?;
+    let [rt_sigreturn_nr, clone_nr, clone3_nr, fork_nr, vfork_nr] = arch.special_nrs();
+    Ok(Config {
+        inflight_mask: inflight_slots - 1,
+        syscall_latency: latency,
+        latency_sample_shift: sample_shift,
+        watch_exec: u32::from(settings.watch_exec),
+        exit_has_group_dead: u32::from(exit_args >= 2),
+        traced_elements: pid_max.div_ceil(TGIDS_PER_ELEMENT),
+        exit_nr: arch.exit_nr(),
+        exit_group_nr: arch.exit_group_nr(),
+        rt_sigreturn_nr,
+        clone_nr,
+        clone3_nr,
+        fork_nr,
+        vfork_nr,
+        regs_syscall_nr_offset: kbtf.field_offset("pt_regs", arch.regs_syscall_nr_field())?,
+        task_pid_offset: kbtf.field_offset("task_struct", "pid")?,
+        task_tgid_offset: kbtf.field_offset("task_struct", "tgid")?,
+        task_start_boottime_offset: kbtf.field_offset("task_struct", "start_boottime")?,
+        task_exit_code_offset: kbtf.field_offset("task_struct", "exit_code")?,
+        task_signal_offset: kbtf.field_offset("task_struct", "signal")?,
+        signal_live_offset: kbtf.field_offset("signal_struct", "live")?,
+        task_mm_offset: kbtf.field_offset("task_struct", "mm")?,
+        mm_arg_start_offset: kbtf.field_offset("mm_struct", "arg_start")?,
+        mm_arg_end_offset: kbtf.field_offset("mm_struct", "arg_end")?,
+        _pad: 0,
+    })
+}
+
+/// Loads the object and attaches the wanted probes.
+pub fn load(settings: &Settings, kbtf: &KernelBtf) -> Result<Loaded, LoadError> {
+    if OBJECT.is_empty() {
+        return Err(LoadError::NoObject);
+    }
+    let arch = Arch::host().map_err(LoadError::Arch)?;
+    let pid_max = crate::kernel::pid_max().map_err(LoadError::PidMax)?;
+    let config = config(settings, kbtf, pid_max, arch)?;
+    for probe in PROBES.iter().filter(|p| (p.wanted)(settings)) {
+        kbtf.require_tracepoint(probe.tracepoint)?;
+    }
+    let btf = Btf::parse_file(kbtf.path(), Endianness::default())
+        .map_err(|e| LoadError::Object(aya::EbpfError::BtfError(e)))?;
+
+    let mut ebpf = EbpfLoader::new()
+        .btf(Some(&btf))
+        .override_global(CONFIG_GLOBAL, &config, true)
+        .map_max_entries(TRACED, config.traced_elements)
+        .map_max_entries(SYSCALL_INFLIGHT, config.inflight_mask + 1)
+        .load(OBJECT)
+        .map_err(LoadError::Object)?;
+
+    // Kernel-side diagnostics (aya-log) go to our log; absent when the object logs nothing.
+    let logger = EbpfLogger::init(&mut ebpf).ok();
+
+    for probe in PROBES.iter().filter(|p| (p.wanted)(settings)) {
+        let attach_err = |source| LoadError::Attach {
+            program: probe.program,
+            tracepoint: probe.tracepoint,
+            source,
+        };
+        let program: &mut BtfTracePoint = ebpf
+            .program_mut(probe.program)
+            .ok_or(LoadError::MissingProgram(probe.program))?
+            .try_into()
+            .map_err(attach_err)?;
+        program.load(probe.tracepoint, &btf).map_err(attach_err)?;
+        program.attach().map_err(attach_err)?;
+        tracing::debug!(program = probe.program, tracer = probe.tracer, "attached");
+    }
+    Ok(Loaded {
+        ebpf,
+        logger,
+        traced_elements: config.traced_elements,
+        arch,
+    })
+}

@@ -1,0 +1,64 @@
+//! Which kernel program attaches where, and when: data, not `if`s.
+//!
+//! Every program is a BTF tracepoint (tp_btf). kprobes and fentry are not used: they are missing
+//! or refused on some kernels (CONFIG_KPROBES=n, lockdown policies), while tp_btf needs only BTF
+//! and costs the least per hit of the tracepoint kinds. A tp_btf program's return value is
+//! ignored by the kernel, so other users of the same tracepoints (perf, ftrace) keep seeing every
+//! event.
+
+use crate::settings::Settings;
+
+/// One program of the object.
+pub struct Probe {
+    /// Function name in tracer-ebpf.
+    pub program: &'static str,
+    /// The tracepoint (`btf_trace_<name>` in the kernel's BTF).
+    pub tracepoint: &'static str,
+    /// The tracer it feeds (for messages).
+    pub tracer: &'static str,
+    /// Whether these settings need it.
+    pub wanted: fn(&Settings) -> bool,
+}
+
+fn always(_: &Settings) -> bool {
+    true
+}
+
+fn syscall_latency(s: &Settings) -> bool {
+    s.syscall_latency.measures()
+}
+
+/// Every program, in attach order: process tracking first, so that a child forked while the
+/// other programs attach is already marked.
+pub const PROBES: &[Probe] = &[
+    Probe {
+        program: "sched_process_fork",
+        tracepoint: "sched_process_fork",
+        tracer: "process",
+        wanted: always,
+    },
+    Probe {
+        program: "sched_process_exec",
+        tracepoint: "sched_process_exec",
+        tracer: "process",
+        wanted: always,
+    },
+    Probe {
+        program: "sched_process_exit",
+        tracepoint: "sched_process_exit",
+        tracer: "process",
+        wanted: always,
+    },
+    Probe {
+        program: "sys_enter",
+        tracepoint: "sys_enter",
+        tracer: "syscalls",
+        wanted: syscall_latency,
+    },
+    Probe {
+        program: "sys_exit",
+        tracepoint: "sys_exit",
+        tracer: "syscalls",
+        wanted: always,
+    },
+];

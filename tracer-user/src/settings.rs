@@ -1,0 +1,35 @@
+//! The resolved settings of a run, shared by the loader and the tracers.
+
+/// How syscall latency is measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LatencyMode {
+    /// Count calls and errors only (sys_exit alone is attached).
+    Off,
+    /// Time every call.
+    Exact,
+    /// Time one call in `2^shift` per CPU; counts stay exact.
+    Sampled { shift: u32 },
+}
+
+impl LatencyMode {
+    pub fn measures(self) -> bool {
+        self != LatencyMode::Off
+    }
+
+    /// As written to run metadata.
+    pub fn describe(self) -> String {
+        match self {
+            LatencyMode::Off => "off".to_owned(),
+            LatencyMode::Exact => "exact".to_owned(),
+            LatencyMode::Sampled { shift } => format!("sampled 1/{}", 1u64 << shift),
+        }
+    }
+}
+
+/// Everything the loader and tracers need to know.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub syscall_latency: LatencyMode,
+    /// Send exec events of every process (some targets are names, so late starters count).
+    pub watch_exec: bool,
+}

@@ -1,0 +1,94 @@
+//! Run metadata: in `DIR/run.json` and in every Parquet file's key-value metadata.
+
+use std::{fs, io, io::Write as _, os::unix::fs::OpenOptionsExt as _, path::Path};
+
+use serde::Serialize;
+
+/// Version of the table layouts; bumped when a column changes meaning or type.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What a run was.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunMetadata {
+    pub tool: &'static str,
+    pub tool_version: &'static str,
+    pub schema_version: u32,
+    pub host: String,
+    pub kernel_release: String,
+    pub kernel_version: String,
+    pub arch: &'static str,
+    pub boot_id: String,
+    /// RFC 3339, UTC.
+    pub run_start: String,
+    /// RFC 3339, UTC; null while the run is going on (or if it was killed).
+    pub run_end: Option<String>,
+    /// scalp-bpf's own command line.
+    pub command_line: Vec<String>,
+    /// The `--pid` values.
+    pub targets: Vec<String>,
+    /// The command traced after `--`, if any.
+    pub command: Vec<String>,
+    pub interval_ns: u64,
+    pub syscall_latency: String,
+    /// Why the run ended (duration, signal, command exited, targets ended, error).
+    pub end_reason: Option<String>,
+    /// Exit code of the `--` command.
+    pub command_exit_code: Option<i32>,
+    /// (tracer, reason, count) of everything dropped; empty when nothing was lost.
+    pub drops: Vec<DropTotal>,
+    /// Units of work the run did (`--units`), for per-unit comparisons.
+    pub units: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DropTotal {
+    pub tracer: String,
+    pub reason: String,
+    pub count: u64,
+}
+
+impl RunMetadata {
+    /// Key-value pairs for Parquet files.
+    pub fn key_values(&self) -> Vec<(String, String)> {
+        let mut kv = vec![
+            (
+                "scalp.run".to_owned(),
+                serde_json::to_string(self).unwrap_or_default(),
+            ),
+            (
+                "scalp.tool_version".to_owned(),
+                self.tool_version.to_owned(),
+            ),
+            (
+                "scalp.schema_version".to_owned(),
+                self.schema_version.to_string(),
+            ),
+            ("scalp.host".to_owned(), self.host.clone()),
+            ("scalp.kernel".to_owned(), self.kernel_release.clone()),
+            ("scalp.boot_id".to_owned(), self.boot_id.clone()),
+            ("scalp.run_start".to_owned(), self.run_start.clone()),
+            ("scalp.command_line".to_owned(), self.command_line.join(" ")),
+            ("scalp.targets".to_owned(), self.targets.join(",")),
+        ];
+        if let Some(end) = &self.run_end {
+            kv.push(("scalp.run_end".to_owned(), end.clone()));
+        }
+        kv
+    }
+
+    /// Writes `dir/run.json` atomically (a reader sees the old or the new file, never half).
+    pub fn write(&self, dir: &Path) -> io::Result<()> {
+        let tmp = dir.join(".run.json.tmp");
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        let mut text = serde_json::to_string_pretty(self).map_err(io::Error::other)?;
+        text.push('\n');
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        fs::rename(&tmp, dir.join("run.json"))
+    }
+}
