@@ -11,8 +11,6 @@ pub struct Config {
     pub inflight_mask: u32,
     /// Measure syscall latency (1) or only count calls and errors (0).
     pub syscall_latency: u32,
-    /// Time one syscall in `2^latency_sample_shift` per CPU (0: every call).
-    pub latency_sample_shift: u32,
     /// Send exec events of untraced processes too (to pick up late starters by name).
     pub watch_exec: u32,
     /// `sched_process_exit` passes `group_dead` (Linux ≥ 6.16); else read `signal->live`.
@@ -46,14 +44,13 @@ pub struct Config {
 /// A syscall number no architecture uses.
 pub const NO_SYSCALL: u32 = u32::MAX - 1;
 
-const _: () = assert!(core::mem::size_of::<Config>() == 96);
+const _: () = assert!(core::mem::size_of::<Config>() == 92);
 
 impl Config {
     /// The value compiled into the object; the loader always overwrites it.
     pub const UNSET: Config = Config {
         inflight_mask: 0,
         syscall_latency: 0,
-        latency_sample_shift: 0,
         watch_exec: 0,
         exit_has_group_dead: 0,
         traced_elements: 0,

@@ -8,6 +8,9 @@ pub const PROCESS_EVENTS: &str = "PROCESS_EVENTS";
 pub const DROPS: &str = "DROPS";
 /// `Array<InFlight>`: the syscall each traced thread is in, indexed by `tid & inflight_mask`.
 pub const SYSCALL_INFLIGHT: &str = "SYSCALL_INFLIGHT";
+/// `Array<[u8; 8]>`: per syscall number (eight per element), the log2 of its sampling
+/// period for latency (0: time every call). The loader adapts it to each syscall's rate.
+pub const SYSCALL_SAMPLE_SHIFT: &str = "SYSCALL_SAMPLE_SHIFT";
 /// `PerCpuHashMap<SyscallKey, SyscallStats>`.
 pub const SYSCALL_STATS: &str = "SYSCALL_STATS";
 

@@ -23,13 +23,15 @@ pub struct SyscallStats {
     pub calls: u64,
     /// Calls that returned -4095..=-1 (an errno).
     pub errors: u64,
-    /// Calls whose latency was measured (all of them unless sampling, bar calls already under way
-    /// when tracing began).
+    /// Calls whose latency was measured (all of them unless sampled, bar calls already under way
+    /// when tracing began and `exit`/`exit_group`).
     pub timed_calls: u64,
-    /// Sum of the measured latencies, ns.
+    /// Sum of the measured latencies, each weighted by `2^weight_shift` (ns): an unbiased
+    /// estimate of the total time of all calls, exact when nothing is sampled.
     pub duration_ns: u64,
-    /// Measured latencies per log2 bucket ([`crate::hist`]). u32 per CPU: the loader sums and
-    /// subtracts with wrapping arithmetic, exact while one interval adds fewer than 2^32.
+    /// Calls per log2 latency bucket ([`crate::hist`]), each timed call weighted like
+    /// `duration_ns`. u32 per CPU: the loader sums and subtracts with wrapping arithmetic, exact
+    /// while one interval adds fewer than 2^32.
     pub hist: [u32; BUCKETS],
 }
 
@@ -52,11 +54,19 @@ pub struct InFlight {
     /// The thread; a slot whose tid differs belongs to another thread.
     pub tid: u32,
     pub nr: u32,
-    /// `bpf_ktime_get_ns()` at entry; 0 when the slot is free or the call is not sampled.
+    /// `bpf_ktime_get_ns()` at entry; 0 when the slot is free.
     pub start_ns: u64,
+    /// The call was timed with probability `2^-weight_shift`; it stands for `2^weight_shift`.
+    pub weight_shift: u32,
+    pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<InFlight>() == 16);
+const _: () = assert!(core::mem::size_of::<InFlight>() == 24);
+
+/// Syscall numbers covered by `SYSCALL_SAMPLE_SHIFT` (x86_64 and arm64 stay below 512).
+pub const SAMPLE_SHIFT_NRS: u32 = 512;
+/// Largest sampling shift: time at least one call in 1024.
+pub const MAX_SAMPLE_SHIFT: u8 = 10;
 
 /// `-4095..=-1`: the range in which a raw syscall return value is an errno.
 #[inline(always)]

@@ -3,6 +3,7 @@
 #![no_std]
 #![no_main]
 
+mod calibrate;
 mod config;
 mod drops;
 mod process;

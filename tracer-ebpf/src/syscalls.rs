@@ -6,7 +6,7 @@
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_get_prandom_u32},
     macros::{btf_tracepoint, map},
     maps::{Array, PerCpuArray, PerCpuHashMap},
     programs::BtfTracePointContext,
@@ -15,7 +15,7 @@ use tracer_common::{
     drops::DropReason,
     hist,
     maps::SYSCALL_STATS_ENTRIES,
-    syscalls::{InFlight, SyscallKey, SyscallStats, is_error},
+    syscalls::{InFlight, SAMPLE_SHIFT_NRS, SyscallKey, SyscallStats, is_error},
 };
 
 use crate::{config::setting, drops, targets::traced_generation};
@@ -28,9 +28,34 @@ static SYSCALL_INFLIGHT: Array<InFlight> = Array::with_max_entries(1, 0);
 static SYSCALL_STATS: PerCpuHashMap<SyscallKey, SyscallStats> =
     PerCpuHashMap::with_max_entries(SYSCALL_STATS_ENTRIES, 0);
 
-/// Per-CPU call counter that picks which calls to time when sampling.
+/// Per syscall number, the log2 of its latency sampling period (eight numbers per element).
 #[map]
-static SYSCALL_SAMPLE_TICK: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+static SYSCALL_SAMPLE_SHIFT: Array<[u8; 8]> = Array::with_max_entries(SAMPLE_SHIFT_NRS / 8, 0);
+
+/// Per-CPU xorshift32 state that picks which calls to time when sampling.
+#[map]
+static SYSCALL_SAMPLE_STATE: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// True for a pseudo-random one call in `2^shift`. Random rather than every n-th call: a loop
+/// of n syscalls would otherwise always time the same one.
+#[inline(always)]
+fn sample(shift: u32) -> bool {
+    let Some(state) = SYSCALL_SAMPLE_STATE.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: this CPU's slot; programs on one CPU do not run concurrently on it.
+    unsafe {
+        let mut x = *state;
+        if x == 0 {
+            x = bpf_get_prandom_u32() | 1;
+        }
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *state = x;
+        x & ((1u32 << (shift & 31)) - 1) == 0
+    }
+}
 
 /// `sys_enter(struct pt_regs *regs, long id)`.
 #[btf_tracepoint(function = "sys_enter")]
@@ -39,25 +64,19 @@ pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
     if traced_generation((pid_tgid >> 32) as u32).is_none() {
         return 0;
     }
-    let shift = setting!(latency_sample_shift);
-    if shift != 0 {
-        let Some(tick) = SYSCALL_SAMPLE_TICK.get_ptr_mut(0) else {
-            return 0;
-        };
-        // SAFETY: per-CPU slot, no concurrent writer.
-        let n = unsafe {
-            *tick = (*tick).wrapping_add(1);
-            *tick
-        };
-        if n & ((1u32 << (shift & 31)) - 1) != 0 {
-            return 0;
-        }
+    let nr: i64 = ctx.arg(1);
+    let nr = nr as u32;
+    let shift = match SYSCALL_SAMPLE_SHIFT.get(nr / 8) {
+        Some(shifts) => u32::from(shifts[(nr % 8) as usize]),
+        None => 0,
+    };
+    if shift != 0 && !sample(shift) {
+        return 0;
     }
     let tid = pid_tgid as u32;
     let Some(slot) = SYSCALL_INFLIGHT.get_ptr_mut(tid & setting!(inflight_mask)) else {
         return 0;
     };
-    let nr: i64 = ctx.arg(1);
     // SAFETY: `slot` points into the array's memory. Another CPU may write the same slot only if
     // a traced thread with a colliding tid is in a syscall at the same moment; the tid check in
     // sys_exit then discards the torn stamp.
@@ -66,7 +85,8 @@ pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
             drops::count(DropReason::SyscallLatencyLost);
         }
         (*slot).tid = tid;
-        (*slot).nr = nr as u32;
+        (*slot).nr = nr;
+        (*slot).weight_shift = shift;
         (*slot).start_ns = bpf_ktime_get_ns();
     }
     0
@@ -87,6 +107,7 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     let mut nr = NO_NR;
     let mut timed = false;
     let mut latency_ns: u64 = 0;
+    let mut weight_shift: u32 = 0;
     if setting!(syscall_latency) != 0
         && let Some(slot) = SYSCALL_INFLIGHT.get_ptr_mut(tid & setting!(inflight_mask))
     {
@@ -95,6 +116,7 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
             if (*slot).tid == tid && (*slot).start_ns != 0 {
                 nr = (*slot).nr;
                 latency_ns = bpf_ktime_get_ns().wrapping_sub((*slot).start_ns);
+                weight_shift = (*slot).weight_shift;
                 timed = true;
                 (*slot).start_ns = 0;
             }
@@ -121,6 +143,7 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
         is_error(ret),
         timed,
         latency_ns,
+        weight_shift,
     );
     0
 }
@@ -147,9 +170,10 @@ pub fn syscall_nr(regs: *const u8) -> u32 {
     unsafe { core::ptr::read_volatile(regs.add(offset) as *const u32) }
 }
 
-/// Adds one call to the (process, syscall) stats of this CPU; `ns` counts when `timed`.
+/// Adds one call to the (process, syscall) stats of this CPU; when `timed`, its latency `ns`
+/// counts `2^shift` times (it was timed with probability `2^-shift`).
 #[inline(always)]
-pub fn record(key: &SyscallKey, error: bool, timed: bool, ns: u64) {
+pub fn record(key: &SyscallKey, error: bool, timed: bool, ns: u64, shift: u32) {
     let stats = match SYSCALL_STATS.get_ptr_mut(key) {
         Some(stats) => stats,
         None => {
@@ -171,11 +195,12 @@ pub fn record(key: &SyscallKey, error: bool, timed: bool, ns: u64) {
             (*stats).errors += 1;
         }
         if timed {
+            let shift = shift & 31;
             (*stats).timed_calls += 1;
-            (*stats).duration_ns += ns;
+            (*stats).duration_ns += ns << shift;
             let bucket = hist::bucket(ns);
             if let Some(count) = (*stats).hist.get_mut(bucket) {
-                *count = count.wrapping_add(1);
+                *count = count.wrapping_add(1 << shift);
             }
         }
     }
@@ -195,6 +220,7 @@ pub fn on_thread_exit(tgid: u32, generation: u32, tid: u32, nr: u32) {
             },
             false,
             false,
+            0,
             0,
         );
     }

@@ -14,7 +14,7 @@ use tracer_common::{
 
 use crate::{
     kernel::btf::{BtfError, KernelBtf},
-    probes::PROBES,
+    probes::{PROBES, Probe},
     settings::Settings,
     syscall_names::Arch,
 };
@@ -76,17 +76,11 @@ pub fn config(
     arch: Arch,
 ) -> Result<Config, LoadError> {
     let inflight_slots = pid_max.next_power_of_two().min(MAX_INFLIGHT_SLOTS);
-    let (sample_shift, latency) = match settings.syscall_latency {
-        crate::settings::LatencyMode::Off => (0, 0),
-        crate::settings::LatencyMode::Exact => (0, 1),
-        crate::settings::LatencyMode::Sampled { shift } => (shift, 1),
-    };
     let exit_args = kbtf.require_tracepoint("sched_process_exit")?;
     let [rt_sigreturn_nr, clone_nr, clone3_nr, fork_nr, vfork_nr] = arch.special_nrs();
     Ok(Config {
         inflight_mask: inflight_slots - 1,
-        syscall_latency: latency,
-        latency_sample_shift: sample_shift,
+        syscall_latency: u32::from(settings.syscall_latency.measures()),
         watch_exec: u32::from(settings.watch_exec),
         exit_has_group_dead: u32::from(exit_args >= 2),
         traced_elements: pid_max.div_ceil(TGIDS_PER_ELEMENT),
@@ -113,13 +107,23 @@ pub fn config(
 
 /// Loads the object and attaches the wanted probes.
 pub fn load(settings: &Settings, kbtf: &KernelBtf) -> Result<Loaded, LoadError> {
+    let probes: Vec<&Probe> = PROBES.iter().filter(|p| (p.wanted)(settings)).collect();
+    load_with(settings, kbtf, &probes)
+}
+
+/// Loads the object and attaches only `probes`.
+pub fn load_with(
+    settings: &Settings,
+    kbtf: &KernelBtf,
+    probes: &[&Probe],
+) -> Result<Loaded, LoadError> {
     if OBJECT.is_empty() {
         return Err(LoadError::NoObject);
     }
     let arch = Arch::host().map_err(LoadError::Arch)?;
     let pid_max = crate::kernel::pid_max().map_err(LoadError::PidMax)?;
     let config = config(settings, kbtf, pid_max, arch)?;
-    for probe in PROBES.iter().filter(|p| (p.wanted)(settings)) {
+    for probe in probes {
         kbtf.require_tracepoint(probe.tracepoint)?;
     }
     let btf = Btf::parse_file(kbtf.path(), Endianness::default())
@@ -136,7 +140,7 @@ pub fn load(settings: &Settings, kbtf: &KernelBtf) -> Result<Loaded, LoadError> 
     // Kernel-side diagnostics (aya-log) go to our log; absent when the object logs nothing.
     let logger = EbpfLogger::init(&mut ebpf).ok();
 
-    for probe in PROBES.iter().filter(|p| (p.wanted)(settings)) {
+    for probe in probes {
         let attach_err = |source| LoadError::Attach {
             program: probe.program,
             tracepoint: probe.tracepoint,

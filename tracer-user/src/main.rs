@@ -47,6 +47,7 @@ fn main() -> std::process::ExitCode {
     let argv: Vec<String> = std::env::args().collect();
     let code = match cli.command {
         Command::Run(args) => run::main(args, argv),
+        Command::Calibrate(args) => cli::calibrate::main(args),
     };
     code.into()
 }

@@ -62,3 +62,19 @@ pub const PROBES: &[Probe] = &[
         wanted: always,
     },
 ];
+
+/// Empty programs on the syscall tracepoints (`scalp-bpf calibrate`).
+pub const CALIBRATION: &[Probe] = &[
+    Probe {
+        program: "calibrate_sys_enter",
+        tracepoint: "sys_enter",
+        tracer: "calibrate",
+        wanted: always,
+    },
+    Probe {
+        program: "calibrate_sys_exit",
+        tracepoint: "sys_exit",
+        tracer: "calibrate",
+        wanted: always,
+    },
+];

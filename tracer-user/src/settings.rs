@@ -7,8 +7,11 @@ pub enum LatencyMode {
     Off,
     /// Time every call.
     Exact,
-    /// Time one call in `2^shift` per CPU; counts stay exact.
-    Sampled { shift: u32 },
+    /// Time one call in `2^shift` (chosen at random); counts stay exact.
+    Sampled { shift: u8 },
+    /// Per syscall number, time every call while it is rare and sample it once it is frequent,
+    /// so that about `target` calls per second of each are timed.
+    Auto { target: u32 },
 }
 
 impl LatencyMode {
@@ -22,6 +25,7 @@ impl LatencyMode {
             LatencyMode::Off => "off".to_owned(),
             LatencyMode::Exact => "exact".to_owned(),
             LatencyMode::Sampled { shift } => format!("sampled 1/{}", 1u64 << shift),
+            LatencyMode::Auto { target } => format!("auto ({target} timed calls/s per syscall)"),
         }
     }
 }

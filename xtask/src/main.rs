@@ -1,1 +1,68 @@
-fn main() {}
+//! Project tasks: `cargo xtask demo | test | bench | setup | workload`.
+//!
+//! Every task installs what it needs first, idempotently, so that each of the README's two
+//! commands works on a fresh machine.
+
+mod bench;
+mod demo;
+mod setup;
+mod test;
+mod workload;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "scalp-bpf's build, test and benchmark tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what the demo, the tests or the benchmarks need (idempotent).
+    Setup {
+        #[arg(value_enum, default_value = "test")]
+        profile: setup::Profile,
+    },
+    /// Build scalp-bpf and trace the bundled demo workload.
+    Demo,
+    /// Run every test: unit tests, then the root acceptance tests against real programs.
+    Test {
+        /// Only run acceptance tests whose name matches (pytest -k).
+        #[arg(short = 'k', long)]
+        filter: Option<String>,
+        /// Skip the unit tests.
+        #[arg(long)]
+        acceptance_only: bool,
+    },
+    /// Measure overheads against an untraced baseline and peer tools.
+    Bench(bench::BenchArgs),
+    /// Workloads the demo, tests and benchmarks drive (run by them, not by hand).
+    #[command(hide = true)]
+    Workload(workload::WorkloadArgs),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Setup { profile } => setup::run(profile),
+        Task::Demo => demo::run(),
+        Task::Test {
+            filter,
+            acceptance_only,
+        } => test::run(filter.as_deref(), acceptance_only),
+        Task::Bench(args) => bench::run(args),
+        Task::Workload(args) => workload::run(args),
+    }
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
+}

@@ -1,5 +1,6 @@
 //! The command line: one module per subcommand.
 
+pub mod calibrate;
 pub mod run;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +20,9 @@ pub struct Cli {
 pub enum Command {
     /// Trace processes and write what they do to a directory of Parquet tables.
     Run(run::RunArgs),
+    /// Attach empty programs to the syscall tracepoints (a benchmark reference).
+    #[command(hide = true)]
+    Calibrate(calibrate::CalibrateArgs),
 }
 
 /// Parses a human duration (`500ms`, `90s`, `5m`).

@@ -78,9 +78,12 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LatencyArg {
+    /// Time every call of rare syscalls; sample frequent ones to about --latency-target timed
+    /// calls per second each (counts stay exact; sums and histograms are weighted estimates).
+    Auto,
     /// Time every syscall.
     Exact,
-    /// Time one syscall in --latency-sample per CPU (counts stay exact).
+    /// Time one syscall in --latency-sample, at random (counts stay exact).
     Sampled,
     /// Count calls and errors only (cheapest).
     Off,
@@ -90,11 +93,14 @@ pub enum LatencyArg {
 #[command(next_help_heading = "Syscalls")]
 pub struct SyscallArgs {
     /// How syscall latency is measured.
-    #[arg(long, value_enum, default_value = "exact")]
+    #[arg(long, value_enum, default_value = "auto")]
     pub syscall_latency: LatencyArg,
     /// With --syscall-latency sampled: time one call in N (a power of two, 2..=1024).
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = parse_sample)]
     pub latency_sample: u32,
+    /// With --syscall-latency auto: timed calls per second to aim for, per syscall.
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub latency_target: u32,
 }
 
 fn parse_sample(s: &str) -> Result<u32, String> {
@@ -111,10 +117,13 @@ fn parse_sample(s: &str) -> Result<u32, String> {
 impl SyscallArgs {
     pub fn mode(&self) -> LatencyMode {
         match self.syscall_latency {
+            LatencyArg::Auto => LatencyMode::Auto {
+                target: self.latency_target,
+            },
             LatencyArg::Exact => LatencyMode::Exact,
             LatencyArg::Off => LatencyMode::Off,
             LatencyArg::Sampled => LatencyMode::Sampled {
-                shift: self.latency_sample.trailing_zeros(),
+                shift: self.latency_sample.trailing_zeros() as u8,
             },
         }
     }

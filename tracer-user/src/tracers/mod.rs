@@ -75,9 +75,12 @@ pub fn build(
     settings: &Settings,
     arch: Arch,
 ) -> Result<Vec<Box<dyn Tracer>>, TracerError> {
-    let _ = settings;
     Ok(vec![
-        Box::new(syscalls::SyscallTracer::new(ebpf, arch)?),
+        Box::new(syscalls::SyscallTracer::new(
+            ebpf,
+            arch,
+            settings.syscall_latency,
+        )?),
         Box::new(drops::DropsTracer::new(ebpf)?),
     ])
 }

@@ -1,0 +1,59 @@
+//! `scalp-bpf calibrate` (hidden): attach empty programs to the syscall tracepoints until
+//! SIGINT/SIGTERM, so that benchmarks can tell the attach point's own cost from scalp-bpf's.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::{
+    exit::ExitCode,
+    kernel::{btf::KernelBtf, privileges},
+    loader,
+    probes::CALIBRATION,
+    settings::{LatencyMode, Settings},
+};
+
+#[derive(Debug, Args)]
+pub struct CalibrateArgs {
+    /// Attach only the sys_exit program (the counts-only configuration).
+    #[arg(long)]
+    pub exit_only: bool,
+    #[arg(long, value_name = "FILE", default_value = crate::kernel::btf::DEFAULT_PATH)]
+    pub kernel_btf: PathBuf,
+}
+
+pub fn main(args: CalibrateArgs) -> ExitCode {
+    let result = (|| -> Result<(), crate::run::RunError> {
+        privileges::check()?;
+        let kbtf = KernelBtf::open(&args.kernel_btf)?;
+        let settings = Settings {
+            syscall_latency: LatencyMode::Off,
+            watch_exec: false,
+        };
+        let probes: Vec<_> = CALIBRATION
+            .iter()
+            .filter(|p| !args.exit_only || p.tracepoint == "sys_exit")
+            .collect();
+        let _loaded = loader::load_with(&settings, &kbtf, &probes)?;
+        println!("ready");
+        let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        let mut sig = 0;
+        // SAFETY: standard sigwait setup on a local set; blocking SIGINT/SIGTERM in this
+        // single-threaded process makes sigwait receive them.
+        unsafe {
+            libc::sigemptyset(set.as_mut_ptr());
+            libc::sigaddset(set.as_mut_ptr(), libc::SIGINT);
+            libc::sigaddset(set.as_mut_ptr(), libc::SIGTERM);
+            libc::sigprocmask(libc::SIG_BLOCK, set.as_ptr(), std::ptr::null_mut());
+            libc::sigwait(set.as_ptr(), &mut sig);
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => ExitCode::Ok,
+        Err(e) => {
+            eprintln!("scalp-bpf: {e}");
+            e.exit_code()
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! `cargo xtask bench …`: overhead measurements. The machine is noisy, so every figure is a
+//! median over rounds in which the scenarios alternate, and each is read as the traced thread's
+//! own CPU time per operation, compared within one run.
+
+mod harness;
+mod syscalls;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+
+use crate::setup::{self, Profile};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(Subcommand)]
+enum What {
+    /// Added CPU ns per syscall: scalp-bpf (traced and untraced processes) vs bpftrace and BCC.
+    Syscalls(syscalls::Options),
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    setup::run(Profile::Bench)?;
+    // Per-program run-time statistics add two clock reads to every program run.
+    let stats = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or_default();
+    if stats.trim() != "0" {
+        anyhow::bail!(
+            "kernel.bpf_stats_enabled is on: it distorts every figure; turn it off first"
+        );
+    }
+    let scalp = setup::build_release()?;
+    match args.what {
+        What::Syscalls(opts) => syscalls::run(&scalp, &opts),
+    }
+}

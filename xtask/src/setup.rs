@@ -1,0 +1,213 @@
+//! Idempotent installation of everything the tasks need: the Rust pieces of the eBPF build, Debian
+//! packages, and the Python packages of the acceptance tests.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::ValueEnum;
+
+use crate::root;
+
+/// The bpf-linker that builds with this toolchain (../shared/TOOLCHAIN.md).
+const BPF_LINKER_VERSION: &str = "0.10.4";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Profile {
+    /// Build and run the demo.
+    Demo,
+    /// Also the servers, tools and Python packages of the tests.
+    Test,
+    /// Also the peers the benchmarks compare against.
+    Bench,
+}
+
+/// Debian packages per profile.
+fn packages(profile: Profile) -> Vec<&'static str> {
+    let mut p = vec![];
+    if profile != Profile::Demo {
+        p.extend([
+            "linux-perf",
+            "mariadb-server",
+            "postgresql",
+            "postgresql-contrib",
+            "memcached",
+            "fio",
+        ]);
+    }
+    if profile == Profile::Bench {
+        p.extend(["bpftrace", "bpfcc-tools", "linux-headers-amd64"]);
+    }
+    p
+}
+
+pub fn run(profile: Profile) -> Result<()> {
+    rust()?;
+    apt(&packages(profile))?;
+    if profile != Profile::Demo {
+        python()?;
+        tracefs()?;
+    }
+    if profile == Profile::Bench {
+        bcc_kernel_headers()?;
+    }
+    Ok(())
+}
+
+/// Runs a command, failing with its name when it fails.
+pub fn sh(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> Option<String> {
+    let out = cmd.output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn cargo_bin(name: &str) -> PathBuf {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .unwrap_or_else(|| PathBuf::from("/root/.cargo"));
+    home.join("bin").join(name)
+}
+
+/// rust-src for `-Z build-std=core`, and bpf-linker.
+fn rust() -> Result<()> {
+    let installed = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        "stable",
+    ]))
+    .unwrap_or_default();
+    if !installed.lines().any(|l| l.starts_with("rust-src")) {
+        eprintln!("setup: installing rust-src");
+        sh(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "stable"]))?;
+    }
+    let linker = cargo_bin("bpf-linker");
+    let version = output(Command::new(&linker).arg("--version")).unwrap_or_default();
+    if !version.contains(BPF_LINKER_VERSION) {
+        eprintln!("setup: installing bpf-linker {BPF_LINKER_VERSION}");
+        sh(Command::new("cargo").args([
+            "install",
+            &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+            "--locked",
+            "--force",
+        ]))?;
+    }
+    Ok(())
+}
+
+/// Installs the Debian packages not installed yet.
+pub fn apt(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| {
+            output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p]))
+                .is_none_or(|s| !s.contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("setup: apt-get install {}", missing.join(" "));
+    sh(Command::new("apt-get").arg("update").arg("-q"))?;
+    sh(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// The virtualenv of the acceptance tests.
+pub fn venv() -> PathBuf {
+    root().join(".venv")
+}
+
+/// A venv with tests/requirements.txt installed (redone when the file changes).
+fn python() -> Result<()> {
+    let venv = venv();
+    let requirements = root().join("tests/requirements.txt");
+    let wanted = std::fs::read_to_string(&requirements).context("tests/requirements.txt")?;
+    let stamp = venv.join(".requirements.installed");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
+        return Ok(());
+    }
+    if !venv.join("bin/python").exists() {
+        eprintln!("setup: creating {}", venv.display());
+        sh(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    }
+    eprintln!("setup: pip install -r tests/requirements.txt");
+    sh(Command::new(venv.join("bin/pip"))
+        .args(["install", "-q", "--disable-pip-version-check", "-r"])
+        .arg(&requirements))?;
+    std::fs::write(&stamp, wanted)?;
+    Ok(())
+}
+
+/// perf and the tests read tracepoint formats from tracefs.
+fn tracefs() -> Result<()> {
+    let dir = Path::new("/sys/kernel/tracing");
+    if dir.join("events").exists() {
+        return Ok(());
+    }
+    sh(Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]))
+}
+
+/// BCC compiles its programs against kernel headers it finds under /lib/modules/$(uname -r).
+/// This kernel ships none; Debian's generic 6.1 headers are close enough for syscount's
+/// tracepoints. Only links that do not exist are created.
+fn bcc_kernel_headers() -> Result<()> {
+    let release = output(Command::new("uname").arg("-r")).unwrap_or_default();
+    let modules = Path::new("/lib/modules").join(release.trim());
+    if modules.join("build").exists() {
+        return Ok(());
+    }
+    let src = Path::new("/usr/src");
+    let find = |suffix: &str| -> Option<PathBuf> {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(src)
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("linux-headers-") && n.ends_with(suffix))
+            })
+            .collect();
+        dirs.sort();
+        dirs.pop()
+    };
+    let (Some(build), Some(source)) = (find("-amd64"), find("-common")) else {
+        eprintln!("setup: no Debian kernel headers found; BCC peers will be skipped");
+        return Ok(());
+    };
+    std::fs::create_dir_all(&modules)?;
+    std::os::unix::fs::symlink(build, modules.join("build"))?;
+    if !modules.join("source").exists() {
+        std::os::unix::fs::symlink(source, modules.join("source"))?;
+    }
+    Ok(())
+}
+
+/// Builds the scalp-bpf release binary and returns its path.
+pub fn build_release() -> Result<PathBuf> {
+    sh(Command::new("cargo").current_dir(root()).args([
+        "build",
+        "--release",
+        "--package",
+        "tracer-user",
+    ]))?;
+    Ok(root().join("target/release/scalp-bpf"))
+}

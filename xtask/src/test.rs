@@ -1,0 +1,38 @@
+//! `cargo xtask test`: unit tests, then the acceptance tests (pytest, as root, against the real
+//! kernel programs, real servers and real client drivers).
+
+use std::process::Command;
+
+use anyhow::{Result, bail};
+
+use crate::{
+    root,
+    setup::{self, Profile, sh},
+};
+
+pub fn run(filter: Option<&str>, acceptance_only: bool) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the tests load eBPF programs: run them as root");
+    }
+    setup::run(Profile::Test)?;
+    if !acceptance_only {
+        sh(Command::new("cargo").current_dir(root()).args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "tracer-ebpf",
+        ]))?;
+    }
+    let scalp = setup::build_release()?;
+    let mut pytest = Command::new(setup::venv().join("bin/python"));
+    pytest
+        .current_dir(root())
+        .args(["-m", "pytest", "tests", "-v", "-ra", "--durations=15"])
+        .env("SCALP_BPF", &scalp)
+        .env("SCALP_XTASK", std::env::current_exe()?);
+    if let Some(k) = filter {
+        pytest.args(["-k", k]);
+    }
+    sh(&mut pytest)
+}
