@@ -3,12 +3,14 @@
 //! The data path is the architecture: kernel program (tracer-ebpf) → per-CPU map → interval
 //! [`snapshot`] → Arrow batch ([`tracers`]) → Parquet [`sink`].
 
+mod analysis;
 mod cli;
 mod exit;
 mod kernel;
 mod loader;
 mod probes;
 mod processes;
+mod report;
 mod run;
 mod settings;
 mod sink;
@@ -48,6 +50,7 @@ fn main() -> std::process::ExitCode {
     let code = match cli.command {
         Command::Run(args) => run::main(args, argv),
         Command::Calibrate(args) => cli::calibrate::main(args),
+        Command::Summary(args) => cli::summary::main(args),
     };
     code.into()
 }
@@ -63,6 +66,7 @@ fn init_logging(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
 }

@@ -178,9 +178,13 @@ impl Registry {
             .live
             .values()
             .filter(|r| match procfs::read(r.pid()) {
-                Ok(info) => r.start_unix_ns.is_some_and(|s| {
-                    (self.ticks_to_unix_ns(info.start_ticks) - s).abs() > 1_000_000_000
-                }),
+                // A zombie makes no more syscalls; a different start time is a reused PID.
+                Ok(info) => {
+                    info.dead
+                        || r.start_unix_ns.is_some_and(|s| {
+                            (self.ticks_to_unix_ns(info.start_ticks) - s).abs() > 1_000_000_000
+                        })
+                }
                 Err(_) => true,
             })
             .map(|r| r.pid())

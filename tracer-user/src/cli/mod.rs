@@ -2,6 +2,7 @@
 
 pub mod calibrate;
 pub mod run;
+pub mod summary;
 
 use clap::{Parser, Subcommand};
 
@@ -20,6 +21,8 @@ pub struct Cli {
 pub enum Command {
     /// Trace processes and write what they do to a directory of Parquet tables.
     Run(run::RunArgs),
+    /// Summarize a run: per service (or process) and table, counts, totals and percentiles.
+    Summary(summary::SummaryArgs),
     /// Attach empty programs to the syscall tracepoints (a benchmark reference).
     #[command(hide = true)]
     Calibrate(calibrate::CalibrateArgs),

@@ -49,7 +49,7 @@ pub struct OutputArgs {
     #[arg(short, long, value_name = "DIR")]
     pub output: Option<PathBuf>,
     /// Close a Parquet part of every table this often, so a crash loses at most this much.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub flush_every: Duration,
     /// Units of work this run did (requests, test cases), stored for per-unit comparisons.
     #[arg(long, value_name = "N")]
@@ -60,10 +60,10 @@ pub struct OutputArgs {
 #[command(next_help_heading = "Timing")]
 pub struct TimingArgs {
     /// Length of one interval (one set of rows per table).
-    #[arg(short, long, value_name = "DURATION", default_value = "1s", value_parser = parse_interval)]
+    #[arg(short, long, value_name = "DURATION", default_value = "1s", value_parser = parse_interval, allow_hyphen_values = true)]
     pub interval: Duration,
     /// Stop after this long (default: until Ctrl-C, SIGTERM, or the traced command/PIDs end).
-    #[arg(short, long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(short, long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
     pub duration: Option<Duration>,
 }
 

@@ -128,6 +128,7 @@ mod tests {
             comm: comm.to_owned(),
             argv: argv.iter().map(|s| s.to_string()).collect(),
             start_ticks: 1,
+            dead: false,
         }
     }
 

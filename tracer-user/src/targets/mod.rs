@@ -116,12 +116,15 @@ pub fn resolve(
                     .iter()
                     .find(|p| p.pid == *pid)
                     .ok_or(TargetError::NoPid { pid: *pid })?;
+                if p.dead {
+                    return Err(TargetError::Exited { pid: *pid });
+                }
                 vec![p]
             }
             TargetSpec::Name(name) => {
                 let found: Vec<_> = procs
                     .iter()
-                    .filter(|p| p.pid != me && matcher::matches(name, p))
+                    .filter(|p| p.pid != me && !p.dead && matcher::matches(name, p))
                     .collect();
                 if found.is_empty() && !wait {
                     return Err(TargetError::NoMatch {
@@ -135,7 +138,7 @@ pub fn resolve(
         for root in roots {
             add(root, TracedReason::Target(spec.to_string()), &mut chosen);
             for pid in procfs::descendants(root.pid, procs) {
-                if let Some(p) = procs.iter().find(|p| p.pid == pid) {
+                if let Some(p) = procs.iter().find(|p| p.pid == pid && !p.dead) {
                     add(p, TracedReason::Descendant, &mut chosen);
                 }
             }

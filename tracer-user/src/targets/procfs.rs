@@ -13,6 +13,8 @@ pub struct ProcInfo {
     pub argv: Vec<String>,
     /// Start time, clock ticks after boot (`/proc/PID/stat` field 22).
     pub start_ticks: u64,
+    /// Exited, waiting to be reaped (state Z or X): it makes no more syscalls.
+    pub dead: bool,
 }
 
 impl ProcInfo {
@@ -38,7 +40,7 @@ pub fn all_pids() -> Vec<u32> {
 pub fn read(pid: u32) -> io::Result<ProcInfo> {
     let dir = Path::new("/proc").join(pid.to_string());
     let stat = fs::read_to_string(dir.join("stat"))?;
-    let (ppid, start_ticks) = parse_stat(&stat).ok_or_else(|| {
+    let (state, ppid, start_ticks) = parse_stat(&stat).ok_or_else(|| {
         io::Error::new(io::ErrorKind::InvalidData, format!("bad /proc/{pid}/stat"))
     })?;
     let comm = fs::read_to_string(dir.join("comm"))
@@ -53,18 +55,20 @@ pub fn read(pid: u32) -> io::Result<ProcInfo> {
         comm,
         argv,
         start_ticks,
+        dead: matches!(state, 'Z' | 'X' | 'x'),
     })
 }
 
-/// (ppid, starttime) from `/proc/PID/stat`. The comm field may hold spaces and parentheses, so
-/// fields are counted from the last ')'.
-pub fn parse_stat(stat: &str) -> Option<(u32, u64)> {
+/// (state, ppid, starttime) from `/proc/PID/stat`. The comm field may hold spaces and
+/// parentheses, so fields are counted from the last ')'.
+pub fn parse_stat(stat: &str) -> Option<(char, u32, u64)> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // After the comm: state(3) ppid(4) … starttime(22) → indexes 0, 1, … 19.
+    let state = fields.first()?.chars().next()?;
     let ppid = fields.get(1)?.parse().ok()?;
     let start = fields.get(19)?.parse().ok()?;
-    Some((ppid, start))
+    Some((state, ppid, start))
 }
 
 fn split_cmdline(raw: &[u8]) -> Vec<String> {
@@ -102,7 +106,7 @@ mod tests {
     #[test]
     fn stat_parsing_survives_odd_comms() {
         let stat = "42 (a b) c)) S 7 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 123456 1000 10";
-        assert_eq!(parse_stat(stat), Some((7, 123456)));
+        assert_eq!(parse_stat(stat), Some(('S', 7, 123456)));
     }
 
     #[test]

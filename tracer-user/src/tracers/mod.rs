@@ -89,3 +89,120 @@ pub fn build(
 pub fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, TracerError> {
     ebpf.take_map(name).ok_or(TracerError::MissingMap(name))
 }
+
+/// The type as pyarrow prints it (the notation of schemas/*.toml).
+#[cfg(test)]
+pub fn pyarrow_type(t: &arrow_schema::DataType) -> String {
+    use arrow_schema::{DataType, TimeUnit};
+    match t {
+        DataType::Boolean => "bool".into(),
+        DataType::Int32 => "int32".into(),
+        DataType::Int64 => "int64".into(),
+        DataType::UInt32 => "uint32".into(),
+        DataType::UInt64 => "uint64".into(),
+        DataType::Float64 => "double".into(),
+        DataType::Utf8 => "string".into(),
+        DataType::Timestamp(unit, tz) => {
+            let unit = match unit {
+                TimeUnit::Second => "s",
+                TimeUnit::Millisecond => "ms",
+                TimeUnit::Microsecond => "us",
+                TimeUnit::Nanosecond => "ns",
+            };
+            match tz {
+                Some(tz) => format!("timestamp[{unit}, tz={tz}]"),
+                None => format!("timestamp[{unit}]"),
+            }
+        }
+        DataType::List(f) => format!("list<{}: {}>", f.name(), pyarrow_type(f.data_type())),
+        other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod schema_docs {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        table: String,
+        description: String,
+        columns: Vec<Column>,
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Column {
+        name: String,
+        #[serde(rename = "type")]
+        ty: String,
+        nullable: bool,
+        #[allow(dead_code, reason = "documentation only; its presence is checked")]
+        unit: String,
+        description: String,
+    }
+
+    fn schemas_dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../schemas")
+    }
+
+    #[test]
+    fn every_table_matches_its_documented_schema() {
+        for (table, schema) in all_schemas() {
+            let path = schemas_dir().join(format!("{table}.toml"));
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let doc: Doc =
+                toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert_eq!(doc.table, table);
+            assert!(!doc.description.is_empty());
+            let code: Vec<(String, String, bool)> = schema
+                .fields()
+                .iter()
+                .map(|f| {
+                    (
+                        f.name().clone(),
+                        pyarrow_type(f.data_type()),
+                        f.is_nullable(),
+                    )
+                })
+                .collect();
+            let documented: Vec<(String, String, bool)> = doc
+                .columns
+                .iter()
+                .map(|c| (c.name.clone(), c.ty.clone(), c.nullable))
+                .collect();
+            assert_eq!(
+                code, documented,
+                "schemas/{table}.toml differs from the code"
+            );
+            for c in &doc.columns {
+                assert!(
+                    !c.description.is_empty(),
+                    "{table}.{} is undocumented",
+                    c.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_documented_table_is_written() {
+        let tables: Vec<&str> = all_schemas().iter().map(|(t, _)| *t).collect();
+        for entry in std::fs::read_dir(schemas_dir()).expect("schemas/") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let stem = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or_default()
+                    .to_owned();
+                assert!(
+                    tables.contains(&stem.as_str()),
+                    "schemas/{stem}.toml has no table"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,120 @@
+"""The syscall tracer: exact counts and errors, latency, children, the traced command."""
+import subprocess
+
+from conftest import PYTHON, WORKLOADS, Held, Scalp, read_table, run_json, run_scalp, syscall_totals
+
+
+def test_exact_calls_and_errors_of_an_attached_process(out):
+    """A process makes 10,000 getppid and 500 failing openat after scalp-bpf attached to it: its
+    rows sum to exactly that, and a busy process next to it that is not traced is absent."""
+    work = Held("--getppid", 10000, "--fail-openat", 500)
+    bystander = subprocess.Popen([PYTHON, str(WORKLOADS / "sysc.py"), "--getppid", "200000"])
+    try:
+        scalp = Scalp(out, "--pid", work.pid, "--interval", "200ms").wait_ready()
+        work.go()
+        assert work.finish() == 0
+        # Only PIDs were given: scalp-bpf ends by itself when they have.
+        assert scalp.wait() == 0, scalp.stderr
+    finally:
+        work.kill()
+        bystander.wait()
+    totals = syscall_totals(out)
+    assert {pid for pid, _ in totals} == {work.pid}
+    assert totals[(work.pid, "getppid")][:2] == (10000, 0)
+    assert totals[(work.pid, "openat")][:2] == (500, 500)
+    meta = run_json(out)
+    assert meta["end_reason"] == "targets ended"
+    assert meta["drops"] == []
+
+
+def test_rows_carry_the_process_identity_and_interval(out):
+    work = Held("--getppid", 1000)
+    scalp = Scalp(out, "--pid", work.pid).wait_ready()
+    work.go()
+    work.finish()
+    assert scalp.wait() == 0
+    rows = read_table(out, "syscalls").to_pylist()
+    procs = read_table(out, "processes").to_pylist()
+    assert len(procs) == 1
+    p = procs[0]
+    assert p["process_pid"] == work.pid
+    assert p["process_traced_reason"] == f"target:{work.pid}"
+    assert p["process_end_time"] is not None and p["process_exit_code"] == 0
+    assert "sysc.py" in p["process_command_line"]
+    for r in rows:
+        assert r["process_start_time"] == p["process_start_time"]
+        assert r["interval_start"] < r["interval_end"]
+        assert r["process_name"] == p["process_name"]
+
+
+def test_exact_latency_times_every_call(out):
+    work = Held("--getppid", 5000)
+    scalp = Scalp(out, "--pid", work.pid, "--syscall-latency", "exact").wait_ready()
+    work.go()
+    work.finish()
+    assert scalp.wait() == 0
+    calls, errors, timed, duration = syscall_totals(out, work.pid)[(work.pid, "getppid")]
+    assert (calls, timed) == (5000, 5000)
+    assert duration > 0
+    hist = [r["duration_histogram"] for r in read_table(out, "syscalls").to_pylist()
+            if r["syscall_name"] == "getppid"]
+    assert sum(sum(h) for h in hist) == 5000
+    assert all(len(h) == 40 for h in hist)
+
+
+def test_counts_only_mode_counts_exactly_and_times_nothing(out):
+    work = Held("--getppid", 3000, "--fail-openat", 30)
+    scalp = Scalp(out, "--pid", work.pid, "--syscall-latency", "off").wait_ready()
+    work.go()
+    work.finish()
+    assert scalp.wait() == 0
+    totals = syscall_totals(out, work.pid)
+    assert totals[(work.pid, "getppid")] == (3000, 0, 0, 0)
+    assert totals[(work.pid, "openat")][:3] == (30, 30, 0)
+
+
+def test_sampled_latency_keeps_counts_exact_and_estimates_time(out):
+    work = Held("--getppid", 40000)
+    scalp = Scalp(out, "--pid", work.pid, "--syscall-latency", "sampled", "--latency-sample", 8).wait_ready()
+    work.go()
+    work.finish()
+    assert scalp.wait() == 0
+    calls, _, timed, duration = syscall_totals(out, work.pid)[(work.pid, "getppid")]
+    assert calls == 40000
+    # One call in 8 at random: 5,000 expected, far outside 4,000..6,000 is a bug, not chance.
+    assert 4000 < timed < 6000
+    hist_total = sum(sum(r["duration_histogram"]) for r in read_table(out, "syscalls").to_pylist()
+                     if r["syscall_name"] == "getppid")
+    assert hist_total == timed * 8
+
+
+def test_command_is_traced_from_its_first_syscall_with_children(out):
+    """`run -- CMD`: the command's own syscalls and those of a child it forks, exactly; the exit
+    code is passed through."""
+    r = run_scalp("run", "--output", out, "--", PYTHON, WORKLOADS / "sysc.py",
+                  "--getppid", 7000, "--fail-rmdir", 250, "--fork-getppid", 3000, "--exit", 3)
+    assert r.returncode == 3, r.stderr
+    child_pid = int(next(line for line in r.stdout.splitlines() if line.startswith("child ")).split()[1])
+    procs = {p["process_pid"]: p for p in read_table(out, "processes").to_pylist()}
+    parent = next(p for p in procs.values() if p["process_traced_reason"] == "command")
+    assert procs[child_pid]["process_traced_reason"] == "fork"
+    assert procs[child_pid]["process_parent_pid"] == parent["process_pid"]
+    assert parent["process_exit_code"] == 3
+    totals = syscall_totals(out)
+    assert totals[(parent["process_pid"], "getppid")][:2] == (7000, 0)
+    assert totals[(parent["process_pid"], "rmdir")][:2] == (250, 250)
+    assert totals[(child_pid, "getppid")][:2] == (3000, 0)
+    # The command's first syscall is its execve; the fork's return in the child is not a call
+    # the child made.
+    assert totals[(parent["process_pid"], "execve")][0] == 1
+    assert (child_pid, "clone") not in totals
+    assert totals[(parent["process_pid"], "clone")][0] == 1
+    assert totals[(parent["process_pid"], "exit_group")][0] == 1
+    assert run_json(out)["command_exit_code"] == 3
+
+
+def test_a_command_killed_by_a_signal_exits_128_plus_signal(out):
+    r = run_scalp("run", "--output", out, "--", "sh", "-c", "kill -TERM $$")
+    assert r.returncode == 128 + 15, r.stderr
+    [p] = [p for p in read_table(out, "processes").to_pylist() if p["process_traced_reason"] == "command"]
+    assert p["process_exit_signal"] == 15 and p["process_exit_code"] is None

@@ -1,0 +1,54 @@
+//! Reading runs back for `summary` and `diff`: the Parquet tables of a run directory, aggregated
+//! per process group and key, with percentiles from the latency histograms.
+
+pub mod aggregate;
+pub mod load;
+pub mod percentile;
+
+use crate::exit::ExitCode;
+
+/// How each interval table is summarized: which columns identify a row's subject (keys), which
+/// add up (counters) and which histogram gives its latency percentiles.
+#[derive(Debug)]
+pub struct TableSpec {
+    pub table: &'static str,
+    pub title: &'static str,
+    pub keys: &'static [&'static str],
+    pub counters: &'static [&'static str],
+    /// The latency histogram, if the table has one.
+    pub histogram: Option<&'static str>,
+    /// The counter that orders rows by default.
+    pub default_sort: &'static str,
+}
+
+/// Every table `summary` and `diff` know, in report order. Tables a run lacks are skipped.
+pub const SPECS: &[TableSpec] = &[TableSpec {
+    table: "syscalls",
+    title: "System calls",
+    keys: &["syscall_name"],
+    counters: &["calls", "errors", "duration_ns_sum"],
+    histogram: Some("duration_histogram"),
+    default_sort: "calls",
+}];
+
+#[derive(Debug, thiserror::Error)]
+pub enum AnalysisError {
+    #[error("{path} is not a scalp-bpf run (no run.json)")]
+    NotARun { path: std::path::PathBuf },
+    #[error("{path}: {reason}")]
+    Corrupt {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("{what}")]
+    Incomparable { what: String },
+}
+
+impl AnalysisError {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            AnalysisError::Incomparable { .. } => ExitCode::Incomparable,
+            _ => ExitCode::BadRun,
+        }
+    }
+}
