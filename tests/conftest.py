@@ -102,7 +102,7 @@ class Held:
 
     def __init__(self, *args, argv0=None, script=None):
         script = script or str(WORKLOADS / "sysc.py")
-        cmd = [PYTHON, script, "--hold", *map(str, args)]
+        cmd = [PYTHON, str(script), "--hold", *map(str, args)]
         kwargs = {}
         if argv0:
             cmd[0] = argv0
@@ -162,3 +162,11 @@ def schema_doc(table):
 @pytest.fixture
 def out(tmp_path):
     return tmp_path / "run"
+
+
+def rows(out, table, pid=None):
+    """A table's rows as dicts (optionally of one process)."""
+    path = pathlib.Path(out) / table
+    if not path.exists():
+        return []
+    return [r for r in read_table(out, table).to_pylist() if pid is None or r["process_pid"] == pid]

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import PYTHON, WORKLOADS, Held, Scalp, read_table, run_json, run_scalp, schema_doc
 
-TABLES = ["syscalls", "processes", "drops"]
+TABLES = ["syscalls", "fileio", "blockio", "processes", "drops"]
 
 
 @pytest.fixture(scope="module")

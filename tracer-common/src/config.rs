@@ -17,6 +17,12 @@ pub struct Config {
     pub exit_has_group_dead: u32,
     /// Number of `TRACED` elements (pid_max / 8, rounded up).
     pub traced_elements: u32,
+    /// The file I/O tracer is on (1) or off (0).
+    pub fileio: u32,
+    /// `--files`: also count bytes per file (1).
+    pub files: u32,
+    /// The block I/O tracer is on (1) or off (0).
+    pub blockio: u32,
     /// Syscall numbers on this architecture (`NO_SYSCALL` where it has none): `exit` and
     /// `exit_group` never return; `rt_sigreturn` returns with the number -1 in the registers; the
     /// fork family returns 0 a second time, in the child, which did not make the call.
@@ -27,8 +33,13 @@ pub struct Config {
     pub clone3_nr: u32,
     pub fork_nr: u32,
     pub vfork_nr: u32,
-    /// Offsets into kernel structures, read from the running kernel's BTF.
+    /// Offsets into `struct pt_regs`: the syscall number and the first three arguments as
+    /// they stand at syscall exit (x86_64: orig_ax, di, si, dx; arm64: syscallno, orig_x0, regs[1], regs[2]).
     pub regs_syscall_nr_offset: u32,
+    pub regs_arg0_offset: u32,
+    pub regs_arg1_offset: u32,
+    pub regs_arg2_offset: u32,
+    /// Offsets into kernel structures, read from the running kernel's BTF.
     pub task_pid_offset: u32,
     pub task_tgid_offset: u32,
     pub task_start_boottime_offset: u32,
@@ -38,13 +49,38 @@ pub struct Config {
     pub task_mm_offset: u32,
     pub mm_arg_start_offset: u32,
     pub mm_arg_end_offset: u32,
-    pub _pad: u32,
+    pub task_files_offset: u32,
+    pub files_fdt_offset: u32,
+    pub fdt_max_fds_offset: u32,
+    pub fdt_fd_offset: u32,
+    pub file_inode_offset: u32,
+    pub file_dentry_offset: u32,
+    pub dentry_name_offset: u32,
+    pub inode_mode_offset: u32,
+    pub inode_ino_offset: u32,
+    pub inode_sb_offset: u32,
+    pub sb_dev_offset: u32,
+    pub rq_part_offset: u32,
+    pub rq_data_len_offset: u32,
+    pub rq_cmd_flags_offset: u32,
+    pub bdev_dev_offset: u32,
+    /// request.q, request_queue.disk, gendisk.part0: the whole disk, for requests without a
+    /// partition (flushes).
+    pub rq_q_offset: u32,
+    pub queue_disk_offset: u32,
+    pub disk_part0_offset: u32,
+    pub mapping_host_offset: u32,
+    /// Bit numbers of REQ_SYNC, REQ_FUA, REQ_PREFLUSH and REQ_META in `cmd_flags` (enum req_flag_bits).
+    pub req_sync_bit: u32,
+    pub req_fua_bit: u32,
+    pub req_preflush_bit: u32,
+    pub req_meta_bit: u32,
 }
 
 /// A syscall number no architecture uses.
 pub const NO_SYSCALL: u32 = u32::MAX - 1;
 
-const _: () = assert!(core::mem::size_of::<Config>() == 92);
+const _: () = assert!(core::mem::size_of::<Config>() == 204);
 
 impl Config {
     /// The value compiled into the object; the loader always overwrites it.
@@ -54,6 +90,9 @@ impl Config {
         watch_exec: 0,
         exit_has_group_dead: 0,
         traced_elements: 0,
+        fileio: 0,
+        files: 0,
+        blockio: 0,
         exit_nr: 0,
         exit_group_nr: 0,
         rt_sigreturn_nr: 0,
@@ -62,6 +101,9 @@ impl Config {
         fork_nr: 0,
         vfork_nr: 0,
         regs_syscall_nr_offset: 0,
+        regs_arg0_offset: 0,
+        regs_arg1_offset: 0,
+        regs_arg2_offset: 0,
         task_pid_offset: 0,
         task_tgid_offset: 0,
         task_start_boottime_offset: 0,
@@ -71,6 +113,28 @@ impl Config {
         task_mm_offset: 0,
         mm_arg_start_offset: 0,
         mm_arg_end_offset: 0,
-        _pad: 0,
+        task_files_offset: 0,
+        files_fdt_offset: 0,
+        fdt_max_fds_offset: 0,
+        fdt_fd_offset: 0,
+        file_inode_offset: 0,
+        file_dentry_offset: 0,
+        dentry_name_offset: 0,
+        inode_mode_offset: 0,
+        inode_ino_offset: 0,
+        inode_sb_offset: 0,
+        sb_dev_offset: 0,
+        rq_part_offset: 0,
+        rq_data_len_offset: 0,
+        rq_cmd_flags_offset: 0,
+        bdev_dev_offset: 0,
+        rq_q_offset: 0,
+        queue_disk_offset: 0,
+        disk_part0_offset: 0,
+        mapping_host_offset: 0,
+        req_sync_bit: 0,
+        req_fua_bit: 0,
+        req_preflush_bit: 0,
+        req_meta_bit: 0,
     };
 }

@@ -13,10 +13,21 @@ pub enum DropReason {
     SyscallLatencyLost = 2,
     /// A tgid beyond the `TRACED` map (pid_max grew after start): that process is not traced.
     PidOutOfRange = 3,
+    /// A (process, file kind, op) pair did not fit in `FILEIO_STATS`: those calls are lost.
+    FileIoStatsFull = 4,
+    /// A (process, file) pair did not fit in `FILE_STATS` (`--files`).
+    FileStatsFull = 5,
+    /// A traced block request could not be tracked (`BLOCK_INFLIGHT` full): it is lost.
+    BlockInflightFull = 6,
+    /// A (process, device, op) key did not fit in `BLOCK_STATS`: that request is lost.
+    BlockStatsFull = 7,
+    /// An inode's dirtier could not be remembered (`WRITEBACK_OWNER` full): its writeback is
+    /// not attributed.
+    WritebackOwnerFull = 8,
 }
 
 /// Number of entries in the `DROPS` array.
-pub const DROP_REASONS: u32 = 4;
+pub const DROP_REASONS: u32 = 9;
 
 impl DropReason {
     /// All reasons, in index order.
@@ -25,6 +36,11 @@ impl DropReason {
         DropReason::ProcessEventLost,
         DropReason::SyscallLatencyLost,
         DropReason::PidOutOfRange,
+        DropReason::FileIoStatsFull,
+        DropReason::FileStatsFull,
+        DropReason::BlockInflightFull,
+        DropReason::BlockStatsFull,
+        DropReason::WritebackOwnerFull,
     ];
 
     /// (tracer, reason) as written to the `drops` table.
@@ -34,6 +50,11 @@ impl DropReason {
             DropReason::ProcessEventLost => ("process", "event_ring_full"),
             DropReason::SyscallLatencyLost => ("syscalls", "latency_slot_collision"),
             DropReason::PidOutOfRange => ("process", "pid_beyond_pid_max"),
+            DropReason::FileIoStatsFull => ("fileio", "stats_map_full"),
+            DropReason::FileStatsFull => ("files", "stats_map_full"),
+            DropReason::BlockInflightFull => ("blockio", "inflight_map_full"),
+            DropReason::BlockStatsFull => ("blockio", "stats_map_full"),
+            DropReason::WritebackOwnerFull => ("blockio", "writeback_owner_map_full"),
         }
     }
 }

@@ -5,8 +5,10 @@
 //! targets (bpfel-unknown-none and the host) and must agree byte for byte.
 #![no_std]
 
+pub mod blockio;
 pub mod config;
 pub mod drops;
+pub mod fileio;
 pub mod hist;
 pub mod maps;
 pub mod process;
@@ -31,4 +33,12 @@ pod!(
     syscalls::SyscallKey,
     syscalls::SyscallStats,
     syscalls::InFlight,
+    fileio::FileIoKey,
+    fileio::FileIoStats,
+    fileio::FileKey,
+    fileio::FileStats,
+    blockio::BlockKey,
+    blockio::BlockStats,
+    blockio::BlockInflight,
+    blockio::Owner,
 );

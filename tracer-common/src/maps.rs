@@ -24,3 +24,31 @@ pub const PROCESS_EVENTS_BYTES: u32 = 1024 * 1024;
 /// process uses 50–100 distinct syscalls, so this holds some 200–300 processes; ended processes are
 /// reaped after their last interval is written.
 pub const SYSCALL_STATS_ENTRIES: u32 = 32 * 1024;
+
+/// `Array<[u8; 8]>`: per syscall number (eight per element) its `FileOp` (0: not file I/O).
+pub const FILEIO_OPS: &str = "FILEIO_OPS";
+/// `PerCpuHashMap<FileIoKey, FileIoStats>`.
+pub const FILEIO_STATS: &str = "FILEIO_STATS";
+/// `PerCpuHashMap<FileKey, FileStats>` (`--files`).
+pub const FILE_STATS: &str = "FILE_STATS";
+/// `HashMap<u64, BlockInflight>`: traced requests by `struct request` address.
+pub const BLOCK_INFLIGHT: &str = "BLOCK_INFLIGHT";
+/// `PerCpuHashMap<BlockKey, BlockStats>`.
+pub const BLOCK_STATS: &str = "BLOCK_STATS";
+/// `LruHashMap<u64, Owner>`: the traced process that last dirtied an inode's pages.
+pub const WRITEBACK_OWNER: &str = "WRITEBACK_OWNER";
+/// `HashMap<u32, Owner>`: flusher thread → owner of the inode it is writing back.
+pub const FLUSHER_OWNER: &str = "FLUSHER_OWNER";
+
+/// (process, file kind, op) pairs: a process uses at most 4 × 10 of them.
+pub const FILEIO_STATS_ENTRIES: u32 = 8 * 1024;
+/// (process, file) pairs for `--files`.
+pub const FILE_STATS_ENTRIES: u32 = 16 * 1024;
+/// Traced block requests in flight at once (a disk queue holds a few hundred).
+pub const BLOCK_INFLIGHT_ENTRIES: u32 = 16 * 1024;
+/// (process, device, op, flags, attribution) keys.
+pub const BLOCK_STATS_ENTRIES: u32 = 4 * 1024;
+/// Inodes whose dirtier is remembered (least recently dirtied forgotten first).
+pub const WRITEBACK_OWNER_ENTRIES: u32 = 64 * 1024;
+/// Flusher threads writing back at once.
+pub const FLUSHER_OWNER_ENTRIES: u32 = 1024;

@@ -3,12 +3,16 @@
 #![no_std]
 #![no_main]
 
+mod blockio;
 mod calibrate;
 mod config;
 mod drops;
+mod fileio;
+mod kernel;
 mod process;
 mod syscalls;
 mod targets;
+mod zero;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -6,8 +6,8 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
-        bpf_get_current_task_btf, bpf_ktime_get_boot_ns, bpf_probe_read_kernel, bpf_task_pt_regs,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task_btf,
+        bpf_ktime_get_boot_ns, bpf_task_pt_regs,
     },
     macros::{btf_tracepoint, map},
     maps::RingBuf,
@@ -22,27 +22,14 @@ use tracer_common::{
 
 use crate::{
     config::setting,
-    drops, syscalls,
+    drops,
+    kernel::{current_task, read_at},
+    syscalls,
     targets::{set_traced_byte, traced_byte, traced_generation},
 };
 
 #[map]
 static PROCESS_EVENTS: RingBuf = RingBuf::with_byte_size(PROCESS_EVENTS_BYTES, 0);
-
-/// Reads a `T` at `base + offset` in kernel memory.
-#[inline(always)]
-fn read_at<T>(base: *const u8, offset: u32) -> Option<T> {
-    if base.is_null() {
-        return None;
-    }
-    // SAFETY: bpf_probe_read_kernel copies through a fault-safe path; a bad address only fails.
-    unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize) as *const T).ok() }
-}
-
-fn current_task() -> *const u8 {
-    // SAFETY: the helper has no preconditions; the address is only used with probe reads.
-    unsafe { bpf_get_current_task() as *const u8 }
-}
 
 fn emit(kind: ProcessEventKind, tgid: u32, parent_tgid: u32, traced: u8, task: *const u8) {
     let Some(mut entry) = PROCESS_EVENTS.reserve::<ProcessEvent>(0) else {

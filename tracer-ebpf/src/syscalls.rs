@@ -145,6 +145,17 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
         latency_ns,
         weight_shift,
     );
+    let regs: *const u8 = ctx.arg(0);
+    crate::fileio::on_exit(
+        tgid,
+        generation,
+        nr,
+        regs,
+        ret,
+        timed,
+        latency_ns,
+        weight_shift,
+    );
     0
 }
 
@@ -164,10 +175,7 @@ fn is_fork_family(nr: u32) -> bool {
 /// finds the offset in the kernel's BTF).
 #[inline(always)]
 pub fn syscall_nr(regs: *const u8) -> u32 {
-    let offset = setting!(regs_syscall_nr_offset) as usize;
-    // SAFETY: `regs` is the tracepoint's `struct pt_regs *` (a BTF pointer: the verifier turns
-    // this load into a fault-safe one) and the offset is a field of that struct.
-    unsafe { core::ptr::read_volatile(regs.add(offset) as *const u32) }
+    crate::kernel::btf_field(regs, setting!(regs_syscall_nr_offset))
 }
 
 /// Adds one call to the (process, syscall) stats of this CPU; when `timed`, its latency `ns`
@@ -178,7 +186,9 @@ pub fn record(key: &SyscallKey, error: bool, timed: bool, ns: u64, shift: u32) {
         Some(stats) => stats,
         None => {
             // Another CPU may insert the same key first (EEXIST): the lookup below still finds it.
-            let _ = SYSCALL_STATS.insert(key, &SyscallStats::ZERO, u64::from(BPF_NOEXIST));
+            if let Some(zero) = crate::zero::zeroed::<SyscallStats>() {
+                let _ = SYSCALL_STATS.insert(key, zero, u64::from(BPF_NOEXIST));
+            }
             match SYSCALL_STATS.get_ptr_mut(key) {
                 Some(stats) => stats,
                 None => {

@@ -78,6 +78,32 @@ pub fn config(
     let inflight_slots = pid_max.next_power_of_two().min(MAX_INFLIGHT_SLOTS);
     let exit_args = kbtf.require_tracepoint("sched_process_exit")?;
     let [rt_sigreturn_nr, clone_nr, clone3_nr, fork_nr, vfork_nr] = arch.special_nrs();
+    let arg = |i: usize| -> Result<u32, BtfError> {
+        let (field, extra) = arch.regs_args()[i];
+        Ok(kbtf.field_offset("pt_regs", field)? + extra)
+    };
+    let off = |s: &str, f: &str| kbtf.field_offset(s, f);
+    let bit = |b: &str| kbtf.enum_value("req_flag_bits", b);
+    // Block I/O needs these only when it is on: a kernel without them can still trace syscalls.
+    let (rq_part, rq_len, rq_flags, bdev_dev, host, sync, fua, preflush, meta, rq_q, q_disk, part0) =
+        if settings.blockio {
+            (
+                off("request", "part")?,
+                off("request", "__data_len")?,
+                off("request", "cmd_flags")?,
+                off("block_device", "bd_dev")?,
+                off("address_space", "host")?,
+                bit("__REQ_SYNC")?,
+                bit("__REQ_FUA")?,
+                bit("__REQ_PREFLUSH")?,
+                bit("__REQ_META")?,
+                off("request", "q")?,
+                off("request_queue", "disk")?,
+                off("gendisk", "part0")?,
+            )
+        } else {
+            Default::default()
+        };
     Ok(Config {
         inflight_mask: inflight_slots - 1,
         syscall_latency: u32::from(settings.syscall_latency.measures()),
@@ -91,7 +117,13 @@ pub fn config(
         clone3_nr,
         fork_nr,
         vfork_nr,
+        fileio: u32::from(settings.fileio),
+        files: u32::from(settings.files.is_some()),
+        blockio: u32::from(settings.blockio),
         regs_syscall_nr_offset: kbtf.field_offset("pt_regs", arch.regs_syscall_nr_field())?,
+        regs_arg0_offset: arg(0)?,
+        regs_arg1_offset: arg(1)?,
+        regs_arg2_offset: arg(2)?,
         task_pid_offset: kbtf.field_offset("task_struct", "pid")?,
         task_tgid_offset: kbtf.field_offset("task_struct", "tgid")?,
         task_start_boottime_offset: kbtf.field_offset("task_struct", "start_boottime")?,
@@ -101,7 +133,29 @@ pub fn config(
         task_mm_offset: kbtf.field_offset("task_struct", "mm")?,
         mm_arg_start_offset: kbtf.field_offset("mm_struct", "arg_start")?,
         mm_arg_end_offset: kbtf.field_offset("mm_struct", "arg_end")?,
-        _pad: 0,
+        task_files_offset: off("task_struct", "files")?,
+        files_fdt_offset: off("files_struct", "fdt")?,
+        fdt_max_fds_offset: off("fdtable", "max_fds")?,
+        fdt_fd_offset: off("fdtable", "fd")?,
+        file_inode_offset: off("file", "f_inode")?,
+        file_dentry_offset: kbtf.path_offset(&[("file", "f_path"), ("path", "dentry")])?,
+        dentry_name_offset: kbtf.path_offset(&[("dentry", "d_name"), ("qstr", "name")])?,
+        inode_mode_offset: off("inode", "i_mode")?,
+        inode_ino_offset: off("inode", "i_ino")?,
+        inode_sb_offset: off("inode", "i_sb")?,
+        sb_dev_offset: off("super_block", "s_dev")?,
+        rq_part_offset: rq_part,
+        rq_data_len_offset: rq_len,
+        rq_cmd_flags_offset: rq_flags,
+        bdev_dev_offset: bdev_dev,
+        rq_q_offset: rq_q,
+        queue_disk_offset: q_disk,
+        disk_part0_offset: part0,
+        mapping_host_offset: host,
+        req_sync_bit: sync,
+        req_fua_bit: fua,
+        req_preflush_bit: preflush,
+        req_meta_bit: meta,
     })
 }
 

@@ -5,6 +5,7 @@
 
 mod analysis;
 mod cli;
+mod devices;
 mod exit;
 mod kernel;
 mod loader;

@@ -28,6 +28,10 @@ fn syscall_latency(s: &Settings) -> bool {
     s.syscall_latency.measures()
 }
 
+fn blockio(s: &Settings) -> bool {
+    s.blockio
+}
+
 /// Every program, in attach order: process tracking first, so that a child forked while the
 /// other programs attach is already marked.
 pub const PROBES: &[Probe] = &[
@@ -60,6 +64,74 @@ pub const PROBES: &[Probe] = &[
         tracepoint: "sys_exit",
         tracer: "syscalls",
         wanted: always,
+    },
+    // Block I/O: submission (with two stand-ins for devices without I/O accounting), issue,
+    // the three ways a request leaves the queue, and the writeback hand-over.
+    Probe {
+        program: "block_io_start",
+        tracepoint: "block_io_start",
+        tracer: "blockio",
+        wanted: blockio,
+    },
+    Probe {
+        program: "block_rq_insert",
+        tracepoint: "block_rq_insert",
+        tracer: "blockio",
+        wanted: blockio,
+    },
+    Probe {
+        program: "block_rq_issue",
+        tracepoint: "block_rq_issue",
+        tracer: "blockio",
+        wanted: blockio,
+    },
+    Probe {
+        program: "block_rq_requeue",
+        tracepoint: "block_rq_requeue",
+        tracer: "blockio",
+        wanted: blockio,
+    },
+    Probe {
+        program: "block_rq_merge",
+        tracepoint: "block_rq_merge",
+        tracer: "blockio",
+        wanted: blockio,
+    },
+    Probe {
+        program: "block_rq_error",
+        tracepoint: "block_rq_error",
+        tracer: "blockio",
+        wanted: blockio,
+    },
+    Probe {
+        program: "block_rq_complete",
+        tracepoint: "block_rq_complete",
+        tracer: "blockio",
+        wanted: blockio,
+    },
+    Probe {
+        program: "block_io_done",
+        tracepoint: "block_io_done",
+        tracer: "blockio",
+        wanted: blockio,
+    },
+    Probe {
+        program: "writeback_dirty_folio",
+        tracepoint: "writeback_dirty_folio",
+        tracer: "blockio",
+        wanted: blockio,
+    },
+    Probe {
+        program: "writeback_single_inode_start",
+        tracepoint: "writeback_single_inode_start",
+        tracer: "blockio",
+        wanted: blockio,
+    },
+    Probe {
+        program: "writeback_single_inode",
+        tracepoint: "writeback_single_inode",
+        tracer: "blockio",
+        wanted: blockio,
     },
 ];
 

@@ -2,7 +2,7 @@
 //! Kernel maps key processes by (tgid, generation); this registry turns those keys into the
 //! identity written to the output.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use tracer_common::process::{ProcessEvent, ProcessEventKind, generation};
 
@@ -10,6 +10,9 @@ use crate::{
     kernel::{Clocks, clock_ticks_per_second},
     targets::{TracedReason, procfs},
 };
+
+/// Written processes remembered for naming late rows.
+const RECENT_PROCESSES: usize = 4096;
 
 /// A process as the kernel maps key it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -47,6 +50,9 @@ pub struct Registry {
     /// Ended, still to be reaped from the maps and written: keyed so that lookups by key work
     /// until then.
     ended: BTreeMap<ProcessKey, ProcessRecord>,
+    /// Processes already written, kept (bounded) to name late rows: writeback of a process's
+    /// pages can complete after it exited.
+    recent: VecDeque<ProcessRecord>,
     clocks: Clocks,
     ticks_per_second: u64,
 }
@@ -62,6 +68,7 @@ impl Registry {
         Registry {
             live: HashMap::new(),
             ended: BTreeMap::new(),
+            recent: VecDeque::new(),
             clocks: Clocks::now(),
             ticks_per_second: clock_ticks_per_second(),
         }
@@ -210,12 +217,18 @@ impl Registry {
         }
     }
 
-    /// The record for a kernel key, live or ended but not yet reaped.
+    /// The record for a kernel key: live, ended but not yet written, or written recently.
     pub fn get(&self, key: ProcessKey) -> Option<&ProcessRecord> {
         self.live
             .get(&key.tgid)
             .filter(|r| r.key == key)
             .or_else(|| self.ended.get(&key))
+            .or_else(|| self.recent.iter().rev().find(|r| r.key == key))
+    }
+
+    /// Whether the process of this key is still running.
+    pub fn is_live_key(&self, key: ProcessKey) -> bool {
+        self.live.get(&key.tgid).is_some_and(|r| r.key == key)
     }
 
     pub fn is_live(&self, tgid: u32) -> bool {
@@ -228,7 +241,12 @@ impl Registry {
 
     /// Takes the processes that ended (after their last interval was collected).
     pub fn take_ended(&mut self) -> Vec<ProcessRecord> {
-        std::mem::take(&mut self.ended).into_values().collect()
+        let ended: Vec<ProcessRecord> = std::mem::take(&mut self.ended).into_values().collect();
+        self.recent.extend(ended.iter().cloned());
+        while self.recent.len() > RECENT_PROCESSES {
+            self.recent.pop_front();
+        }
+        ended
     }
 
     /// Takes every process, live ones included (end of the run).

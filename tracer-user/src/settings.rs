@@ -36,4 +36,10 @@ pub struct Settings {
     pub syscall_latency: LatencyMode,
     /// Send exec events of every process (some targets are names, so late starters count).
     pub watch_exec: bool,
+    /// The file I/O tracer.
+    pub fileio: bool,
+    /// `--files N`: the N files with the most bytes per interval.
+    pub files: Option<usize>,
+    /// The block I/O tracer.
+    pub blockio: bool,
 }

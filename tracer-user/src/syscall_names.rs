@@ -59,6 +59,15 @@ impl Arch {
         }
     }
 
+    /// Where the first three syscall arguments are in `struct pt_regs` at syscall exit: (field,
+    /// extra bytes). arm64 overwrites x0 with the return value and keeps the argument in orig_x0.
+    pub fn regs_args(self) -> [(&'static str, u32); 3] {
+        match self {
+            Arch::X86_64 => [("di", 0), ("si", 0), ("dx", 0)],
+            Arch::Aarch64 => [("orig_x0", 0), ("regs", 8), ("regs", 16)],
+        }
+    }
+
     /// The `struct pt_regs` field holding the syscall number.
     pub fn regs_syscall_nr_field(self) -> &'static str {
         match self {

@@ -22,14 +22,40 @@ pub struct TableSpec {
 }
 
 /// Every table `summary` and `diff` know, in report order. Tables a run lacks are skipped.
-pub const SPECS: &[TableSpec] = &[TableSpec {
-    table: "syscalls",
-    title: "System calls",
-    keys: &["syscall_name"],
-    counters: &["calls", "errors", "duration_ns_sum"],
-    histogram: Some("duration_histogram"),
-    default_sort: "calls",
-}];
+pub const SPECS: &[TableSpec] = &[
+    TableSpec {
+        table: "syscalls",
+        title: "System calls",
+        keys: &["syscall_name"],
+        counters: &["calls", "errors", "duration_ns_sum"],
+        histogram: Some("duration_histogram"),
+        default_sort: "calls",
+    },
+    TableSpec {
+        table: "fileio",
+        title: "File I/O",
+        keys: &["file_kind", "op"],
+        counters: &["calls", "errors", "bytes", "duration_ns_sum"],
+        histogram: Some("duration_histogram"),
+        default_sort: "bytes",
+    },
+    TableSpec {
+        table: "blockio",
+        title: "Block I/O",
+        keys: &["device", "op", "attribution"],
+        counters: &["requests", "bytes", "errors", "queue_ns_sum", "device_ns_sum"],
+        histogram: Some("device_histogram"),
+        default_sort: "bytes",
+    },
+    TableSpec {
+        table: "files",
+        title: "Files",
+        keys: &["file_path"],
+        counters: &["read_bytes", "write_bytes", "reads", "writes"],
+        histogram: None,
+        default_sort: "write_bytes",
+    },
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum AnalysisError {

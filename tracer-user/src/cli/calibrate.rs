@@ -29,6 +29,9 @@ pub fn main(args: CalibrateArgs) -> ExitCode {
         let settings = Settings {
             syscall_latency: LatencyMode::Off,
             watch_exec: false,
+            fileio: false,
+            files: None,
+            blockio: false,
         };
         let probes: Vec<_> = CALIBRATION
             .iter()

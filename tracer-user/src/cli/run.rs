@@ -19,6 +19,8 @@ pub struct RunArgs {
     #[command(flatten)]
     pub timing: TimingArgs,
     #[command(flatten)]
+    pub tracers: TracerArgs,
+    #[command(flatten)]
     pub syscalls: SyscallArgs,
     /// The kernel's BTF (type information); tracing needs it.
     #[arg(long, value_name = "FILE", default_value = DEFAULT_PATH, help_heading = "Kernel")]
@@ -74,6 +76,39 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
         return Err("must be at least 10ms".to_owned());
     }
     Ok(d)
+}
+
+/// The tracers a run can use. The syscall tracer always runs (the others build on it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TracerName {
+    /// System calls: count, errors, latency.
+    Syscalls,
+    /// Read/write-family syscalls by kind of descriptor, fsync & co.
+    Fileio,
+    /// Block requests per device and op, writeback included.
+    Blockio,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Tracers")]
+pub struct TracerArgs {
+    /// Tracers to run, comma-separated (syscalls always runs).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "syscalls,fileio,blockio"
+    )]
+    pub tracers: Vec<TracerName>,
+    /// Also write the N files with the most bytes per process and interval (`files` table).
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "20")]
+    pub files: Option<usize>,
+}
+
+impl TracerArgs {
+    pub fn has(&self, t: TracerName) -> bool {
+        t == TracerName::Syscalls || self.tracers.contains(&t)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

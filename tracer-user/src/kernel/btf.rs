@@ -110,6 +110,35 @@ impl KernelBtf {
         t
     }
 
+    /// The value of `member` in `enum name`.
+    pub fn enum_value(&self, name: &str, member: &str) -> Result<u32, BtfError> {
+        let missing = || BtfError::MissingType {
+            what: format!("enum {name} value {member}"),
+        };
+        let types = self
+            .btf
+            .resolve_types_by_name(name)
+            .map_err(|_| missing())?;
+        types
+            .iter()
+            .find_map(|t| match t {
+                Type::Enum(e) => e
+                    .members
+                    .iter()
+                    .find(|m| self.btf.resolve_name(*m).is_ok_and(|n| n == member))
+                    .map(|m| m.val()),
+                _ => None,
+            })
+            .ok_or_else(missing)
+    }
+
+    /// The byte offset reached by following `path` (`"file.f_path", "path.dentry"`, …): the sum
+    /// of each `struct.field` offset.
+    pub fn path_offset(&self, path: &[(&str, &str)]) -> Result<u32, BtfError> {
+        path.iter()
+            .try_fold(0, |acc, (s, f)| Ok(acc + self.field_offset(s, f)?))
+    }
+
     /// The number of arguments a BTF tracepoint passes to programs (without the leading context
     /// pointer), or None when the kernel has no such tracepoint.
     pub fn tracepoint_args(&self, tracepoint: &str) -> Option<usize> {

@@ -7,7 +7,7 @@ mod session;
 use std::{path::PathBuf, time::SystemTime};
 
 use crate::{
-    cli::run::RunArgs,
+    cli::run::{RunArgs, TracerName},
     exit::ExitCode,
     kernel::{
         self,
@@ -130,6 +130,9 @@ async fn execute(args: RunArgs, argv: Vec<String>) -> Result<ExitCode, RunError>
     let settings = Settings {
         syscall_latency: args.syscalls.mode(),
         watch_exec: !names.is_empty(),
+        fileio: args.tracers.has(TracerName::Fileio) || args.tracers.files.is_some(),
+        files: args.tracers.files,
+        blockio: args.tracers.has(TracerName::Blockio),
     };
     let mut loaded = loader::load(&settings, &kbtf)?;
     let traced = TracedMap::new(
@@ -200,9 +203,11 @@ async fn execute(args: RunArgs, argv: Vec<String>) -> Result<ExitCode, RunError>
         source,
     })?;
     let tracers = tracers::build(&mut loaded.ebpf, &settings, loaded.arch)?;
+    let mut schemas: Vec<_> = tracers.iter().map(|t| (t.table(), t.schema())).collect();
+    schemas.push((tracers::processes::TABLE, tracers::processes::schema()));
     let sink = Sink::new(
         &out_dir,
-        tracers::all_schemas(),
+        schemas,
         &meta.key_values(),
         args.output.flush_every,
     )?;

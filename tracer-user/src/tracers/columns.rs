@@ -87,3 +87,47 @@ impl HistogramColumn {
         Arc::new(self.0.finish())
     }
 }
+
+/// duration_ns_sum, duration_timed_calls, duration_histogram: latency measured as the syscall
+/// tracer measures it (exact or sampled and weighted).
+pub fn latency_fields() -> Vec<Field> {
+    vec![
+        Field::new("duration_ns_sum", DataType::Int64, false),
+        Field::new("duration_timed_calls", DataType::Int64, false),
+        Field::new("duration_histogram", histogram(), false),
+    ]
+}
+
+/// Builders for [`latency_fields`].
+#[derive(Default)]
+pub struct LatencyColumns {
+    sum: Int64Builder,
+    timed: Int64Builder,
+    hist: HistogramColumn,
+}
+
+impl LatencyColumns {
+    pub fn append(&mut self, duration_ns: u64, timed_calls: u64, hist: &[u32; BUCKETS]) {
+        self.sum.append_value(duration_ns as i64);
+        self.timed.append_value(timed_calls as i64);
+        self.hist.append(hist);
+    }
+
+    pub fn finish(&mut self) -> Vec<ArrayRef> {
+        vec![
+            Arc::new(self.sum.finish()),
+            Arc::new(self.timed.finish()),
+            self.hist.finish(),
+        ]
+    }
+}
+
+/// Wraps up a batch, naming the table in the error.
+pub fn batch(
+    table: &'static str,
+    schema: arrow_schema::SchemaRef,
+    columns: Vec<ArrayRef>,
+) -> Result<arrow_array::RecordBatch, super::TracerError> {
+    arrow_array::RecordBatch::try_new(schema, columns)
+        .map_err(|source| super::TracerError::Arrow { table, source })
+}

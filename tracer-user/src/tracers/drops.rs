@@ -62,6 +62,10 @@ impl Tracer for DropsTracer {
         TABLE
     }
 
+    fn schema(&self) -> SchemaRef {
+        schema()
+    }
+
     fn collect(
         &mut self,
         interval: &Interval,

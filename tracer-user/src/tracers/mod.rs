@@ -2,8 +2,11 @@
 //! interval's rows as an Arrow batch for its table. Adding a tracer means a module here, its
 //! kernel module in tracer-ebpf, its types in tracer-common, and one line in [`build`].
 
+pub mod blockio;
 pub mod columns;
 pub mod drops;
+pub mod fileio;
+pub mod files;
 pub mod processes;
 pub mod syscalls;
 
@@ -46,6 +49,8 @@ pub enum TracerError {
 pub trait Tracer {
     /// Its table (a sub-directory of the output).
     fn table(&self) -> &'static str;
+    /// Its table's schema.
+    fn schema(&self) -> SchemaRef;
     /// Reads the maps and returns the rows for `interval` (None when nothing happened).
     fn collect(
         &mut self,
@@ -60,10 +65,14 @@ pub trait Tracer {
     }
 }
 
-/// Every table a run writes, with its schema (for the schema golden test and empty parts).
+/// Every table a run can write, with its schema (for the schema golden test).
+#[cfg(test)]
 pub fn all_schemas() -> Vec<(&'static str, SchemaRef)> {
     vec![
         (syscalls::TABLE, syscalls::schema()),
+        (fileio::TABLE, fileio::schema()),
+        (files::TABLE, files::schema()),
+        (blockio::TABLE, blockio::schema()),
         (drops::TABLE, drops::schema()),
         (processes::TABLE, processes::schema()),
     ]
@@ -75,14 +84,22 @@ pub fn build(
     settings: &Settings,
     arch: Arch,
 ) -> Result<Vec<Box<dyn Tracer>>, TracerError> {
-    Ok(vec![
-        Box::new(syscalls::SyscallTracer::new(
-            ebpf,
-            arch,
-            settings.syscall_latency,
-        )?),
-        Box::new(drops::DropsTracer::new(ebpf)?),
-    ])
+    let mut tracers: Vec<Box<dyn Tracer>> = vec![Box::new(syscalls::SyscallTracer::new(
+        ebpf,
+        arch,
+        settings.syscall_latency,
+    )?)];
+    if settings.fileio {
+        tracers.push(Box::new(fileio::FileIoTracer::new(ebpf, arch)?));
+    }
+    if let Some(top) = settings.files {
+        tracers.push(Box::new(files::FilesTracer::new(ebpf, top)?));
+    }
+    if settings.blockio {
+        tracers.push(Box::new(blockio::BlockIoTracer::new(ebpf)?));
+    }
+    tracers.push(Box::new(drops::DropsTracer::new(ebpf)?));
+    Ok(tracers)
 }
 
 /// Takes a map out of the object.

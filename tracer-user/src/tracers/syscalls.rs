@@ -22,7 +22,9 @@ use tracer_common::{
 
 use super::{
     Interval, Tracer, TracerError,
-    columns::{HistogramColumn, IntervalProcessColumns, histogram, interval_process_fields},
+    columns::{
+        IntervalProcessColumns, LatencyColumns, batch, interval_process_fields, latency_fields,
+    },
     take_map,
 };
 use crate::{
@@ -41,10 +43,8 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("syscall_name", DataType::Utf8, false),
         Field::new("calls", DataType::Int64, false),
         Field::new("errors", DataType::Int64, false),
-        Field::new("duration_ns_sum", DataType::Int64, false),
-        Field::new("duration_timed_calls", DataType::Int64, false),
-        Field::new("duration_histogram", histogram(), false),
     ]);
+    fields.extend(latency_fields());
     Arc::new(Schema::new(fields))
 });
 
@@ -193,15 +193,17 @@ struct Rows {
     name: StringBuilder,
     calls: Int64Builder,
     errors: Int64Builder,
-    duration: Int64Builder,
-    timed: Int64Builder,
-    hist: HistogramColumn,
+    latency: LatencyColumns,
     len: usize,
 }
 
 impl Tracer for SyscallTracer {
     fn table(&self) -> &'static str {
         TABLE
+    }
+
+    fn schema(&self) -> SchemaRef {
+        schema()
     }
 
     fn collect(
@@ -231,9 +233,7 @@ impl Tracer for SyscallTracer {
             rows.name.append_value(self.arch.syscall_name(key.nr));
             rows.calls.append_value(d.calls as i64);
             rows.errors.append_value(d.errors as i64);
-            rows.duration.append_value(d.duration_ns as i64);
-            rows.timed.append_value(d.timed_calls as i64);
-            rows.hist.append(&d.hist);
+            rows.latency.append(d.duration_ns, d.timed_calls, &d.hist);
             rows.len += 1;
         }
         let seconds = (interval.end_unix_ns - interval.start_unix_ns) as f64 / 1e9;
@@ -243,21 +243,14 @@ impl Tracer for SyscallTracer {
             return Ok(None);
         }
         let mut columns = rows.process.finish();
-        columns.extend::<[ArrayRef; 7]>([
+        columns.extend::<[ArrayRef; 4]>([
             Arc::new(rows.id.finish()),
             Arc::new(rows.name.finish()),
             Arc::new(rows.calls.finish()),
             Arc::new(rows.errors.finish()),
-            Arc::new(rows.duration.finish()),
-            Arc::new(rows.timed.finish()),
-            rows.hist.finish(),
         ]);
-        RecordBatch::try_new(schema(), columns)
-            .map(Some)
-            .map_err(|source| TracerError::Arrow {
-                table: TABLE,
-                source,
-            })
+        columns.extend(rows.latency.finish());
+        batch(TABLE, schema(), columns).map(Some)
     }
 
     fn reap(&mut self, ended: &[ProcessKey]) -> Result<(), TracerError> {

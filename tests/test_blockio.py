@@ -1,0 +1,133 @@
+"""The block I/O tracer: requests and bytes per process and device, exact; writeback charged
+to the process that dirtied the pages; cold reads charged to the reader."""
+import os
+import pathlib
+import subprocess
+
+import pytest
+
+from conftest import WORKLOADS, Held, Scalp, rows
+
+BLOCK = 4096
+
+
+@pytest.fixture(scope="module")
+def loopfs(tmp_path_factory):
+    """A fresh ext4 (no journal, lazytime: no metadata writes of its own while a test runs) on a
+    loop device that nothing else uses, so /sys/block/<dev>/stat counts only the test's I/O."""
+    base = tmp_path_factory.mktemp("loopfs")
+    image = base / "disk.img"
+    with open(image, "wb") as f:
+        f.truncate(128 << 20)
+    dev = subprocess.run(["losetup", "--find", "--show", image], check=True, capture_output=True,
+                         text=True).stdout.strip()
+    mnt = base / "mnt"
+    mnt.mkdir()
+    try:
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-O", "^has_journal", dev], check=True)
+        subprocess.run(["mount", "-o", "lazytime", dev, mnt], check=True)
+        yield pathlib.Path(mnt), os.path.basename(dev)
+    finally:
+        subprocess.run(["umount", mnt])
+        subprocess.run(["losetup", "-d", dev])
+
+
+def disk_stat(dev):
+    """(reads completed, sectors read, writes completed, sectors written)."""
+    f = open(f"/sys/block/{dev}/stat").read().split()
+    return int(f[0]), int(f[2]), int(f[4]), int(f[6])
+
+
+def prepare(path, nbytes):
+    """A file of nbytes, on disk, its pages dropped from the cache."""
+    with open(path, "wb") as f:
+        f.write(b"\0" * nbytes)
+        f.flush()
+        os.fsync(f.fileno())
+    subprocess.run(["sync"], check=True)
+    fd = os.open(path, os.O_RDONLY)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    os.close(fd)
+
+
+def sums(out, pid, **match):
+    requests = size = 0
+    for r in rows(out, "blockio", pid):
+        if all(r[k] == v for k, v in match.items()):
+            requests += r["requests"]
+            size += r["bytes"]
+    return requests, size
+
+
+def test_direct_io_is_counted_exactly_and_matches_the_device(out, loopfs):
+    mnt, dev = loopfs
+    path = mnt / "direct.dat"
+    prepare(path, 256 * BLOCK)
+    work = Held("direct", "--path", path, "--writes", 256, "--reads", 128, script=WORKLOADS / "fileio.py")
+    scalp = Scalp(out, "--pid", work.pid, "--interval", "200ms").wait_ready()
+    before = disk_stat(dev)
+    work.go()
+    assert work.finish() == 0
+    after = disk_stat(dev)
+    assert scalp.wait() == 0, scalp.stderr
+    delta = [b - a for a, b in zip(before, after)]
+    assert delta == [128, 128 * 8, 256, 256 * 8], "the device saw other I/O"
+    assert sums(out, work.pid, device=dev, op="write", attribution="direct") == (256, 256 * BLOCK)
+    assert sums(out, work.pid, device=dev, op="read", attribution="direct") == (128, 128 * BLOCK)
+    r = [r for r in rows(out, "blockio", work.pid) if r["op"] == "write"]
+    assert all(x["sync"] for x in r), "O_DIRECT writes are REQ_SYNC"
+    assert all(x["device_ns_sum"] > 0 for x in r)
+    assert sum(sum(x["device_histogram"]) for x in r) == 256
+
+
+def test_buffered_writes_then_fsync(out, loopfs):
+    mnt, dev = loopfs
+    path = mnt / "fsync.dat"
+    work = Held("buffered", "--path", path, "--bytes", 1 << 20, "--fsync", script=WORKLOADS / "fileio.py")
+    scalp = Scalp(out, "--pid", work.pid).wait_ready()
+    work.go()
+    assert work.finish() == 0
+    assert scalp.wait() == 0
+    [fsync] = [r for r in rows(out, "fileio", work.pid) if r["op"] == "fsync"]
+    assert fsync["calls"] == 1 and fsync["file_kind"] == "file"
+    assert fsync["duration_timed_calls"] == 1 and fsync["duration_ns_sum"] > 0
+    writes = [r for r in rows(out, "fileio", work.pid) if r["op"] == "write" and r["file_kind"] == "file"]
+    assert sum(r["bytes"] for r in writes) == 1 << 20
+    data = [r for r in rows(out, "blockio", work.pid)
+            if r["device"] == dev and r["op"] == "write" and not r["meta"]]
+    # fsync writes the data in the writer's own context: direct.
+    assert sum(r["bytes"] for r in data) == 1 << 20
+    assert {r["attribution"] for r in data} == {"direct"}
+
+
+def test_writeback_is_charged_to_the_process_that_dirtied_the_pages(out, loopfs):
+    mnt, dev = loopfs
+    path = mnt / "writeback.dat"
+    work = Held("buffered", "--path", path, "--bytes", 2 << 20, "--hold-after", script=WORKLOADS / "fileio.py")
+    scalp = Scalp(out, "--pid", work.pid).wait_ready()
+    work.go()
+    assert work.readline().startswith("done")
+    # Someone else (an untraced sync) makes the flusher threads write the pages back.
+    subprocess.run(["sync"], check=True)
+    work.finish()
+    assert scalp.wait() == 0
+    data = [r for r in rows(out, "blockio", work.pid) if r["device"] == dev and r["op"] == "write" and not r["meta"]]
+    assert sum(r["bytes"] for r in data if r["attribution"] == "writeback") == 2 << 20
+    assert not [r for r in data if r["attribution"] == "direct"]
+
+
+def test_reads_after_dropping_the_cache_are_block_reads_of_the_reader(out, loopfs):
+    mnt, dev = loopfs
+    path = mnt / "cold.dat"
+    prepare(path, 1 << 20)
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("1\n")  # the page cache only: inodes and dentries stay, so only data is read
+    work = Held("read", "--path", path, script=WORKLOADS / "fileio.py")
+    scalp = Scalp(out, "--pid", work.pid).wait_ready()
+    work.go()
+    assert work.readline().strip() == f"read {1 << 20}"
+    work.finish()
+    assert scalp.wait() == 0
+    data = [r for r in rows(out, "blockio", work.pid) if r["device"] == dev and r["op"] == "read" and not r["meta"]]
+    assert sum(r["bytes"] for r in data) == 1 << 20
+    assert {r["attribution"] for r in data} == {"direct"}

@@ -1,0 +1,270 @@
+//! The `blockio` table: per interval, process, device, op, flags and attribution: requests,
+//! bytes, errors, queue and device time.
+
+use std::sync::{Arc, LazyLock};
+
+use arrow_array::{
+    ArrayRef, RecordBatch,
+    builder::{BooleanBuilder, Int64Builder, StringBuilder},
+};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use aya::{
+    Ebpf,
+    maps::{HashMap as BpfHashMap, MapData, PerCpuHashMap},
+};
+use tracer_common::{
+    blockio::{
+        Attribution, BlockInflight, BlockKey, BlockStats, FLAG_FUA, FLAG_META, FLAG_PREFLUSH,
+        FLAG_SYNC,
+    },
+    maps::{BLOCK_INFLIGHT, BLOCK_STATS},
+};
+
+use super::{
+    Interval, Tracer, TracerError,
+    columns::{HistogramColumn, IntervalProcessColumns, batch, histogram, interval_process_fields},
+    take_map,
+};
+use crate::{
+    devices::{DeviceNames, kernel_dev},
+    processes::{ProcessKey, Registry},
+    snapshot::{Counters, Deltas, remove_keys, sum_per_cpu},
+};
+
+pub const TABLE: &str = "blockio";
+
+static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let mut fields = interval_process_fields();
+    fields.extend([
+        Field::new("device", DataType::Utf8, false),
+        Field::new("device_major_minor", DataType::Utf8, false),
+        Field::new("op", DataType::Utf8, false),
+        Field::new("sync", DataType::Boolean, false),
+        Field::new("fua", DataType::Boolean, false),
+        Field::new("preflush", DataType::Boolean, false),
+        Field::new("meta", DataType::Boolean, false),
+        Field::new("attribution", DataType::Utf8, false),
+        Field::new("requests", DataType::Int64, false),
+        Field::new("bytes", DataType::Int64, false),
+        Field::new("errors", DataType::Int64, false),
+        Field::new("queue_ns_sum", DataType::Int64, false),
+        Field::new("device_ns_sum", DataType::Int64, false),
+        Field::new("queue_histogram", histogram(), false),
+        Field::new("device_histogram", histogram(), false),
+    ]);
+    Arc::new(Schema::new(fields))
+});
+
+pub fn schema() -> SchemaRef {
+    SCHEMA.clone()
+}
+
+/// The name of a `REQ_OP_*` (include/linux/blk_types.h).
+pub fn op_name(op: u8) -> String {
+    match op {
+        0 => "read".into(),
+        1 => "write".into(),
+        2 => "flush".into(),
+        3 => "discard".into(),
+        5 => "secure_erase".into(),
+        9 => "write_zeroes".into(),
+        other => format!("op_{other}"),
+    }
+}
+
+impl Counters for BlockStats {
+    fn zero() -> Self {
+        BlockStats::ZERO
+    }
+
+    fn add(&self, o: &Self) -> Self {
+        let mut r = *self;
+        r.requests = r.requests.wrapping_add(o.requests);
+        r.bytes = r.bytes.wrapping_add(o.bytes);
+        r.errors = r.errors.wrapping_add(o.errors);
+        r.queue_ns = r.queue_ns.wrapping_add(o.queue_ns);
+        r.device_ns = r.device_ns.wrapping_add(o.device_ns);
+        for (a, b) in r.queue_hist.iter_mut().zip(o.queue_hist) {
+            *a = a.wrapping_add(b);
+        }
+        for (a, b) in r.device_hist.iter_mut().zip(o.device_hist) {
+            *a = a.wrapping_add(b);
+        }
+        r
+    }
+
+    fn minus(&self, o: &Self) -> Self {
+        let mut r = *self;
+        r.requests = r.requests.wrapping_sub(o.requests);
+        r.bytes = r.bytes.wrapping_sub(o.bytes);
+        r.errors = r.errors.wrapping_sub(o.errors);
+        r.queue_ns = r.queue_ns.wrapping_sub(o.queue_ns);
+        r.device_ns = r.device_ns.wrapping_sub(o.device_ns);
+        for (a, b) in r.queue_hist.iter_mut().zip(o.queue_hist) {
+            *a = a.wrapping_sub(b);
+        }
+        for (a, b) in r.device_hist.iter_mut().zip(o.device_hist) {
+            *a = a.wrapping_sub(b);
+        }
+        r
+    }
+
+    fn is_zero(&self) -> bool {
+        self.requests == 0
+    }
+}
+
+pub struct BlockIoTracer {
+    stats: PerCpuHashMap<MapData, BlockKey, BlockStats>,
+    inflight: BpfHashMap<MapData, u64, BlockInflight>,
+    deltas: Deltas<BlockKey, BlockStats>,
+    devices: DeviceNames,
+}
+
+impl BlockIoTracer {
+    pub fn new(ebpf: &mut Ebpf) -> Result<Self, TracerError> {
+        let map_err = |map| move |source| TracerError::Map { map, source };
+        Ok(BlockIoTracer {
+            stats: PerCpuHashMap::try_from(take_map(ebpf, BLOCK_STATS)?)
+                .map_err(map_err(BLOCK_STATS))?,
+            inflight: BpfHashMap::try_from(take_map(ebpf, BLOCK_INFLIGHT)?)
+                .map_err(map_err(BLOCK_INFLIGHT))?,
+            deltas: Deltas::default(),
+            devices: DeviceNames::default(),
+        })
+    }
+}
+
+impl Tracer for BlockIoTracer {
+    fn table(&self) -> &'static str {
+        TABLE
+    }
+
+    fn schema(&self) -> SchemaRef {
+        schema()
+    }
+
+    fn collect(
+        &mut self,
+        interval: &Interval,
+        processes: &Registry,
+    ) -> Result<Option<RecordBatch>, TracerError> {
+        let mut totals = sum_per_cpu(&self.stats).map_err(|source| TracerError::Map {
+            map: BLOCK_STATS,
+            source,
+        })?;
+        totals.sort_by_key(|(k, _)| *k);
+        let mut process = IntervalProcessColumns::default();
+        let mut device = StringBuilder::new();
+        let mut major_minor = StringBuilder::new();
+        let mut op = StringBuilder::new();
+        let (mut sync, mut fua, mut preflush, mut meta) = (
+            BooleanBuilder::new(),
+            BooleanBuilder::new(),
+            BooleanBuilder::new(),
+            BooleanBuilder::new(),
+        );
+        let mut attribution = StringBuilder::new();
+        let (mut requests, mut bytes, mut errors, mut queue_ns, mut device_ns) = (
+            Int64Builder::new(),
+            Int64Builder::new(),
+            Int64Builder::new(),
+            Int64Builder::new(),
+            Int64Builder::new(),
+        );
+        let (mut queue_hist, mut device_hist) =
+            (HistogramColumn::default(), HistogramColumn::default());
+        let mut rows = 0;
+        for (key, total) in totals {
+            let Some(d) = self.deltas.delta(key, total) else {
+                continue;
+            };
+            let p = ProcessKey {
+                tgid: key.tgid,
+                generation: key.generation,
+            };
+            process.append(interval, p, processes.get(p));
+            device.append_value(self.devices.name(key.dev));
+            let (maj, min) = kernel_dev(key.dev);
+            major_minor.append_value(format!("{maj}:{min}"));
+            op.append_value(op_name(key.op));
+            sync.append_value(key.flags & FLAG_SYNC != 0);
+            fua.append_value(key.flags & FLAG_FUA != 0);
+            preflush.append_value(key.flags & FLAG_PREFLUSH != 0);
+            meta.append_value(key.flags & FLAG_META != 0);
+            attribution.append_value(match Attribution::try_from(key.attribution) {
+                Ok(Attribution::Writeback) => "writeback",
+                _ => "direct",
+            });
+            requests.append_value(d.requests as i64);
+            bytes.append_value(d.bytes as i64);
+            errors.append_value(d.errors as i64);
+            queue_ns.append_value(d.queue_ns as i64);
+            device_ns.append_value(d.device_ns as i64);
+            queue_hist.append(&d.queue_hist);
+            device_hist.append(&d.device_hist);
+            rows += 1;
+        }
+        // Writeback of an ended process's pages can complete after it was reaped: its rows are
+        // written above; drop its entries again so the map stays bounded.
+        let dead = |k: &BlockKey| {
+            !processes.is_live_key(ProcessKey {
+                tgid: k.tgid,
+                generation: k.generation,
+            })
+        };
+        remove_keys(&mut self.stats, dead).map_err(|source| TracerError::Map {
+            map: BLOCK_STATS,
+            source,
+        })?;
+        self.deltas.forget(|k| !dead(k));
+        if rows == 0 {
+            return Ok(None);
+        }
+        let mut columns = process.finish();
+        columns.extend::<[ArrayRef; 15]>([
+            Arc::new(device.finish()),
+            Arc::new(major_minor.finish()),
+            Arc::new(op.finish()),
+            Arc::new(sync.finish()),
+            Arc::new(fua.finish()),
+            Arc::new(preflush.finish()),
+            Arc::new(meta.finish()),
+            Arc::new(attribution.finish()),
+            Arc::new(requests.finish()),
+            Arc::new(bytes.finish()),
+            Arc::new(errors.finish()),
+            Arc::new(queue_ns.finish()),
+            Arc::new(device_ns.finish()),
+            queue_hist.finish(),
+            device_hist.finish(),
+        ]);
+        batch(TABLE, schema(), columns).map(Some)
+    }
+
+    fn reap(&mut self, ended: &[ProcessKey]) -> Result<(), TracerError> {
+        // Writeback of an ended process's pages can still complete later; its rows then carry
+        // no process name (the identity stays in process_pid/process_start_time).
+        let doomed = |k: &BlockKey| {
+            ended.contains(&ProcessKey {
+                tgid: k.tgid,
+                generation: k.generation,
+            })
+        };
+        remove_keys(&mut self.stats, doomed).map_err(|source| TracerError::Map {
+            map: BLOCK_STATS,
+            source,
+        })?;
+        self.deltas.forget(|k| !doomed(k));
+        Ok(())
+    }
+
+    fn run_drops(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let unfinished = self.inflight.keys().filter(Result::is_ok).count() as u64;
+        if unfinished > 0 {
+            vec![("blockio", "inflight_at_end", unfinished)]
+        } else {
+            Vec::new()
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! The `fileio` table: per interval, process, kind of descriptor and syscall family: calls,
+//! errors, bytes and latency.
+
+use std::sync::{Arc, LazyLock};
+
+use arrow_array::{
+    ArrayRef, RecordBatch,
+    builder::{Int64Builder, StringBuilder},
+};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use aya::{
+    Ebpf,
+    maps::{Array, MapData, PerCpuHashMap},
+};
+use tracer_common::{
+    fileio::{FileIoKey, FileIoStats, FileKind, FileOp},
+    maps::{FILEIO_OPS, FILEIO_STATS},
+    syscalls::SAMPLE_SHIFT_NRS,
+};
+
+use super::{
+    Interval, Tracer, TracerError,
+    columns::{
+        IntervalProcessColumns, LatencyColumns, batch, interval_process_fields, latency_fields,
+    },
+    take_map,
+};
+use crate::{
+    processes::{ProcessKey, Registry},
+    snapshot::{Counters, Deltas, remove_keys, sum_per_cpu},
+    syscall_names::Arch,
+};
+
+pub const TABLE: &str = "fileio";
+
+/// Bit 7 of a FILEIO_OPS byte: the return value is not a byte count.
+const NOT_BYTES: u8 = 0x80;
+
+static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let mut fields = interval_process_fields();
+    fields.extend([
+        Field::new("file_kind", DataType::Utf8, false),
+        Field::new("op", DataType::Utf8, false),
+        Field::new("calls", DataType::Int64, false),
+        Field::new("errors", DataType::Int64, false),
+        Field::new("bytes", DataType::Int64, false),
+    ]);
+    fields.extend(latency_fields());
+    Arc::new(Schema::new(fields))
+});
+
+pub fn schema() -> SchemaRef {
+    SCHEMA.clone()
+}
+
+impl Counters for FileIoStats {
+    fn zero() -> Self {
+        FileIoStats::ZERO
+    }
+
+    fn add(&self, o: &Self) -> Self {
+        let mut hist = self.hist;
+        for (h, x) in hist.iter_mut().zip(o.hist) {
+            *h = h.wrapping_add(x);
+        }
+        FileIoStats {
+            calls: self.calls.wrapping_add(o.calls),
+            errors: self.errors.wrapping_add(o.errors),
+            bytes: self.bytes.wrapping_add(o.bytes),
+            timed_calls: self.timed_calls.wrapping_add(o.timed_calls),
+            duration_ns: self.duration_ns.wrapping_add(o.duration_ns),
+            hist,
+        }
+    }
+
+    fn minus(&self, o: &Self) -> Self {
+        let mut hist = self.hist;
+        for (h, x) in hist.iter_mut().zip(o.hist) {
+            *h = h.wrapping_sub(x);
+        }
+        FileIoStats {
+            calls: self.calls.wrapping_sub(o.calls),
+            errors: self.errors.wrapping_sub(o.errors),
+            bytes: self.bytes.wrapping_sub(o.bytes),
+            timed_calls: self.timed_calls.wrapping_sub(o.timed_calls),
+            duration_ns: self.duration_ns.wrapping_sub(o.duration_ns),
+            hist,
+        }
+    }
+
+    fn is_zero(&self) -> bool {
+        self.calls == 0 && self.timed_calls == 0
+    }
+}
+
+/// The FILEIO_OPS table for an architecture: per syscall number its family, bit 7 set when the
+/// return value counts messages rather than bytes.
+pub fn ops_table(arch: Arch) -> [u8; SAMPLE_SHIFT_NRS as usize] {
+    let mut table = [0u8; SAMPLE_SHIFT_NRS as usize];
+    for (nr, slot) in table.iter_mut().enumerate() {
+        let name = arch.syscall_name(nr as u32);
+        if let Some(op) = FileOp::of_syscall(&name) {
+            *slot = op as u8 | if name.ends_with("mmsg") { NOT_BYTES } else { 0 };
+        }
+    }
+    table
+}
+
+pub struct FileIoTracer {
+    stats: PerCpuHashMap<MapData, FileIoKey, FileIoStats>,
+    deltas: Deltas<FileIoKey, FileIoStats>,
+}
+
+impl FileIoTracer {
+    pub fn new(ebpf: &mut Ebpf, arch: Arch) -> Result<Self, TracerError> {
+        let map_err = |map| move |source| TracerError::Map { map, source };
+        let mut ops: Array<MapData, [u8; 8]> =
+            Array::try_from(take_map(ebpf, FILEIO_OPS)?).map_err(map_err(FILEIO_OPS))?;
+        for (i, chunk) in ops_table(arch).chunks_exact(8).enumerate() {
+            let value: [u8; 8] = chunk.try_into().expect("chunks of 8");
+            if value != [0; 8] {
+                ops.set(i as u32, value, 0).map_err(map_err(FILEIO_OPS))?;
+            }
+        }
+        let stats = PerCpuHashMap::try_from(take_map(ebpf, FILEIO_STATS)?)
+            .map_err(map_err(FILEIO_STATS))?;
+        Ok(FileIoTracer {
+            stats,
+            deltas: Deltas::default(),
+        })
+    }
+}
+
+impl Tracer for FileIoTracer {
+    fn table(&self) -> &'static str {
+        TABLE
+    }
+
+    fn schema(&self) -> SchemaRef {
+        schema()
+    }
+
+    fn collect(
+        &mut self,
+        interval: &Interval,
+        processes: &Registry,
+    ) -> Result<Option<RecordBatch>, TracerError> {
+        let mut totals = sum_per_cpu(&self.stats).map_err(|source| TracerError::Map {
+            map: FILEIO_STATS,
+            source,
+        })?;
+        totals.sort_by_key(|(k, _)| *k);
+        let mut process = IntervalProcessColumns::default();
+        let mut kind = StringBuilder::new();
+        let mut op = StringBuilder::new();
+        let mut calls = Int64Builder::new();
+        let mut errors = Int64Builder::new();
+        let mut bytes = Int64Builder::new();
+        let mut latency = LatencyColumns::default();
+        let mut rows = 0;
+        for (key, total) in totals {
+            let Some(d) = self.deltas.delta(key, total) else {
+                continue;
+            };
+            let p = ProcessKey {
+                tgid: key.tgid,
+                generation: key.generation,
+            };
+            process.append(interval, p, processes.get(p));
+            kind.append_value(FileKind::try_from(key.kind).map_or("other", FileKind::name));
+            op.append_value(FileOp::try_from(key.op).map_or("other", FileOp::name));
+            calls.append_value(d.calls as i64);
+            errors.append_value(d.errors as i64);
+            bytes.append_value(d.bytes as i64);
+            latency.append(d.duration_ns, d.timed_calls, &d.hist);
+            rows += 1;
+        }
+        if rows == 0 {
+            return Ok(None);
+        }
+        let mut columns = process.finish();
+        columns.extend::<[ArrayRef; 5]>([
+            Arc::new(kind.finish()),
+            Arc::new(op.finish()),
+            Arc::new(calls.finish()),
+            Arc::new(errors.finish()),
+            Arc::new(bytes.finish()),
+        ]);
+        columns.extend(latency.finish());
+        batch(TABLE, schema(), columns).map(Some)
+    }
+
+    fn reap(&mut self, ended: &[ProcessKey]) -> Result<(), TracerError> {
+        let doomed = |k: &FileIoKey| {
+            ended.contains(&ProcessKey {
+                tgid: k.tgid,
+                generation: k.generation,
+            })
+        };
+        remove_keys(&mut self.stats, doomed).map_err(|source| TracerError::Map {
+            map: FILEIO_STATS,
+            source,
+        })?;
+        self.deltas.forget(|k| !doomed(k));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ops_table_covers_the_read_write_families() {
+        for arch in [Arch::X86_64, Arch::Aarch64] {
+            let table = ops_table(arch);
+            let op_of = |name: &str| {
+                let nr = (0..SAMPLE_SHIFT_NRS).find(|nr| arch.syscall_name(*nr) == name);
+                nr.map(|nr| table[nr as usize])
+            };
+            assert_eq!(op_of("pwrite64"), Some(FileOp::Write as u8));
+            assert_eq!(op_of("readv"), Some(FileOp::Read as u8));
+            assert_eq!(op_of("fdatasync"), Some(FileOp::Fdatasync as u8));
+            assert_eq!(op_of("sendmmsg"), Some(FileOp::Send as u8 | NOT_BYTES));
+            assert_eq!(op_of("getppid"), Some(0));
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! The `files` table (`--files N`): per interval, the N (process, file) pairs that moved the most
+//! bytes through read/write-family syscalls.
+
+use std::{
+    collections::HashMap,
+    os::unix::fs::MetadataExt as _,
+    sync::{Arc, LazyLock},
+};
+
+use arrow_array::{
+    ArrayRef, RecordBatch,
+    builder::{Int64Builder, StringBuilder},
+};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use aya::{
+    Ebpf,
+    maps::{MapData, PerCpuHashMap},
+};
+use tracer_common::{
+    fileio::{FileKey, FileStats},
+    maps::FILE_STATS,
+};
+
+use super::{
+    Interval, Tracer, TracerError,
+    columns::{IntervalProcessColumns, batch, interval_process_fields},
+    take_map,
+};
+use crate::{
+    devices::kernel_dev,
+    processes::{ProcessKey, Registry, comm_string},
+    snapshot::{Counters, Deltas, remove_keys},
+};
+
+pub const TABLE: &str = "files";
+
+/// Intervals without I/O after which a file's kernel entry is dropped (its counts are all
+/// written; new I/O starts a fresh entry).
+const IDLE_INTERVALS: u32 = 60;
+
+static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let mut fields = interval_process_fields();
+    fields.extend([
+        Field::new("file_path", DataType::Utf8, false),
+        Field::new("file_device", DataType::Utf8, false),
+        Field::new("file_inode", DataType::Int64, false),
+        Field::new("reads", DataType::Int64, false),
+        Field::new("writes", DataType::Int64, false),
+        Field::new("read_bytes", DataType::Int64, false),
+        Field::new("write_bytes", DataType::Int64, false),
+    ]);
+    Arc::new(Schema::new(fields))
+});
+
+pub fn schema() -> SchemaRef {
+    SCHEMA.clone()
+}
+
+impl Counters for FileStats {
+    fn zero() -> Self {
+        FileStats {
+            read_bytes: 0,
+            write_bytes: 0,
+            reads: 0,
+            writes: 0,
+            fd: 0,
+            _pad: 0,
+            name: [0; tracer_common::fileio::FILE_NAME_BYTES],
+        }
+    }
+
+    /// Sums the counters; keeps the fd and name of whichever side has them.
+    fn add(&self, o: &Self) -> Self {
+        FileStats {
+            read_bytes: self.read_bytes.wrapping_add(o.read_bytes),
+            write_bytes: self.write_bytes.wrapping_add(o.write_bytes),
+            reads: self.reads.wrapping_add(o.reads),
+            writes: self.writes.wrapping_add(o.writes),
+            fd: if o.reads + o.writes > 0 {
+                o.fd
+            } else {
+                self.fd
+            },
+            _pad: 0,
+            name: if self.name[0] != 0 { self.name } else { o.name },
+        }
+    }
+
+    fn minus(&self, o: &Self) -> Self {
+        FileStats {
+            read_bytes: self.read_bytes.wrapping_sub(o.read_bytes),
+            write_bytes: self.write_bytes.wrapping_sub(o.write_bytes),
+            reads: self.reads.wrapping_sub(o.reads),
+            writes: self.writes.wrapping_sub(o.writes),
+            ..*self
+        }
+    }
+
+    fn is_zero(&self) -> bool {
+        self.reads == 0 && self.writes == 0
+    }
+}
+
+pub struct FilesTracer {
+    stats: PerCpuHashMap<MapData, FileKey, FileStats>,
+    deltas: Deltas<FileKey, FileStats>,
+    top: usize,
+    /// Paths found so far, per (pid, dev, ino).
+    paths: HashMap<(u32, u32, u64), String>,
+    idle: HashMap<FileKey, u32>,
+}
+
+impl FilesTracer {
+    pub fn new(ebpf: &mut Ebpf, top: usize) -> Result<Self, TracerError> {
+        let stats = PerCpuHashMap::try_from(take_map(ebpf, FILE_STATS)?).map_err(|source| {
+            TracerError::Map {
+                map: FILE_STATS,
+                source,
+            }
+        })?;
+        Ok(FilesTracer {
+            stats,
+            deltas: Deltas::default(),
+            top,
+            paths: HashMap::new(),
+            idle: HashMap::new(),
+        })
+    }
+
+    /// The file's path through /proc/PID/fd/FD when that descriptor still opens it, else its
+    /// name as the kernel saw it.
+    fn path(&mut self, key: &FileKey, stats: &FileStats) -> String {
+        let id = (key.tgid, key.dev, key.ino);
+        if let Some(p) = self.paths.get(&id) {
+            return p.clone();
+        }
+        let link = format!("/proc/{}/fd/{}", key.tgid, stats.fd);
+        let (major, minor) = kernel_dev(key.dev);
+        let resolved = std::fs::metadata(&link)
+            .ok()
+            .filter(|m| {
+                m.ino() == key.ino && libc::major(m.dev()) == major && libc::minor(m.dev()) == minor
+            })
+            .and_then(|_| std::fs::read_link(&link).ok())
+            .map(|p| p.to_string_lossy().into_owned());
+        match resolved {
+            Some(p) => {
+                self.paths.insert(id, p.clone());
+                p
+            }
+            None => comm_string(&stats.name),
+        }
+    }
+}
+
+impl Tracer for FilesTracer {
+    fn table(&self) -> &'static str {
+        TABLE
+    }
+
+    fn schema(&self) -> SchemaRef {
+        schema()
+    }
+
+    fn collect(
+        &mut self,
+        interval: &Interval,
+        processes: &Registry,
+    ) -> Result<Option<RecordBatch>, TracerError> {
+        let map_err = |source| TracerError::Map {
+            map: FILE_STATS,
+            source,
+        };
+        let totals = crate::snapshot::sum_per_cpu(&self.stats).map_err(map_err)?;
+        let mut changed: Vec<(FileKey, FileStats)> = Vec::new();
+        for (key, total) in totals {
+            match self.deltas.delta(key, total) {
+                Some(d) => {
+                    self.idle.remove(&key);
+                    changed.push((
+                        key,
+                        FileStats {
+                            fd: total.fd,
+                            name: total.name,
+                            ..d
+                        },
+                    ));
+                }
+                None => *self.idle.entry(key).or_default() += 1,
+            }
+        }
+        // Forget files idle for long: their counts are written, the kernel map stays bounded.
+        let stale: Vec<FileKey> = self
+            .idle
+            .iter()
+            .filter(|(_, n)| **n >= IDLE_INTERVALS)
+            .map(|(k, _)| *k)
+            .collect();
+        if !stale.is_empty() {
+            remove_keys(&mut self.stats, |k| stale.contains(k)).map_err(map_err)?;
+            self.deltas.forget(|k| !stale.contains(k));
+            for k in &stale {
+                self.idle.remove(k);
+            }
+        }
+        changed.sort_by_key(|(k, d)| (std::cmp::Reverse(d.read_bytes + d.write_bytes), *k));
+        changed.truncate(self.top);
+        if changed.is_empty() {
+            return Ok(None);
+        }
+        let mut process = IntervalProcessColumns::default();
+        let mut path = StringBuilder::new();
+        let mut device = StringBuilder::new();
+        let mut inode = Int64Builder::new();
+        let mut reads = Int64Builder::new();
+        let mut writes = Int64Builder::new();
+        let mut read_bytes = Int64Builder::new();
+        let mut write_bytes = Int64Builder::new();
+        for (key, d) in &changed {
+            let p = ProcessKey {
+                tgid: key.tgid,
+                generation: key.generation,
+            };
+            process.append(interval, p, processes.get(p));
+            path.append_value(self.path(key, d));
+            let (major, minor) = kernel_dev(key.dev);
+            device.append_value(format!("{major}:{minor}"));
+            inode.append_value(key.ino as i64);
+            reads.append_value(d.reads as i64);
+            writes.append_value(d.writes as i64);
+            read_bytes.append_value(d.read_bytes as i64);
+            write_bytes.append_value(d.write_bytes as i64);
+        }
+        let mut columns = process.finish();
+        columns.extend::<[ArrayRef; 7]>([
+            Arc::new(path.finish()),
+            Arc::new(device.finish()),
+            Arc::new(inode.finish()),
+            Arc::new(reads.finish()),
+            Arc::new(writes.finish()),
+            Arc::new(read_bytes.finish()),
+            Arc::new(write_bytes.finish()),
+        ]);
+        batch(TABLE, schema(), columns).map(Some)
+    }
+
+    fn reap(&mut self, ended: &[ProcessKey]) -> Result<(), TracerError> {
+        let doomed = |k: &FileKey| {
+            ended.contains(&ProcessKey {
+                tgid: k.tgid,
+                generation: k.generation,
+            })
+        };
+        remove_keys(&mut self.stats, doomed).map_err(|source| TracerError::Map {
+            map: FILE_STATS,
+            source,
+        })?;
+        self.deltas.forget(|k| !doomed(k));
+        self.idle.retain(|k, _| !doomed(k));
+        self.paths
+            .retain(|(pid, _, _), _| !ended.iter().any(|e| e.tgid == *pid));
+        Ok(())
+    }
+}
