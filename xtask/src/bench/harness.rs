@@ -40,6 +40,20 @@ impl Held {
         })
     }
 
+    /// Lets it run; returns all of its output after the ready line.
+    pub fn release_all(mut self) -> Result<String> {
+        if let Some(mut stdin) = self.stdin.take() {
+            stdin.write_all(b"go\n")?;
+        }
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut self.stdout, &mut out)?;
+        let status = self.child.wait()?;
+        if !status.success() {
+            bail!("workload failed: {status}");
+        }
+        Ok(out)
+    }
+
     /// Lets it run; returns its last line of output.
     pub fn release(mut self) -> Result<String> {
         if let Some(mut stdin) = self.stdin.take() {

@@ -2,7 +2,9 @@
 //! median over rounds in which the scenarios alternate, and each is read as the traced thread's
 //! own CPU time per operation, compared within one run.
 
+mod blockio;
 mod harness;
+mod progstats;
 mod syscalls;
 
 use anyhow::Result;
@@ -20,6 +22,8 @@ pub struct BenchArgs {
 enum What {
     /// Added CPU ns per syscall: scalp-bpf (traced and untraced processes) vs bpftrace and BCC.
     Syscalls(syscalls::Options),
+    /// fio IOPS and CPU per I/O: scalp-bpf vs untraced vs bpftrace block scripts.
+    Blockio(blockio::Options),
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -34,5 +38,6 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let scalp = setup::build_release()?;
     match args.what {
         What::Syscalls(opts) => syscalls::run(&scalp, &opts),
+        What::Blockio(opts) => blockio::run(&scalp, &opts),
     }
 }
