@@ -101,7 +101,13 @@ pub struct BlockInflight {
     pub attribution: u8,
     /// Set when block_rq_error reported an error for it.
     pub error: u8,
-    pub _pad: u32,
+    /// 1 while the request is a traced one in flight. Entries are never deleted (the set of
+    /// request addresses is a device's fixed pool): they are reused, which costs a lookup instead
+    /// of a hash insert and delete per request.
+    pub active: u8,
+    /// 1 once device, op, flags and bytes are filled in (at issue).
+    pub described: u8,
+    pub _pad: u16,
 }
 
 const _: () = assert!(core::mem::size_of::<BlockInflight>() == 40);

@@ -23,6 +23,9 @@ pub struct Config {
     pub files: u32,
     /// The block I/O tracer is on (1) or off (0).
     pub blockio: u32,
+    /// Some block device does not account I/O (iostats=0): take submissions at block_rq_insert
+    /// and block_rq_issue too, and completions at block_rq_complete.
+    pub block_fallback: u32,
     /// Syscall numbers on this architecture (`NO_SYSCALL` where it has none): `exit` and
     /// `exit_group` never return; `rt_sigreturn` returns with the number -1 in the registers; the
     /// fork family returns 0 a second time, in the child, which did not make the call.
@@ -50,6 +53,8 @@ pub struct Config {
     pub mm_arg_start_offset: u32,
     pub mm_arg_end_offset: u32,
     pub task_files_offset: u32,
+    /// task_struct.flags (PF_KTHREAD tells kernel threads, such as flushers, apart).
+    pub task_flags_offset: u32,
     pub files_fdt_offset: u32,
     pub fdt_max_fds_offset: u32,
     pub fdt_fd_offset: u32,
@@ -80,7 +85,7 @@ pub struct Config {
 /// A syscall number no architecture uses.
 pub const NO_SYSCALL: u32 = u32::MAX - 1;
 
-const _: () = assert!(core::mem::size_of::<Config>() == 204);
+const _: () = assert!(core::mem::size_of::<Config>() == 212);
 
 impl Config {
     /// The value compiled into the object; the loader always overwrites it.
@@ -93,6 +98,7 @@ impl Config {
         fileio: 0,
         files: 0,
         blockio: 0,
+        block_fallback: 0,
         exit_nr: 0,
         exit_group_nr: 0,
         rt_sigreturn_nr: 0,
@@ -114,6 +120,7 @@ impl Config {
         mm_arg_start_offset: 0,
         mm_arg_end_offset: 0,
         task_files_offset: 0,
+        task_flags_offset: 0,
         files_fdt_offset: 0,
         fdt_max_fds_offset: 0,
         fdt_fd_offset: 0,

@@ -24,10 +24,13 @@ pub enum DropReason {
     /// An inode's dirtier could not be remembered (`WRITEBACK_OWNER` full): its writeback is
     /// not attributed.
     WritebackOwnerFull = 8,
+    /// A block request completed on an in-flight entry older than two minutes: a traced request
+    /// that vanished left it; the completion is not charged.
+    BlockStaleEntry = 9,
 }
 
 /// Number of entries in the `DROPS` array.
-pub const DROP_REASONS: u32 = 9;
+pub const DROP_REASONS: u32 = 10;
 
 impl DropReason {
     /// All reasons, in index order.
@@ -41,6 +44,7 @@ impl DropReason {
         DropReason::BlockInflightFull,
         DropReason::BlockStatsFull,
         DropReason::WritebackOwnerFull,
+        DropReason::BlockStaleEntry,
     ];
 
     /// (tracer, reason) as written to the `drops` table.
@@ -55,6 +59,7 @@ impl DropReason {
             DropReason::BlockInflightFull => ("blockio", "inflight_map_full"),
             DropReason::BlockStatsFull => ("blockio", "stats_map_full"),
             DropReason::WritebackOwnerFull => ("blockio", "writeback_owner_map_full"),
+            DropReason::BlockStaleEntry => ("blockio", "stale_inflight_entry"),
         }
     }
 }

@@ -94,6 +94,19 @@ impl FileOp {
         }
     }
 
+    /// The descriptor kind a syscall implies by its nature, if any.
+    pub fn implied_kind(name: &str) -> Option<FileKind> {
+        match name {
+            "pread64" | "pwrite64" | "preadv" | "pwritev" | "preadv2" | "pwritev2"
+            | "copy_file_range" | "sync_file_range" | "sync_file_range2" | "fsync"
+            | "fdatasync" => Some(FileKind::File),
+            "recvfrom" | "recvmsg" | "recvmmsg" | "sendto" | "sendmsg" | "sendmmsg" => {
+                Some(FileKind::Socket)
+            }
+            _ => None,
+        }
+    }
+
     /// The family of a syscall, by name.
     pub fn of_syscall(name: &str) -> Option<FileOp> {
         Some(match name {
@@ -118,6 +131,22 @@ impl TryFrom<u8> for FileOp {
     fn try_from(v: u8) -> Result<Self, u8> {
         FileOp::ALL.iter().copied().find(|o| *o as u8 == v).ok_or(v)
     }
+}
+
+/// The `FILEIO_OPS` entry of a syscall number (0: not file I/O): which family, whether its
+/// family already says what kind of descriptor it takes, whether its return value counts bytes.
+pub mod class {
+    /// Bits 0-3: the [`super::FileOp`].
+    pub const OP_MASK: u16 = 0x000f;
+    /// Bits 4-5: the kind the syscall implies, so the descriptor need not be resolved (pread64
+    /// and company only work on files, recvfrom and company only on sockets).
+    pub const KIND_SHIFT: u16 = 4;
+    pub const KIND_MASK: u16 = 0x0030;
+    pub const KIND_RESOLVE: u16 = 0;
+    pub const KIND_FILE: u16 = 1;
+    pub const KIND_SOCKET: u16 = 2;
+    /// Bit 6: the return value counts messages, not bytes (recvmmsg, sendmmsg).
+    pub const NOT_BYTES: u16 = 0x0040;
 }
 
 /// Key of `FILEIO_STATS`.

@@ -44,7 +44,8 @@ pub const FLUSHER_OWNER: &str = "FLUSHER_OWNER";
 pub const FILEIO_STATS_ENTRIES: u32 = 8 * 1024;
 /// (process, file) pairs for `--files`.
 pub const FILE_STATS_ENTRIES: u32 = 16 * 1024;
-/// Traced block requests in flight at once (a disk queue holds a few hundred).
+/// Request addresses ever used by traced I/O (entries are reused, never deleted: a device's
+/// request pool is fixed, queue depth × hardware queues).
 pub const BLOCK_INFLIGHT_ENTRIES: u32 = 16 * 1024;
 /// (process, device, op, flags, attribution) keys.
 pub const BLOCK_STATS_ENTRIES: u32 = 4 * 1024;

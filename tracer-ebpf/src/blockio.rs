@@ -30,7 +30,7 @@ use tracer_common::{
 use crate::{
     config::setting,
     drops,
-    kernel::{btf_field, read_at, read_ptr},
+    kernel::{SharedCounter, btf_field, current_is_kthread, read_ptr},
     targets::traced_generation,
 };
 
@@ -49,6 +49,16 @@ static WRITEBACK_OWNER: LruHashMap<u64, Owner> =
 #[map]
 static FLUSHER_OWNER: HashMap<u32, Owner> = HashMap::with_max_entries(FLUSHER_OWNER_ENTRIES, 0);
 
+/// Traced requests in flight, all CPUs together (atomic add). While it is 0 the issue and
+/// completion programs skip their map lookup: on a host where the traced service is idle, other
+/// processes' I/O costs one load per event.
+#[unsafe(no_mangle)]
+static TRACED_IN_FLIGHT: SharedCounter = SharedCounter::new();
+
+/// Older than this, an in-flight entry is stale: no request takes two minutes (the SCSI and NVMe
+/// default timeouts are 30 s).
+const STALE_NS: u64 = 120_000_000_000;
+
 /// The process the current task's block I/O is charged to, if any.
 #[inline(always)]
 fn owner_of_current() -> Option<(Owner, Attribution)> {
@@ -57,15 +67,18 @@ fn owner_of_current() -> Option<(Owner, Attribution)> {
     if let Some(generation) = traced_generation(tgid) {
         return Some((Owner { tgid, generation }, Attribution::Direct));
     }
+    // Only flusher threads (kernel threads) write back on someone else's behalf.
+    if !current_is_kthread() {
+        return None;
+    }
     // SAFETY: a plain copy out of the map value.
     let owner = unsafe { FLUSHER_OWNER.get(&(pid_tgid as u32)) }?;
     Some((*owner, Attribution::Writeback))
 }
 
-/// What a request is: (device, op, flags, bytes), read from it as it is now (merges may still
-/// grow it until issue).
+/// Fills in device, op, flags and bytes from the request as it is now.
 #[inline(always)]
-fn describe(rq: *const u8) -> (u32, u8, u8, u32) {
+fn describe(rq: *const u8, e: *mut BlockInflight) {
     let cmd_flags: u32 = btf_field(rq, setting!(rq_cmd_flags_offset));
     let bit = |b: u32, flag: u8| {
         if cmd_flags & (1u32 << (b & 31)) != 0 {
@@ -78,48 +91,102 @@ fn describe(rq: *const u8) -> (u32, u8, u8, u32) {
         | bit(setting!(req_fua_bit), FLAG_FUA)
         | bit(setting!(req_preflush_bit), FLAG_PREFLUSH)
         | bit(setting!(req_meta_bit), FLAG_META);
-    // A flush has no partition: charge it to the whole disk.
-    let part = read_ptr(rq, setting!(rq_part_offset)).or_else(|| {
-        read_ptr(rq, setting!(rq_q_offset))
-            .and_then(|q| read_ptr(q, setting!(queue_disk_offset)))
-            .and_then(|disk| read_ptr(disk, setting!(disk_part0_offset)))
-    });
-    let dev = part
-        .and_then(|part| read_at::<u32>(part, setting!(bdev_dev_offset)))
-        .unwrap_or(0);
-    let bytes: u32 = btf_field(rq, setting!(rq_data_len_offset));
-    (dev, (cmd_flags & 0xff) as u8, flags, bytes)
+    // Pointer fields of a BTF pointer load as BTF pointers: plain loads all the way. A flush has
+    // no partition: it counts against the whole disk.
+    let mut part: *const u8 = btf_field(rq, setting!(rq_part_offset));
+    if part.is_null() {
+        let q: *const u8 = btf_field(rq, setting!(rq_q_offset));
+        if !q.is_null() {
+            let disk: *const u8 = btf_field(q, setting!(queue_disk_offset));
+            if !disk.is_null() {
+                part = btf_field(disk, setting!(disk_part0_offset));
+            }
+        }
+    }
+    let dev: u32 = if part.is_null() {
+        0
+    } else {
+        btf_field(part, setting!(bdev_dev_offset))
+    };
+    // SAFETY: `e` is a valid map value; a request is handled by one CPU at a time.
+    unsafe {
+        (*e).dev = dev;
+        (*e).op = (cmd_flags & 0xff) as u8;
+        (*e).flags = flags;
+        (*e).bytes = btf_field(rq, setting!(rq_data_len_offset));
+        (*e).described = 1;
+    }
 }
 
-/// Starts tracking `rq` if the current task's I/O is traced.
+/// A request is submitted: track it if the submitter's I/O is traced.
 #[inline(always)]
 fn start(rq: *const u8) {
+    // Untraced submitters pay only this check: no map lookup.
     let Some((owner, attribution)) = owner_of_current() else {
         return;
     };
-    let (dev, op, flags, bytes) = describe(rq);
-    let entry = BlockInflight {
-        tgid: owner.tgid,
-        generation: owner.generation,
-        // Our own clock, not rq->start_time_ns: the block layer may take that from a plug's
-        // cached time, which can be seconds old.
-        // SAFETY: no preconditions.
-        queued_ns: unsafe { bpf_ktime_get_ns() },
-        issued_ns: 0,
-        bytes,
-        dev,
-        op,
-        flags,
-        attribution: attribution as u8,
-        error: 0,
-        _pad: 0,
-    };
-    match BLOCK_INFLIGHT.insert(&(rq as u64), &entry, u64::from(BPF_NOEXIST)) {
-        Ok(()) => {}
-        // Already tracked (block_rq_insert after block_io_start).
-        Err(e) if e == -17 => {}
-        Err(_) => drops::count(DropReason::BlockInflightFull),
+    let key = rq as u64;
+    let existing = BLOCK_INFLIGHT.get_ptr_mut(&key);
+    // SAFETY: no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    match existing {
+        Some(e) => {
+            // SAFETY: valid map value, handled by one CPU at a time.
+            unsafe {
+                if (*e).active != 0
+                    && (*e).tgid == owner.tgid
+                    && (*e).generation == owner.generation
+                {
+                    // Already tracked (block_rq_insert after block_io_start).
+                    return;
+                }
+                (*e).tgid = owner.tgid;
+                (*e).generation = owner.generation;
+                (*e).queued_ns = now;
+                (*e).issued_ns = 0;
+                (*e).attribution = attribution as u8;
+                (*e).error = 0;
+                (*e).described = 0;
+                if (*e).active == 0 {
+                    TRACED_IN_FLIGHT.add(1);
+                }
+                (*e).active = 1;
+            }
+        }
+        None => {
+            let entry = BlockInflight {
+                tgid: owner.tgid,
+                generation: owner.generation,
+                queued_ns: now,
+                issued_ns: 0,
+                bytes: 0,
+                dev: 0,
+                op: 0,
+                flags: 0,
+                attribution: attribution as u8,
+                error: 0,
+                active: 1,
+                described: 0,
+                _pad: 0,
+            };
+            if BLOCK_INFLIGHT.insert(&key, &entry, 0).is_ok() {
+                TRACED_IN_FLIGHT.add(1);
+            } else {
+                drops::count(DropReason::BlockInflightFull);
+            }
+        }
     }
+}
+
+/// The tracked, active entry of a request.
+#[inline(always)]
+fn active(rq: *const u8) -> Option<*mut BlockInflight> {
+    if TRACED_IN_FLIGHT.get() == 0 {
+        return None;
+    }
+    let e = BLOCK_INFLIGHT.get_ptr_mut(&(rq as u64))?;
+    // SAFETY: valid map value.
+    (unsafe { (*e).active } != 0).then_some(e)
 }
 
 /// `block_io_start(struct request *rq)`, in the submitter's context.
@@ -131,12 +198,11 @@ pub fn block_io_start(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// `block_rq_insert(struct request *rq)`: for requests block_io_start did not see.
+/// `block_rq_insert(struct request *rq)` (fallback): for devices without I/O accounting.
 #[btf_tracepoint(function = "block_rq_insert")]
 pub fn block_rq_insert(ctx: BtfTracePointContext) -> i32 {
     let rq: *const u8 = ctx.arg(0);
-    // SAFETY: a lookup; the value is not used.
-    if setting!(blockio) != 0 && unsafe { BLOCK_INFLIGHT.get(&(rq as u64)) }.is_none() {
+    if setting!(blockio) != 0 && active(rq).is_none() {
         start(rq);
     }
     0
@@ -150,35 +216,27 @@ pub fn block_rq_issue(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     let rq: *const u8 = ctx.arg(0);
-    let key = rq as u64;
-    let entry = match BLOCK_INFLIGHT.get_ptr_mut(&key) {
+    let entry = match active(rq) {
         Some(e) => e,
-        None => {
+        None if setting!(block_fallback) != 0 => {
             start(rq);
-            match BLOCK_INFLIGHT.get_ptr_mut(&key) {
+            match active(rq) {
                 Some(e) => e,
                 None => return 0,
             }
         }
+        None => return 0,
     };
-    let (dev, op, flags, bytes) = describe(rq);
-    // SAFETY: the entry is valid map memory; only this request's programs touch it, and a request
-    // is issued on one CPU at a time.
-    unsafe {
-        (*entry).issued_ns = bpf_ktime_get_ns();
-        (*entry).bytes = bytes;
-        (*entry).dev = dev;
-        (*entry).op = op;
-        (*entry).flags = flags;
-    }
+    describe(rq, entry);
+    // SAFETY: valid map value, handled by one CPU at a time.
+    unsafe { (*entry).issued_ns = bpf_ktime_get_ns() };
     0
 }
 
 /// `block_rq_requeue(struct request *rq)`: it will be issued again.
 #[btf_tracepoint(function = "block_rq_requeue")]
 pub fn block_rq_requeue(ctx: BtfTracePointContext) -> i32 {
-    let rq: *const u8 = ctx.arg(0);
-    if let Some(entry) = BLOCK_INFLIGHT.get_ptr_mut(&(rq as u64)) {
+    if let Some(entry) = active(ctx.arg(0)) {
         // SAFETY: valid map memory.
         unsafe { (*entry).issued_ns = 0 };
     }
@@ -189,16 +247,18 @@ pub fn block_rq_requeue(ctx: BtfTracePointContext) -> i32 {
 /// without completing; its bytes complete with the other one.
 #[btf_tracepoint(function = "block_rq_merge")]
 pub fn block_rq_merge(ctx: BtfTracePointContext) -> i32 {
-    let rq: *const u8 = ctx.arg(0);
-    let _ = BLOCK_INFLIGHT.remove(&(rq as u64));
+    if let Some(entry) = active(ctx.arg(0)) {
+        // SAFETY: valid map memory.
+        unsafe { (*entry).active = 0 };
+        TRACED_IN_FLIGHT.sub(1);
+    }
     0
 }
 
 /// `block_rq_error(struct request *rq, blk_status_t error, unsigned int nr_bytes)`.
 #[btf_tracepoint(function = "block_rq_error")]
 pub fn block_rq_error(ctx: BtfTracePointContext) -> i32 {
-    let rq: *const u8 = ctx.arg(0);
-    if let Some(entry) = BLOCK_INFLIGHT.get_ptr_mut(&(rq as u64)) {
+    if let Some(entry) = active(ctx.arg(0)) {
         // SAFETY: valid map memory.
         unsafe { (*entry).error = 1 };
     }
@@ -226,17 +286,30 @@ pub fn block_io_done(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// Charges a completed request to its owner and forgets it.
+/// Charges a completed request to its owner and marks its entry idle.
 #[inline(always)]
 fn finish(rq: *const u8, error: bool) {
-    let key = rq as u64;
-    // SAFETY: a copy out of the map value, taken before the entry is deleted.
-    let Some(e) = (unsafe { BLOCK_INFLIGHT.get(&key) }).copied() else {
+    let Some(entry) = active(rq) else {
         return;
     };
-    let _ = BLOCK_INFLIGHT.remove(&key);
+    if unsafe { (*entry).described } == 0 {
+        // Completed without being issued itself (a flush done by the flush machinery).
+        describe(rq, entry);
+    }
+    // SAFETY: valid map value; copied, then marked idle.
+    let e = unsafe {
+        (*entry).active = 0;
+        *entry
+    };
+    TRACED_IN_FLIGHT.sub(1);
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
+    if now.saturating_sub(e.queued_ns) > STALE_NS {
+        // A traced request that vanished without completing left this entry, and an untraced
+        // request now uses the same address: not ours.
+        drops::count(DropReason::BlockStaleEntry);
+        return;
+    }
     let issued = if e.issued_ns == 0 { now } else { e.issued_ns };
     let queue_ns = issued.saturating_sub(e.queued_ns);
     let device_ns = now.saturating_sub(issued);

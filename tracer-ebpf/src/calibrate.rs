@@ -12,3 +12,18 @@ pub fn calibrate_sys_enter(_ctx: BtfTracePointContext) -> i32 {
 pub fn calibrate_sys_exit(_ctx: BtfTracePointContext) -> i32 {
     0
 }
+
+#[btf_tracepoint(function = "block_io_start")]
+pub fn calibrate_block_io_start(_ctx: BtfTracePointContext) -> i32 {
+    0
+}
+
+#[btf_tracepoint(function = "block_rq_issue")]
+pub fn calibrate_block_rq_issue(_ctx: BtfTracePointContext) -> i32 {
+    0
+}
+
+#[btf_tracepoint(function = "block_io_done")]
+pub fn calibrate_block_io_done(_ctx: BtfTracePointContext) -> i32 {
+    0
+}

@@ -10,7 +10,9 @@ use aya_ebpf::{
 };
 use tracer_common::{
     drops::DropReason,
-    fileio::{FILE_NAME_BYTES, FileIoKey, FileIoStats, FileKey, FileKind, FileOp, FileStats},
+    fileio::{
+        FILE_NAME_BYTES, FileIoKey, FileIoStats, FileKey, FileKind, FileOp, FileStats, class,
+    },
     hist,
     maps::{FILE_STATS_ENTRIES, FILEIO_STATS_ENTRIES},
     syscalls::{SAMPLE_SHIFT_NRS, is_error},
@@ -19,13 +21,12 @@ use tracer_common::{
 use crate::{
     config::setting,
     drops,
-    kernel::{btf_field, current_task, read_at, read_ptr},
+    kernel::{btf_field, current_task_btf, read_at, read_ptr},
 };
 
-/// Per syscall number its FileOp (eight per element); bit 7 set: the return value is not a byte
-/// count (recvmmsg/sendmmsg return messages).
+/// Per syscall number its class (`tracer_common::fileio::class`), four per element.
 #[map]
-static FILEIO_OPS: Array<[u8; 8]> = Array::with_max_entries(SAMPLE_SHIFT_NRS / 8, 0);
+static FILEIO_OPS: Array<[u16; 4]> = Array::with_max_entries(SAMPLE_SHIFT_NRS / 4, 0);
 
 #[map]
 static FILEIO_STATS: PerCpuHashMap<FileIoKey, FileIoStats> =
@@ -34,9 +35,6 @@ static FILEIO_STATS: PerCpuHashMap<FileIoKey, FileIoStats> =
 #[map]
 static FILE_STATS: PerCpuHashMap<FileKey, FileStats> =
     PerCpuHashMap::with_max_entries(FILE_STATS_ENTRIES, 0);
-
-/// Bit 7 of a FILEIO_OPS byte.
-const NOT_BYTES: u8 = 0x80;
 
 /// Called from sys_exit for every call of a traced process.
 #[inline(always)]
@@ -57,25 +55,37 @@ pub fn on_exit(
     if setting!(fileio) == 0 {
         return;
     }
-    let Some(ops) = FILEIO_OPS.get(nr / 8) else {
+    let Some(ops) = FILEIO_OPS.get(nr / 4) else {
         return;
     };
-    let code = ops[(nr % 8) as usize];
+    let code = ops[(nr % 4) as usize];
     if code == 0 {
         return;
     }
-    let op = code & !NOT_BYTES;
-    let bytes = if code & NOT_BYTES == 0 && ret > 0 {
+    let op = (code & class::OP_MASK) as u8;
+    let bytes = if code & class::NOT_BYTES == 0 && ret > 0 {
         ret as u64
     } else {
         0
     };
     let fd: u32 = btf_field(regs, setting!(regs_arg0_offset));
-    let file = fd_file(fd);
-    let inode = file.and_then(|f| read_ptr(f, setting!(file_inode_offset)));
-    let kind = match inode.and_then(|i| read_at::<u16>(i, setting!(inode_mode_offset))) {
-        Some(mode) => FileKind::from_mode(mode),
-        None => FileKind::Other,
+    let implied = (code & class::KIND_MASK) >> class::KIND_SHIFT;
+    let files = setting!(files) != 0;
+    // The descriptor is resolved only when its kind is not implied, or --files needs the file.
+    let mut file = None;
+    let mut inode = None;
+    let kind = if implied == class::KIND_SOCKET {
+        FileKind::Socket
+    } else if implied == class::KIND_FILE && !files {
+        FileKind::File
+    } else {
+        file = fd_file(fd);
+        inode = file.and_then(|f| read_ptr(f, setting!(file_inode_offset)));
+        match inode.and_then(|i| read_at::<u16>(i, setting!(inode_mode_offset))) {
+            Some(mode) => FileKind::from_mode(mode),
+            None if implied == class::KIND_FILE => FileKind::File,
+            None => FileKind::Other,
+        }
     };
     record(
         &FileIoKey {
@@ -91,7 +101,7 @@ pub fn on_exit(
         ns,
         shift,
     );
-    if setting!(files) != 0
+    if files
         && kind == FileKind::File
         && let (Some(file), Some(inode)) = (file, inode)
     {
@@ -99,16 +109,24 @@ pub fn on_exit(
     }
 }
 
-/// The `struct file` of descriptor `fd` of the current task.
+/// The `struct file` of descriptor `fd` of the current task. The walk to the descriptor array
+/// goes through BTF-typed pointers (plain loads); only indexing the array needs a probe read.
 #[inline(always)]
 fn fd_file(fd: u32) -> Option<*const u8> {
-    let files = read_ptr(current_task(), setting!(task_files_offset))?;
-    let fdt = read_ptr(files, setting!(files_fdt_offset))?;
-    let max = read_at::<u32>(fdt, setting!(fdt_max_fds_offset))?;
+    let task = current_task_btf();
+    let files: *const u8 = btf_field(task, setting!(task_files_offset));
+    if files.is_null() {
+        return None;
+    }
+    let fdt: *const u8 = btf_field(files, setting!(files_fdt_offset));
+    if fdt.is_null() {
+        return None;
+    }
+    let max: u32 = btf_field(fdt, setting!(fdt_max_fds_offset));
     if fd >= max {
         return None;
     }
-    let array = read_ptr(fdt, setting!(fdt_fd_offset))?;
+    let array: *const u8 = btf_field(fdt, setting!(fdt_fd_offset));
     read_ptr(array, fd.wrapping_mul(8))
 }
 

@@ -2,6 +2,10 @@
 //! program, whether the current task belongs to a traced process.
 #![no_std]
 #![no_main]
+// Atomic adds: core's atomic types are not available for the BPF target, its intrinsics are
+// (RUSTC_BOOTSTRAP=1 is set for the eBPF build).
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod blockio;
 mod calibrate;

@@ -32,6 +32,10 @@ fn blockio(s: &Settings) -> bool {
     s.blockio
 }
 
+fn blockio_fallback(s: &Settings) -> bool {
+    s.blockio && s.block_fallback
+}
+
 /// Every program, in attach order: process tracking first, so that a child forked while the
 /// other programs attach is already marked.
 pub const PROBES: &[Probe] = &[
@@ -65,8 +69,9 @@ pub const PROBES: &[Probe] = &[
         tracer: "syscalls",
         wanted: always,
     },
-    // Block I/O: submission (with two stand-ins for devices without I/O accounting), issue,
-    // the three ways a request leaves the queue, and the writeback hand-over.
+    // Block I/O: submission, issue, completion, the rare requeue/merge/error, and the writeback
+    // hand-over. block_rq_insert and block_rq_complete stand in for block_io_start/done only when
+    // some device does not account I/O (they would cost two program runs per request).
     Probe {
         program: "block_io_start",
         tracepoint: "block_io_start",
@@ -77,7 +82,7 @@ pub const PROBES: &[Probe] = &[
         program: "block_rq_insert",
         tracepoint: "block_rq_insert",
         tracer: "blockio",
-        wanted: blockio,
+        wanted: blockio_fallback,
     },
     Probe {
         program: "block_rq_issue",
@@ -107,7 +112,7 @@ pub const PROBES: &[Probe] = &[
         program: "block_rq_complete",
         tracepoint: "block_rq_complete",
         tracer: "blockio",
-        wanted: blockio,
+        wanted: blockio_fallback,
     },
     Probe {
         program: "block_io_done",
@@ -135,7 +140,7 @@ pub const PROBES: &[Probe] = &[
     },
 ];
 
-/// Empty programs on the syscall tracepoints (`scalp-bpf calibrate`).
+/// Empty programs on the syscall and block tracepoints (`scalp-bpf calibrate`).
 pub const CALIBRATION: &[Probe] = &[
     Probe {
         program: "calibrate_sys_enter",
@@ -146,6 +151,24 @@ pub const CALIBRATION: &[Probe] = &[
     Probe {
         program: "calibrate_sys_exit",
         tracepoint: "sys_exit",
+        tracer: "calibrate",
+        wanted: always,
+    },
+    Probe {
+        program: "calibrate_block_io_start",
+        tracepoint: "block_io_start",
+        tracer: "calibrate",
+        wanted: always,
+    },
+    Probe {
+        program: "calibrate_block_rq_issue",
+        tracepoint: "block_rq_issue",
+        tracer: "calibrate",
+        wanted: always,
+    },
+    Probe {
+        program: "calibrate_block_io_done",
+        tracepoint: "block_io_done",
         tracer: "calibrate",
         wanted: always,
     },

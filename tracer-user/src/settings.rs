@@ -42,4 +42,19 @@ pub struct Settings {
     pub files: Option<usize>,
     /// The block I/O tracer.
     pub blockio: bool,
+    /// Some blk-mq device does not account I/O: use the block_rq_insert/complete stand-ins.
+    pub block_fallback: bool,
+}
+
+/// Whether some blk-mq block device has I/O accounting off (`queue/iostats` 0): its requests
+/// pass neither block_io_start nor block_io_done.
+pub fn block_devices_without_iostats() -> bool {
+    let Ok(dir) = std::fs::read_dir("/sys/block") else {
+        return false;
+    };
+    dir.flatten().any(|d| {
+        let p = d.path();
+        p.join("mq").exists()
+            && std::fs::read_to_string(p.join("queue/iostats")).is_ok_and(|v| v.trim() == "0")
+    })
 }

@@ -18,6 +18,9 @@ pub struct CalibrateArgs {
     /// Attach only the sys_exit program (the counts-only configuration).
     #[arg(long)]
     pub exit_only: bool,
+    /// Also attach empty programs to block_io_start, block_rq_issue and block_io_done.
+    #[arg(long)]
+    pub block: bool,
     #[arg(long, value_name = "FILE", default_value = crate::kernel::btf::DEFAULT_PATH)]
     pub kernel_btf: PathBuf,
 }
@@ -32,10 +35,12 @@ pub fn main(args: CalibrateArgs) -> ExitCode {
             fileio: false,
             files: None,
             blockio: false,
+            block_fallback: false,
         };
         let probes: Vec<_> = CALIBRATION
             .iter()
             .filter(|p| !args.exit_only || p.tracepoint == "sys_exit")
+            .filter(|p| args.block || p.tracepoint.starts_with("sys_"))
             .collect();
         let _loaded = loader::load_with(&settings, &kbtf, &probes)?;
         println!("ready");

@@ -34,6 +34,9 @@ pub struct SummaryArgs {
     pub sort: Option<String>,
 }
 
+/// The (key, sums) rows of one group.
+type GroupRows<'a> = Vec<(&'a Vec<String>, &'a Agg)>;
+
 /// Quantiles reported.
 const QUANTILES: [(&str, f64); 3] = [("p50", 0.50), ("p97", 0.97), ("p99", 0.99)];
 
@@ -112,7 +115,7 @@ pub fn summary(args: &SummaryArgs) -> Result<String, crate::analysis::AnalysisEr
         let sort = args.sort.as_deref().unwrap_or(spec.default_sort);
         let agg = aggregate(&run, spec, &groups, args.per_process)?;
         // Groups by their total of the default sort column, largest first.
-        let mut by_group: Vec<(String, Vec<(&Vec<String>, &Agg)>)> = Vec::new();
+        let mut by_group: Vec<(String, GroupRows)> = Vec::new();
         for ((group, key), a) in &agg.rows {
             match by_group.last_mut() {
                 Some((g, rows)) if g == group => rows.push((key, a)),

@@ -133,6 +133,7 @@ async fn execute(args: RunArgs, argv: Vec<String>) -> Result<ExitCode, RunError>
         fileio: args.tracers.has(TracerName::Fileio) || args.tracers.files.is_some(),
         files: args.tracers.files,
         blockio: args.tracers.has(TracerName::Blockio),
+        block_fallback: crate::settings::block_devices_without_iostats(),
     };
     let mut loaded = loader::load(&settings, &kbtf)?;
     let traced = TracedMap::new(

@@ -13,7 +13,7 @@ use aya::{
     maps::{Array, MapData, PerCpuHashMap},
 };
 use tracer_common::{
-    fileio::{FileIoKey, FileIoStats, FileKind, FileOp},
+    fileio::{FileIoKey, FileIoStats, FileKind, FileOp, class},
     maps::{FILEIO_OPS, FILEIO_STATS},
     syscalls::SAMPLE_SHIFT_NRS,
 };
@@ -32,9 +32,6 @@ use crate::{
 };
 
 pub const TABLE: &str = "fileio";
-
-/// Bit 7 of a FILEIO_OPS byte: the return value is not a byte count.
-const NOT_BYTES: u8 = 0x80;
 
 static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     let mut fields = interval_process_fields();
@@ -93,14 +90,24 @@ impl Counters for FileIoStats {
     }
 }
 
-/// The FILEIO_OPS table for an architecture: per syscall number its family, bit 7 set when the
-/// return value counts messages rather than bytes.
-pub fn ops_table(arch: Arch) -> [u8; SAMPLE_SHIFT_NRS as usize] {
-    let mut table = [0u8; SAMPLE_SHIFT_NRS as usize];
+/// The FILEIO_OPS table for an architecture: per syscall number its class
+/// (`tracer_common::fileio::class`).
+pub fn ops_table(arch: Arch) -> [u16; SAMPLE_SHIFT_NRS as usize] {
+    let mut table = [0u16; SAMPLE_SHIFT_NRS as usize];
     for (nr, slot) in table.iter_mut().enumerate() {
         let name = arch.syscall_name(nr as u32);
         if let Some(op) = FileOp::of_syscall(&name) {
-            *slot = op as u8 | if name.ends_with("mmsg") { NOT_BYTES } else { 0 };
+            let kind = match FileOp::implied_kind(&name) {
+                Some(FileKind::File) => class::KIND_FILE,
+                Some(FileKind::Socket) => class::KIND_SOCKET,
+                _ => class::KIND_RESOLVE,
+            };
+            let not_bytes = if name.ends_with("mmsg") {
+                class::NOT_BYTES
+            } else {
+                0
+            };
+            *slot = op as u16 | (kind << class::KIND_SHIFT) | not_bytes;
         }
     }
     table
@@ -114,11 +121,11 @@ pub struct FileIoTracer {
 impl FileIoTracer {
     pub fn new(ebpf: &mut Ebpf, arch: Arch) -> Result<Self, TracerError> {
         let map_err = |map| move |source| TracerError::Map { map, source };
-        let mut ops: Array<MapData, [u8; 8]> =
+        let mut ops: Array<MapData, [u16; 4]> =
             Array::try_from(take_map(ebpf, FILEIO_OPS)?).map_err(map_err(FILEIO_OPS))?;
-        for (i, chunk) in ops_table(arch).chunks_exact(8).enumerate() {
-            let value: [u8; 8] = chunk.try_into().expect("chunks of 8");
-            if value != [0; 8] {
+        for (i, chunk) in ops_table(arch).chunks_exact(4).enumerate() {
+            let value: [u16; 4] = chunk.try_into().expect("chunks of 4");
+            if value != [0; 4] {
                 ops.set(i as u32, value, 0).map_err(map_err(FILEIO_OPS))?;
             }
         }
@@ -218,10 +225,15 @@ mod tests {
                 let nr = (0..SAMPLE_SHIFT_NRS).find(|nr| arch.syscall_name(*nr) == name);
                 nr.map(|nr| table[nr as usize])
             };
-            assert_eq!(op_of("pwrite64"), Some(FileOp::Write as u8));
-            assert_eq!(op_of("readv"), Some(FileOp::Read as u8));
-            assert_eq!(op_of("fdatasync"), Some(FileOp::Fdatasync as u8));
-            assert_eq!(op_of("sendmmsg"), Some(FileOp::Send as u8 | NOT_BYTES));
+            let file = class::KIND_FILE << class::KIND_SHIFT;
+            let socket = class::KIND_SOCKET << class::KIND_SHIFT;
+            assert_eq!(op_of("pwrite64"), Some(FileOp::Write as u16 | file));
+            assert_eq!(op_of("readv"), Some(FileOp::Read as u16));
+            assert_eq!(op_of("fdatasync"), Some(FileOp::Fdatasync as u16 | file));
+            assert_eq!(
+                op_of("sendmmsg"),
+                Some(FileOp::Send as u16 | socket | class::NOT_BYTES)
+            );
             assert_eq!(op_of("getppid"), Some(0));
         }
     }
