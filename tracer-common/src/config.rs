@@ -21,6 +21,11 @@ pub struct Config {
     pub fileio: u32,
     /// `--files`: also count bytes per file (1).
     pub files: u32,
+    /// The SQL tracer is on (1) or off (0).
+    pub sql: u32,
+    /// Bytes captured per send/receive syscall on a SQL connection (a power of two ≤
+    /// `SQL_CAPTURE_MAX`).
+    pub sql_capture: u32,
     /// The block I/O tracer is on (1) or off (0).
     pub blockio: u32,
     /// Some block device does not account I/O (iostats=0): take submissions at block_rq_insert
@@ -65,6 +70,21 @@ pub struct Config {
     pub inode_ino_offset: u32,
     pub inode_sb_offset: u32,
     pub sb_dev_offset: u32,
+    /// Sockets: file.private_data (struct socket *), socket.sk, sock_common's family, ports and
+    /// addresses, and for Unix sockets unix_sock.peer, unix_sock.addr, unix_address.len/name.
+    pub file_private_data_offset: u32,
+    pub socket_sk_offset: u32,
+    pub sk_family_offset: u32,
+    pub sk_dport_offset: u32,
+    pub sk_num_offset: u32,
+    pub sk_daddr_offset: u32,
+    pub sk_rcv_saddr_offset: u32,
+    pub sk_v6_daddr_offset: u32,
+    pub sk_v6_rcv_saddr_offset: u32,
+    pub unix_peer_offset: u32,
+    pub unix_addr_offset: u32,
+    pub unix_address_len_offset: u32,
+    pub unix_address_name_offset: u32,
     pub rq_part_offset: u32,
     pub rq_data_len_offset: u32,
     pub rq_cmd_flags_offset: u32,
@@ -85,7 +105,7 @@ pub struct Config {
 /// A syscall number no architecture uses.
 pub const NO_SYSCALL: u32 = u32::MAX - 1;
 
-const _: () = assert!(core::mem::size_of::<Config>() == 212);
+const _: () = assert!(core::mem::size_of::<Config>() == 272);
 
 impl Config {
     /// The value compiled into the object; the loader always overwrites it.
@@ -97,6 +117,8 @@ impl Config {
         traced_elements: 0,
         fileio: 0,
         files: 0,
+        sql: 0,
+        sql_capture: 0,
         blockio: 0,
         block_fallback: 0,
         exit_nr: 0,
@@ -131,6 +153,19 @@ impl Config {
         inode_ino_offset: 0,
         inode_sb_offset: 0,
         sb_dev_offset: 0,
+        file_private_data_offset: 0,
+        socket_sk_offset: 0,
+        sk_family_offset: 0,
+        sk_dport_offset: 0,
+        sk_num_offset: 0,
+        sk_daddr_offset: 0,
+        sk_rcv_saddr_offset: 0,
+        sk_v6_daddr_offset: 0,
+        sk_v6_rcv_saddr_offset: 0,
+        unix_peer_offset: 0,
+        unix_addr_offset: 0,
+        unix_address_len_offset: 0,
+        unix_address_name_offset: 0,
         rq_part_offset: 0,
         rq_data_len_offset: 0,
         rq_cmd_flags_offset: 0,

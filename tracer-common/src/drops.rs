@@ -27,10 +27,12 @@ pub enum DropReason {
     /// A block request completed on an in-flight entry older than two minutes: a traced request
     /// that vanished left it; the completion is not charged.
     BlockStaleEntry = 9,
+    /// A SQL event did not fit in the `SQL_EVENTS` ring buffer (user space fell behind).
+    SqlEventLost = 10,
 }
 
 /// Number of entries in the `DROPS` array.
-pub const DROP_REASONS: u32 = 10;
+pub const DROP_REASONS: u32 = 11;
 
 impl DropReason {
     /// All reasons, in index order.
@@ -45,6 +47,7 @@ impl DropReason {
         DropReason::BlockStatsFull,
         DropReason::WritebackOwnerFull,
         DropReason::BlockStaleEntry,
+        DropReason::SqlEventLost,
     ];
 
     /// (tracer, reason) as written to the `drops` table.
@@ -60,6 +63,7 @@ impl DropReason {
             DropReason::BlockStatsFull => ("blockio", "stats_map_full"),
             DropReason::WritebackOwnerFull => ("blockio", "writeback_owner_map_full"),
             DropReason::BlockStaleEntry => ("blockio", "stale_inflight_entry"),
+            DropReason::SqlEventLost => ("sql", "event_ring_full"),
         }
     }
 }

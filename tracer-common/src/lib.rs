@@ -12,6 +12,7 @@ pub mod fileio;
 pub mod hist;
 pub mod maps;
 pub mod process;
+pub mod sql;
 pub mod syscalls;
 
 /// Marks types that may be copied in and out of BPF maps (user side only).
@@ -41,4 +42,7 @@ pod!(
     blockio::BlockStats,
     blockio::BlockInflight,
     blockio::Owner,
+    sql::SqlEventHeader,
+    sql::SqlConnInfo,
+    sql::SqlSock,
 );

@@ -53,3 +53,18 @@ pub const BLOCK_STATS_ENTRIES: u32 = 4 * 1024;
 pub const WRITEBACK_OWNER_ENTRIES: u32 = 64 * 1024;
 /// Flusher threads writing back at once.
 pub const FLUSHER_OWNER_ENTRIES: u32 = 1024;
+
+/// `LruHashMap<u64, SqlSock>`: the verdict on each socket of a traced process (by inode).
+/// Least recently used sockets are forgotten first; a forgotten socket is only classified again.
+pub const SQL_SOCKS: &str = "SQL_SOCKS";
+/// `Array<u64>`: bitmap of the TCP server ports treated as SQL (65,536 bits).
+pub const SQL_PORTS: &str = "SQL_PORTS";
+/// Ring buffer of SQL events (`tracer_common::sql`).
+pub const SQL_EVENTS: &str = "SQL_EVENTS";
+/// `Array` of one scratch record per CPU.
+pub const SQL_SCRATCH: &str = "SQL_SCRATCH";
+
+/// Sockets whose verdict is remembered.
+pub const SQL_SOCKS_ENTRIES: u32 = 64 * 1024;
+/// Default bytes of `SQL_EVENTS` (the loader may set another size).
+pub const SQL_EVENTS_BYTES: u32 = 16 * 1024 * 1024;

@@ -52,7 +52,9 @@ pub fn on_exit(
     ns: u64,
     shift: u32,
 ) {
-    if setting!(fileio) == 0 {
+    let fileio = setting!(fileio) != 0;
+    let sql = setting!(sql) != 0;
+    if !fileio && !sql {
         return;
     }
     let Some(ops) = FILEIO_OPS.get(nr / 4) else {
@@ -71,41 +73,55 @@ pub fn on_exit(
     let fd: u32 = btf_field(regs, setting!(regs_arg0_offset));
     let implied = (code & class::KIND_MASK) >> class::KIND_SHIFT;
     let files = setting!(files) != 0;
-    // The descriptor is resolved only when its kind is not implied, or --files needs the file.
+    // The descriptor is resolved only when its kind is not implied, or when --files or the SQL
+    // tracer needs the file itself.
+    let resolve = implied == class::KIND_RESOLVE
+        || (files && implied == class::KIND_FILE)
+        || (sql && implied == class::KIND_SOCKET);
     let mut file = None;
     let mut inode = None;
-    let kind = if implied == class::KIND_SOCKET {
-        FileKind::Socket
-    } else if implied == class::KIND_FILE && !files {
-        FileKind::File
-    } else {
+    let kind = if resolve {
         file = fd_file(fd);
         inode = file.and_then(|f| read_ptr(f, setting!(file_inode_offset)));
         match inode.and_then(|i| read_at::<u16>(i, setting!(inode_mode_offset))) {
             Some(mode) => FileKind::from_mode(mode),
             None if implied == class::KIND_FILE => FileKind::File,
+            None if implied == class::KIND_SOCKET => FileKind::Socket,
             None => FileKind::Other,
         }
+    } else if implied == class::KIND_SOCKET {
+        FileKind::Socket
+    } else {
+        FileKind::File
     };
-    record(
-        &FileIoKey {
-            tgid,
-            generation,
-            kind: kind as u8,
-            op,
-            _pad: [0; 2],
-        },
-        is_error(ret),
-        bytes,
-        timed,
-        ns,
-        shift,
-    );
+    if fileio {
+        record(
+            &FileIoKey {
+                tgid,
+                generation,
+                kind: kind as u8,
+                op,
+                _pad: [0; 2],
+            },
+            is_error(ret),
+            bytes,
+            timed,
+            ns,
+            shift,
+        );
+    }
     if files
         && kind == FileKind::File
         && let (Some(file), Some(inode)) = (file, inode)
     {
         record_file(tgid, generation, fd, file, inode, op, bytes);
+    }
+    if sql
+        && kind == FileKind::Socket
+        && let (Some(file), Some(inode)) = (file, inode)
+    {
+        let sending = op == FileOp::Write as u8 || op == FileOp::Send as u8;
+        crate::sql::on_socket(tgid, generation, file, inode, code, sending, regs, ret);
     }
 }
 

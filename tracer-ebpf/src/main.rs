@@ -14,6 +14,7 @@ mod drops;
 mod fileio;
 mod kernel;
 mod process;
+mod sql;
 mod syscalls;
 mod targets;
 mod zero;

@@ -8,7 +8,7 @@ use aya::{
 use aya_log::EbpfLogger;
 use tracer_common::{
     config::Config,
-    maps::{CONFIG_GLOBAL, SYSCALL_INFLIGHT, TRACED},
+    maps::{CONFIG_GLOBAL, SQL_EVENTS, SQL_EVENTS_BYTES, SQL_SCRATCH, SYSCALL_INFLIGHT, TRACED},
     process::TGIDS_PER_ELEMENT,
 };
 
@@ -83,6 +83,7 @@ pub fn config(
         Ok(kbtf.field_offset("pt_regs", field)? + extra)
     };
     let off = |s: &str, f: &str| kbtf.field_offset(s, f);
+    let sk = |f: &str| kbtf.path_offset(&[("sock", "__sk_common"), ("sock_common", f)]);
     let bit = |b: &str| kbtf.enum_value("req_flag_bits", b);
     // Block I/O needs these only when it is on: a kernel without them can still trace syscalls.
     let (rq_part, rq_len, rq_flags, bdev_dev, host, sync, fua, preflush, meta, rq_q, q_disk, part0) =
@@ -119,6 +120,8 @@ pub fn config(
         vfork_nr,
         fileio: u32::from(settings.fileio),
         files: u32::from(settings.files.is_some()),
+        sql: u32::from(settings.sql.is_some()),
+        sql_capture: settings.sql.as_ref().map_or(0, |s| s.capture),
         blockio: u32::from(settings.blockio),
         block_fallback: u32::from(settings.block_fallback),
         regs_syscall_nr_offset: kbtf.field_offset("pt_regs", arch.regs_syscall_nr_field())?,
@@ -146,6 +149,20 @@ pub fn config(
         inode_ino_offset: off("inode", "i_ino")?,
         inode_sb_offset: off("inode", "i_sb")?,
         sb_dev_offset: off("super_block", "s_dev")?,
+        file_private_data_offset: off("file", "private_data")?,
+        socket_sk_offset: off("socket", "sk")?,
+        sk_family_offset: sk("skc_family")?,
+        sk_dport_offset: sk("skc_dport")?,
+        sk_num_offset: sk("skc_num")?,
+        sk_daddr_offset: sk("skc_daddr")?,
+        sk_rcv_saddr_offset: sk("skc_rcv_saddr")?,
+        // Kernels without IPv6 lack these; IPv6 connections then show no addresses.
+        sk_v6_daddr_offset: sk("skc_v6_daddr").unwrap_or(0),
+        sk_v6_rcv_saddr_offset: sk("skc_v6_rcv_saddr").unwrap_or(0),
+        unix_peer_offset: off("unix_sock", "peer")?,
+        unix_addr_offset: off("unix_sock", "addr")?,
+        unix_address_len_offset: off("unix_address", "len")?,
+        unix_address_name_offset: off("unix_address", "name")?,
         rq_part_offset: rq_part,
         rq_data_len_offset: rq_len,
         rq_cmd_flags_offset: rq_flags,
@@ -184,12 +201,21 @@ pub fn load_with(
     }
     let btf = Btf::parse_file(kbtf.path(), Endianness::default())
         .map_err(|e| LoadError::Object(aya::EbpfError::BtfError(e)))?;
+    let nr_cpus = aya::util::nr_cpus().map_err(|(_, e)| LoadError::PidMax(e))? as u32;
 
     let mut ebpf = EbpfLoader::new()
         .btf(Some(&btf))
         .override_global(CONFIG_GLOBAL, &config, true)
         .map_max_entries(TRACED, config.traced_elements)
         .map_max_entries(SYSCALL_INFLIGHT, config.inflight_mask + 1)
+        .map_max_entries(SQL_SCRATCH, nr_cpus)
+        .map_max_entries(
+            SQL_EVENTS,
+            settings
+                .sql
+                .as_ref()
+                .map_or(SQL_EVENTS_BYTES, |s| s.ring_bytes),
+        )
         .load(OBJECT)
         .map_err(LoadError::Object)?;
 

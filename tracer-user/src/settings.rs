@@ -40,10 +40,27 @@ pub struct Settings {
     pub fileio: bool,
     /// `--files N`: the N files with the most bytes per interval.
     pub files: Option<usize>,
+    /// The SQL tracer.
+    pub sql: Option<SqlSettings>,
     /// The block I/O tracer.
     pub blockio: bool,
     /// Some blk-mq device does not account I/O: use the block_rq_insert/complete stand-ins.
     pub block_fallback: bool,
+}
+
+/// The SQL tracer's settings.
+#[derive(Clone, Debug)]
+pub struct SqlSettings {
+    /// TCP server ports whose connections are SQL (3306 and 5432 always).
+    pub ports: Vec<u16>,
+    /// Bytes captured per send/receive syscall (a power of two ≤ SQL_CAPTURE_MAX).
+    pub capture: u32,
+    /// Bytes of each statement's text kept for fingerprinting.
+    pub text_bytes: usize,
+    /// Write one raw statement text (with its literals) per row.
+    pub raw_text: bool,
+    /// Bytes of the SQL_EVENTS ring buffer.
+    pub ring_bytes: u32,
 }
 
 /// Whether some blk-mq block device has I/O accounting off (`queue/iostats` 0): its requests

@@ -34,6 +34,7 @@ pub fn main(args: CalibrateArgs) -> ExitCode {
             watch_exec: false,
             fileio: false,
             files: None,
+            sql: None,
             blockio: false,
             block_fallback: false,
         };

@@ -22,6 +22,8 @@ pub struct RunArgs {
     pub tracers: TracerArgs,
     #[command(flatten)]
     pub syscalls: SyscallArgs,
+    #[command(flatten)]
+    pub sql: SqlArgs,
     /// The kernel's BTF (type information); tracing needs it.
     #[arg(long, value_name = "FILE", default_value = DEFAULT_PATH, help_heading = "Kernel")]
     pub kernel_btf: PathBuf,
@@ -87,6 +89,8 @@ pub enum TracerName {
     Fileio,
     /// Block requests per device and op, writeback included.
     Blockio,
+    /// MySQL/MariaDB and PostgreSQL statements over TCP and Unix sockets.
+    Sql,
 }
 
 #[derive(Debug, Args)]
@@ -97,7 +101,7 @@ pub struct TracerArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "syscalls,fileio,blockio"
+        default_value = "syscalls,fileio,blockio,sql"
     )]
     pub tracers: Vec<TracerName>,
     /// Also write the N files with the most bytes per process and interval (`files` table).
@@ -108,6 +112,67 @@ pub struct TracerArgs {
 impl TracerArgs {
     pub fn has(&self, t: TracerName) -> bool {
         t == TracerName::Syscalls || self.tracers.contains(&t)
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "SQL")]
+pub struct SqlArgs {
+    /// Another TCP server port whose connections are SQL (3306 and 5432 always are).
+    /// Repeatable.
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub sql_port: Vec<u16>,
+    /// Bytes of each statement's text kept for its fingerprint.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u16).range(16..=4096))]
+    pub sql_text_bytes: u16,
+    /// Bytes captured per send/receive on a SQL connection (a power of two, 1024..=16384).
+    /// Larger messages are still framed exactly as long as their headers are captured.
+    #[arg(long, value_name = "N", default_value_t = 16384, value_parser = parse_capture)]
+    pub sql_capture_bytes: u32,
+    /// Also write one raw statement text per row (db_query_sample). Off by default: statements
+    /// carry passwords, tokens and personal data in their literals.
+    #[arg(long)]
+    pub sql_raw_text: bool,
+    /// MiB of the ring buffer that carries SQL traffic to user space.
+    #[arg(long, value_name = "MIB", default_value_t = 16, value_parser = parse_ring_mib)]
+    pub sql_ring_mib: u32,
+}
+
+fn parse_capture(s: &str) -> Result<u32, String> {
+    let n: u32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number"))?;
+    if !(1024..=tracer_common::sql::SQL_CAPTURE_MAX).contains(&n) || !n.is_power_of_two() {
+        return Err("must be a power of two from 1024 to 16384".to_owned());
+    }
+    Ok(n)
+}
+
+fn parse_ring_mib(s: &str) -> Result<u32, String> {
+    let n: u32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number"))?;
+    if !(1..=1024).contains(&n) || !n.is_power_of_two() {
+        return Err("must be a power of two from 1 to 1024".to_owned());
+    }
+    Ok(n)
+}
+
+impl SqlArgs {
+    pub fn settings(&self) -> crate::settings::SqlSettings {
+        let mut ports = vec![3306, 5432];
+        ports.extend(&self.sql_port);
+        ports.sort_unstable();
+        ports.dedup();
+        crate::settings::SqlSettings {
+            ports,
+            capture: self.sql_capture_bytes,
+            text_bytes: usize::from(self.sql_text_bytes),
+            raw_text: self.sql_raw_text,
+            ring_bytes: self.sql_ring_mib << 20,
+        }
     }
 }
 

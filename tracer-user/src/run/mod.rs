@@ -132,6 +132,10 @@ async fn execute(args: RunArgs, argv: Vec<String>) -> Result<ExitCode, RunError>
         watch_exec: !names.is_empty(),
         fileio: args.tracers.has(TracerName::Fileio) || args.tracers.files.is_some(),
         files: args.tracers.files,
+        sql: args
+            .tracers
+            .has(TracerName::Sql)
+            .then(|| args.sql.settings()),
         blockio: args.tracers.has(TracerName::Blockio),
         block_fallback: crate::settings::block_devices_without_iostats(),
     };
@@ -142,6 +146,9 @@ async fn execute(args: RunArgs, argv: Vec<String>) -> Result<ExitCode, RunError>
     )
     .map_err(RunError::TracedMap)?;
 
+    // The tracers fill their tables in the kernel (syscall classes, sampling periods) before any
+    // target is marked: a short command would otherwise run before them.
+    let (tracers, drops) = tracers::build(&mut loaded.ebpf, &settings, loaded.arch)?;
     let mut registry = Registry::new();
     for (info, reason) in &initial {
         if let Ok(generation) = traced.mark(info.pid) {
@@ -203,8 +210,8 @@ async fn execute(args: RunArgs, argv: Vec<String>) -> Result<ExitCode, RunError>
         path: out_dir.join("run.json"),
         source,
     })?;
-    let tracers = tracers::build(&mut loaded.ebpf, &settings, loaded.arch)?;
-    let mut schemas: Vec<_> = tracers.iter().map(|t| (t.table(), t.schema())).collect();
+    let mut schemas: Vec<_> = tracers.iter().flat_map(|t| t.tables()).collect();
+    schemas.push((tracers::drops::TABLE, tracers::drops::schema()));
     schemas.push((tracers::processes::TABLE, tracers::processes::schema()));
     let sink = Sink::new(
         &out_dir,
@@ -219,6 +226,7 @@ async fn execute(args: RunArgs, argv: Vec<String>) -> Result<ExitCode, RunError>
         traced,
         registry,
         tracers,
+        drops,
         sink,
         meta,
         names,

@@ -32,6 +32,7 @@ pub struct Session {
     pub traced: TracedMap,
     pub registry: Registry,
     pub tracers: Vec<Box<dyn Tracer>>,
+    pub drops: tracers::drops::DropsTracer,
     pub sink: Sink,
     pub meta: RunMetadata,
     /// Name targets: late starters matching them are picked up.
@@ -64,6 +65,12 @@ impl Session {
             Some(logger) => Some(readable(logger)?),
             None => None,
         };
+        // A tracer's own ring buffer (the SQL tracer's), drained as it fills.
+        let event_tracer = self.tracers.iter().position(|t| t.event_fd().is_some());
+        let mut tracer_events = match event_tracer.and_then(|i| self.tracers[i].event_fd()) {
+            Some(fd) => Some(readable(FdRef(fd))?),
+            None => None,
+        };
         let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Runtime)?;
         let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Runtime)?;
         let mut child_wait: Option<JoinHandle<std::io::Result<i32>>> = self
@@ -91,6 +98,12 @@ impl Session {
                 guard = events.readable_mut() => {
                     if let Ok(mut guard) = guard {
                         self.drain_events(guard.get_inner_mut());
+                        guard.clear_ready();
+                    }
+                }
+                guard = async { tracer_events.as_mut().expect("guarded").readable_mut().await }, if tracer_events.is_some() => {
+                    if let (Ok(mut guard), Some(i)) = (guard, event_tracer) {
+                        self.tracers[i].drain(&self.registry);
                         guard.clear_ready();
                     }
                 }
@@ -169,10 +182,15 @@ impl Session {
             end_unix_ns: end,
         };
         *interval_start = end;
+        let mut user_drops = Vec::new();
         for tracer in &mut self.tracers {
-            if let Some(batch) = tracer.collect(&interval, &self.registry)? {
-                self.sink.write(tracer.table(), &batch)?;
+            for (table, batch) in tracer.collect(&interval, &self.registry)? {
+                self.sink.write(table, &batch)?;
             }
+            user_drops.extend(tracer.take_drops());
+        }
+        if let Some(batch) = self.drops.collect(&interval, user_drops)? {
+            self.sink.write(tracers::drops::TABLE, &batch)?;
         }
         let ended = self.registry.take_ended();
         if !ended.is_empty() {
@@ -290,9 +308,10 @@ impl Session {
         self.meta.run_end = Some(rfc3339(SystemTime::now()));
         self.meta.end_reason = Some(reason);
         self.meta.drops = self
-            .tracers
-            .iter()
-            .flat_map(|t| t.run_drops())
+            .drops
+            .run_totals()
+            .into_iter()
+            .chain(self.tracers.iter().flat_map(|t| t.run_drops()))
             .map(|(tracer, reason, count)| DropTotal {
                 tracer: tracer.to_owned(),
                 reason: reason.to_owned(),
@@ -343,6 +362,15 @@ impl Session {
             tables.join(", ")
         );
         Ok(code)
+    }
+}
+
+/// A descriptor owned by a tracer that outlives the session's event loop.
+struct FdRef(std::os::fd::RawFd);
+
+impl std::os::fd::AsRawFd for FdRef {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0
     }
 }
 

@@ -136,19 +136,15 @@ impl BlockIoTracer {
 }
 
 impl Tracer for BlockIoTracer {
-    fn table(&self) -> &'static str {
-        TABLE
-    }
-
-    fn schema(&self) -> SchemaRef {
-        schema()
+    fn tables(&self) -> Vec<(&'static str, SchemaRef)> {
+        vec![(TABLE, schema())]
     }
 
     fn collect(
         &mut self,
         interval: &Interval,
         processes: &Registry,
-    ) -> Result<Option<RecordBatch>, TracerError> {
+    ) -> Result<Vec<(&'static str, RecordBatch)>, TracerError> {
         let mut totals = sum_per_cpu(&self.stats).map_err(|source| TracerError::Map {
             map: BLOCK_STATS,
             source,
@@ -219,7 +215,7 @@ impl Tracer for BlockIoTracer {
         })?;
         self.deltas.forget(|k| !dead(k));
         if rows == 0 {
-            return Ok(None);
+            return Ok(Vec::new());
         }
         let mut columns = process.finish();
         columns.extend::<[ArrayRef; 15]>([
@@ -239,7 +235,7 @@ impl Tracer for BlockIoTracer {
             queue_hist.finish(),
             device_hist.finish(),
         ]);
-        batch(TABLE, schema(), columns).map(Some)
+        batch(TABLE, schema(), columns).map(|b| vec![(TABLE, b)])
     }
 
     fn reap(&mut self, ended: &[ProcessKey]) -> Result<(), TracerError> {

@@ -1,6 +1,10 @@
-//! The `drops` table: what the kernel side could not record, per interval and reason.
+//! The `drops` table: what could not be recorded, per interval, tracer and reason. The kernel
+//! side counts its losses in the DROPS per-CPU array; tracers count theirs in user space.
 
-use std::sync::{Arc, LazyLock};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, LazyLock},
+};
 
 use arrow_array::{
     RecordBatch,
@@ -11,16 +15,10 @@ use aya::{
     Ebpf,
     maps::{MapData, PerCpuArray},
 };
-use tracer_common::{
-    drops::{DROP_REASONS, DropReason},
-    maps::DROPS,
-};
+use tracer_common::{drops::DropReason, maps::DROPS};
 
-use super::{Interval, Tracer, TracerError, columns::timestamp, take_map};
-use crate::{
-    processes::{ProcessKey, Registry},
-    snapshot::{Counters, Deltas},
-};
+use super::{Interval, TracerError, columns::timestamp, take_map};
+use crate::snapshot::{Counters, Deltas};
 
 pub const TABLE: &str = "drops";
 
@@ -41,8 +39,8 @@ pub fn schema() -> SchemaRef {
 pub struct DropsTracer {
     counters: PerCpuArray<MapData, u64>,
     deltas: Deltas<u32, u64>,
-    /// Run totals per reason, for the summary at exit.
-    totals: [u64; DROP_REASONS as usize],
+    /// Run totals per (tracer, reason), for run.json and the summary at exit.
+    totals: BTreeMap<(&'static str, &'static str), u64>,
 }
 
 impl DropsTracer {
@@ -52,31 +50,17 @@ impl DropsTracer {
         Ok(DropsTracer {
             counters,
             deltas: Deltas::default(),
-            totals: [0; DROP_REASONS as usize],
+            totals: BTreeMap::new(),
         })
     }
-}
 
-impl Tracer for DropsTracer {
-    fn table(&self) -> &'static str {
-        TABLE
-    }
-
-    fn schema(&self) -> SchemaRef {
-        schema()
-    }
-
-    fn collect(
+    /// This interval's rows: the kernel counters' deltas plus `user` (counted by tracers).
+    pub fn collect(
         &mut self,
         interval: &Interval,
-        _: &Registry,
+        user: Vec<(&'static str, &'static str, u64)>,
     ) -> Result<Option<RecordBatch>, TracerError> {
-        let mut start = TimestampMicrosecondBuilder::new();
-        let mut end = TimestampMicrosecondBuilder::new();
-        let mut tracer = StringBuilder::new();
-        let mut reason = StringBuilder::new();
-        let mut count = Int64Builder::new();
-        let mut rows = 0;
+        let mut rows: BTreeMap<(&'static str, &'static str), u64> = BTreeMap::new();
         for r in DropReason::ALL {
             let values = self
                 .counters
@@ -84,18 +68,29 @@ impl Tracer for DropsTracer {
                 .map_err(|source| TracerError::Map { map: DROPS, source })?;
             let total = values.iter().fold(0u64, |a, v| a.add(v));
             if let Some(d) = self.deltas.delta(r as u32, total) {
-                let (t, why) = r.describe();
-                self.totals[r as usize] += d;
-                start.append_value(interval.start_unix_ns / 1000);
-                end.append_value(interval.end_unix_ns / 1000);
-                tracer.append_value(t);
-                reason.append_value(why);
-                count.append_value(d as i64);
-                rows += 1;
+                *rows.entry(r.describe()).or_default() += d;
             }
         }
-        if rows == 0 {
+        for (tracer, reason, n) in user {
+            if n > 0 {
+                *rows.entry((tracer, reason)).or_default() += n;
+            }
+        }
+        if rows.is_empty() {
             return Ok(None);
+        }
+        let mut start = TimestampMicrosecondBuilder::new();
+        let mut end = TimestampMicrosecondBuilder::new();
+        let mut tracer = StringBuilder::new();
+        let mut reason = StringBuilder::new();
+        let mut count = Int64Builder::new();
+        for ((t, why), n) in rows {
+            *self.totals.entry((t, why)).or_default() += n;
+            start.append_value(interval.start_unix_ns / 1000);
+            end.append_value(interval.end_unix_ns / 1000);
+            tracer.append_value(t);
+            reason.append_value(why);
+            count.append_value(n as i64);
         }
         RecordBatch::try_new(
             schema(),
@@ -114,18 +109,8 @@ impl Tracer for DropsTracer {
         })
     }
 
-    fn reap(&mut self, _: &[ProcessKey]) -> Result<(), TracerError> {
-        Ok(())
-    }
-
-    fn run_drops(&self) -> Vec<(&'static str, &'static str, u64)> {
-        DropReason::ALL
-            .iter()
-            .filter(|r| self.totals[**r as usize] > 0)
-            .map(|r| {
-                let (t, why) = r.describe();
-                (t, why, self.totals[*r as usize])
-            })
-            .collect()
+    /// (tracer, reason, count) of everything dropped during the run.
+    pub fn run_totals(&self) -> Vec<(&'static str, &'static str, u64)> {
+        self.totals.iter().map(|((t, r), n)| (*t, *r, *n)).collect()
     }
 }

@@ -15,6 +15,7 @@ use aya::{
 use tracer_common::{
     fileio::{FileIoKey, FileIoStats, FileKind, FileOp, class},
     maps::{FILEIO_OPS, FILEIO_STATS},
+    sql::shape,
     syscalls::SAMPLE_SHIFT_NRS,
 };
 
@@ -107,7 +108,8 @@ pub fn ops_table(arch: Arch) -> [u16; SAMPLE_SHIFT_NRS as usize] {
             } else {
                 0
             };
-            *slot = op as u16 | (kind << class::KIND_SHIFT) | not_bytes;
+            let buffer = shape::of_syscall(&name) << shape::SHIFT;
+            *slot = op as u16 | (kind << class::KIND_SHIFT) | not_bytes | buffer;
         }
     }
     table
@@ -118,19 +120,31 @@ pub struct FileIoTracer {
     deltas: Deltas<FileIoKey, FileIoStats>,
 }
 
-impl FileIoTracer {
-    pub fn new(ebpf: &mut Ebpf, arch: Arch) -> Result<Self, TracerError> {
-        let map_err = |map| move |source| TracerError::Map { map, source };
-        let mut ops: Array<MapData, [u16; 4]> =
-            Array::try_from(take_map(ebpf, FILEIO_OPS)?).map_err(map_err(FILEIO_OPS))?;
-        for (i, chunk) in ops_table(arch).chunks_exact(4).enumerate() {
-            let value: [u16; 4] = chunk.try_into().expect("chunks of 4");
-            if value != [0; 4] {
-                ops.set(i as u32, value, 0).map_err(map_err(FILEIO_OPS))?;
-            }
+/// Fills the kernel's table of syscall classes (FILEIO_OPS).
+pub fn fill_ops(ebpf: &mut Ebpf, arch: Arch) -> Result<(), TracerError> {
+    let map_err = |source| TracerError::Map {
+        map: FILEIO_OPS,
+        source,
+    };
+    let mut ops: Array<MapData, [u16; 4]> =
+        Array::try_from(take_map(ebpf, FILEIO_OPS)?).map_err(map_err)?;
+    for (i, chunk) in ops_table(arch).chunks_exact(4).enumerate() {
+        let value: [u16; 4] = chunk.try_into().expect("chunks of 4");
+        if value != [0; 4] {
+            ops.set(i as u32, value, 0).map_err(map_err)?;
         }
-        let stats = PerCpuHashMap::try_from(take_map(ebpf, FILEIO_STATS)?)
-            .map_err(map_err(FILEIO_STATS))?;
+    }
+    Ok(())
+}
+
+impl FileIoTracer {
+    pub fn new(ebpf: &mut Ebpf) -> Result<Self, TracerError> {
+        let stats = PerCpuHashMap::try_from(take_map(ebpf, FILEIO_STATS)?).map_err(|source| {
+            TracerError::Map {
+                map: FILEIO_STATS,
+                source,
+            }
+        })?;
         Ok(FileIoTracer {
             stats,
             deltas: Deltas::default(),
@@ -139,19 +153,15 @@ impl FileIoTracer {
 }
 
 impl Tracer for FileIoTracer {
-    fn table(&self) -> &'static str {
-        TABLE
-    }
-
-    fn schema(&self) -> SchemaRef {
-        schema()
+    fn tables(&self) -> Vec<(&'static str, SchemaRef)> {
+        vec![(TABLE, schema())]
     }
 
     fn collect(
         &mut self,
         interval: &Interval,
         processes: &Registry,
-    ) -> Result<Option<RecordBatch>, TracerError> {
+    ) -> Result<Vec<(&'static str, RecordBatch)>, TracerError> {
         let mut totals = sum_per_cpu(&self.stats).map_err(|source| TracerError::Map {
             map: FILEIO_STATS,
             source,
@@ -183,7 +193,7 @@ impl Tracer for FileIoTracer {
             rows += 1;
         }
         if rows == 0 {
-            return Ok(None);
+            return Ok(Vec::new());
         }
         let mut columns = process.finish();
         columns.extend::<[ArrayRef; 5]>([
@@ -194,7 +204,7 @@ impl Tracer for FileIoTracer {
             Arc::new(bytes.finish()),
         ]);
         columns.extend(latency.finish());
-        batch(TABLE, schema(), columns).map(Some)
+        batch(TABLE, schema(), columns).map(|b| vec![(TABLE, b)])
     }
 
     fn reap(&mut self, ended: &[ProcessKey]) -> Result<(), TracerError> {
@@ -227,12 +237,18 @@ mod tests {
             };
             let file = class::KIND_FILE << class::KIND_SHIFT;
             let socket = class::KIND_SOCKET << class::KIND_SHIFT;
-            assert_eq!(op_of("pwrite64"), Some(FileOp::Write as u16 | file));
-            assert_eq!(op_of("readv"), Some(FileOp::Read as u16));
+            let contiguous = shape::CONTIGUOUS << shape::SHIFT;
+            let iovec = shape::IOVEC << shape::SHIFT;
+            let mmsg = shape::MMSGHDR << shape::SHIFT;
+            assert_eq!(
+                op_of("pwrite64"),
+                Some(FileOp::Write as u16 | file | contiguous)
+            );
+            assert_eq!(op_of("readv"), Some(FileOp::Read as u16 | iovec));
             assert_eq!(op_of("fdatasync"), Some(FileOp::Fdatasync as u16 | file));
             assert_eq!(
                 op_of("sendmmsg"),
-                Some(FileOp::Send as u16 | socket | class::NOT_BYTES)
+                Some(FileOp::Send as u16 | socket | class::NOT_BYTES | mmsg)
             );
             assert_eq!(op_of("getppid"), Some(0));
         }

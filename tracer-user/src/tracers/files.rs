@@ -154,19 +154,15 @@ impl FilesTracer {
 }
 
 impl Tracer for FilesTracer {
-    fn table(&self) -> &'static str {
-        TABLE
-    }
-
-    fn schema(&self) -> SchemaRef {
-        schema()
+    fn tables(&self) -> Vec<(&'static str, SchemaRef)> {
+        vec![(TABLE, schema())]
     }
 
     fn collect(
         &mut self,
         interval: &Interval,
         processes: &Registry,
-    ) -> Result<Option<RecordBatch>, TracerError> {
+    ) -> Result<Vec<(&'static str, RecordBatch)>, TracerError> {
         let map_err = |source| TracerError::Map {
             map: FILE_STATS,
             source,
@@ -206,7 +202,7 @@ impl Tracer for FilesTracer {
         changed.sort_by_key(|(k, d)| (std::cmp::Reverse(d.read_bytes + d.write_bytes), *k));
         changed.truncate(self.top);
         if changed.is_empty() {
-            return Ok(None);
+            return Ok(Vec::new());
         }
         let mut process = IntervalProcessColumns::default();
         let mut path = StringBuilder::new();
@@ -241,7 +237,7 @@ impl Tracer for FilesTracer {
             Arc::new(read_bytes.finish()),
             Arc::new(write_bytes.finish()),
         ]);
-        batch(TABLE, schema(), columns).map(Some)
+        batch(TABLE, schema(), columns).map(|b| vec![(TABLE, b)])
     }
 
     fn reap(&mut self, ended: &[ProcessKey]) -> Result<(), TracerError> {

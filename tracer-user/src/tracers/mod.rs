@@ -8,6 +8,7 @@ pub mod drops;
 pub mod fileio;
 pub mod files;
 pub mod processes;
+pub mod sql;
 pub mod syscalls;
 
 use arrow_array::RecordBatch;
@@ -47,22 +48,35 @@ pub enum TracerError {
 
 /// A tracer's user side.
 pub trait Tracer {
-    /// Its table (a sub-directory of the output).
-    fn table(&self) -> &'static str;
-    /// Its table's schema.
-    fn schema(&self) -> SchemaRef;
-    /// Reads the maps and returns the rows for `interval` (None when nothing happened).
+    /// Its tables (sub-directories of the output) and their schemas.
+    fn tables(&self) -> Vec<(&'static str, SchemaRef)>;
+    /// Reads the maps and returns the rows for `interval`, per table (none when nothing
+    /// happened).
     fn collect(
         &mut self,
         interval: &Interval,
         processes: &Registry,
-    ) -> Result<Option<RecordBatch>, TracerError>;
+    ) -> Result<Vec<(&'static str, RecordBatch)>, TracerError>;
     /// Deletes the map entries of processes that ended (their last interval is collected).
     fn reap(&mut self, ended: &[ProcessKey]) -> Result<(), TracerError>;
-    /// (tracer, reason, count) of everything this tracer saw dropped during the run.
+    /// (tracer, reason, count) of everything this tracer saw dropped during the run, beyond the
+    /// kernel's drop counters (which the drops tracer reads).
     fn run_drops(&self) -> Vec<(&'static str, &'static str, u64)> {
         Vec::new()
     }
+
+    /// Drops counted in user space since the last call (written to the drops table).
+    fn take_drops(&mut self) -> Vec<(&'static str, &'static str, u64)> {
+        Vec::new()
+    }
+
+    /// A ring buffer the session should drain as events arrive, if the tracer has one.
+    fn event_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
+
+    /// Drains that ring buffer.
+    fn drain(&mut self, _processes: &Registry) {}
 }
 
 /// Every table a run can write, with its schema (for the schema golden test).
@@ -73,24 +87,30 @@ pub fn all_schemas() -> Vec<(&'static str, SchemaRef)> {
         (fileio::TABLE, fileio::schema()),
         (files::TABLE, files::schema()),
         (blockio::TABLE, blockio::schema()),
+        (sql::tables::STATEMENTS, sql::tables::statements_schema()),
+        (sql::tables::CONNECTIONS, sql::tables::connections_schema()),
         (drops::TABLE, drops::schema()),
         (processes::TABLE, processes::schema()),
     ]
 }
 
-/// The tracers of a run, taking their maps from the loaded object.
+/// The tracers of a run, taking their maps from the loaded object, and the drops table.
 pub fn build(
     ebpf: &mut Ebpf,
     settings: &Settings,
     arch: Arch,
-) -> Result<Vec<Box<dyn Tracer>>, TracerError> {
+) -> Result<(Vec<Box<dyn Tracer>>, drops::DropsTracer), TracerError> {
     let mut tracers: Vec<Box<dyn Tracer>> = vec![Box::new(syscalls::SyscallTracer::new(
         ebpf,
         arch,
         settings.syscall_latency,
     )?)];
+    // The syscall classes drive both file I/O and SQL in the kernel.
+    if settings.fileio || settings.sql.is_some() {
+        fileio::fill_ops(ebpf, arch)?;
+    }
     if settings.fileio {
-        tracers.push(Box::new(fileio::FileIoTracer::new(ebpf, arch)?));
+        tracers.push(Box::new(fileio::FileIoTracer::new(ebpf)?));
     }
     if let Some(top) = settings.files {
         tracers.push(Box::new(files::FilesTracer::new(ebpf, top)?));
@@ -98,8 +118,10 @@ pub fn build(
     if settings.blockio {
         tracers.push(Box::new(blockio::BlockIoTracer::new(ebpf)?));
     }
-    tracers.push(Box::new(drops::DropsTracer::new(ebpf)?));
-    Ok(tracers)
+    if let Some(sql) = &settings.sql {
+        tracers.push(Box::new(sql::SqlTracer::new(ebpf, sql.clone())?));
+    }
+    Ok((tracers, drops::DropsTracer::new(ebpf)?))
 }
 
 /// Takes a map out of the object.

@@ -198,19 +198,15 @@ struct Rows {
 }
 
 impl Tracer for SyscallTracer {
-    fn table(&self) -> &'static str {
-        TABLE
-    }
-
-    fn schema(&self) -> SchemaRef {
-        schema()
+    fn tables(&self) -> Vec<(&'static str, SchemaRef)> {
+        vec![(TABLE, schema())]
     }
 
     fn collect(
         &mut self,
         interval: &Interval,
         processes: &Registry,
-    ) -> Result<Option<RecordBatch>, TracerError> {
+    ) -> Result<Vec<(&'static str, RecordBatch)>, TracerError> {
         let mut totals = sum_per_cpu(&self.stats).map_err(|source| TracerError::Map {
             map: SYSCALL_STATS,
             source,
@@ -240,7 +236,7 @@ impl Tracer for SyscallTracer {
         self.sampling.adapt(&calls_per_nr, seconds);
         self.sampling.apply()?;
         if rows.len == 0 {
-            return Ok(None);
+            return Ok(Vec::new());
         }
         let mut columns = rows.process.finish();
         columns.extend::<[ArrayRef; 4]>([
@@ -250,7 +246,7 @@ impl Tracer for SyscallTracer {
             Arc::new(rows.errors.finish()),
         ]);
         columns.extend(rows.latency.finish());
-        batch(TABLE, schema(), columns).map(Some)
+        batch(TABLE, schema(), columns).map(|b| vec![(TABLE, b)])
     }
 
     fn reap(&mut self, ended: &[ProcessKey]) -> Result<(), TracerError> {

@@ -1,0 +1,80 @@
+//! The SQL tracer's user side: connections the kernel recognized, their byte streams cut into
+//! messages ([`framing`]), parsed per protocol ([`mysql`], [`postgres`]) into statements,
+//! fingerprinted ([`fingerprint`]) and aggregated per interval ([`tables`]).
+
+pub mod fingerprint;
+pub mod framing;
+pub mod mysql;
+pub mod postgres;
+pub mod tables;
+mod tracer;
+
+pub use tracer::SqlTracer;
+
+/// What one send or receive syscall moved on a connection.
+#[derive(Clone, Copy, Debug)]
+pub struct Chunk<'a> {
+    /// Sent by the traced process (a request) or received (a response).
+    pub sent: bool,
+    pub time_ns: u64,
+    /// Bytes moved.
+    pub len: u32,
+    /// The first of them (all, up to the capture size).
+    pub data: &'a [u8],
+}
+
+/// What a statement asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// SQL text (COM_QUERY, Query, a prepared statement's text at execution).
+    Sql(String),
+    /// A command without SQL text, named like the protocol names it (PING, INIT_DB, …).
+    Command(&'static str),
+}
+
+/// A statement that completed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Statement {
+    pub request: Request,
+    /// When the request's last byte was sent (the send syscall returned).
+    pub start_ns: u64,
+    /// When the message that ends the response was received (0 for commands without one).
+    pub end_ns: u64,
+    /// The error code (MySQL error number, PostgreSQL SQLSTATE) if it failed.
+    pub error: Option<String>,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+}
+
+/// A wire protocol's parser for one connection.
+pub trait Protocol: Send {
+    /// Feeds one syscall's bytes; completed statements are appended to `out`.
+    fn feed(&mut self, chunk: &Chunk<'_>, out: &mut Vec<Statement>);
+    /// mysql, mariadb or postgresql, when known.
+    fn system(&self) -> Option<&'static str>;
+    /// The database (schema) in use, when known.
+    fn namespace(&self) -> Option<&str>;
+    /// The client said goodbye (COM_QUIT, Terminate).
+    fn closed(&self) -> bool;
+    /// The connection's start (greeting, startup) was seen.
+    fn from_start(&self) -> bool;
+    /// Times the stream could not be followed since the last call (statements may be missing).
+    fn take_desyncs(&mut self) -> u64;
+}
+
+/// Reads a NUL-terminated string at `at`; returns it and the index after the NUL.
+pub fn cstr(b: &[u8], at: usize) -> Option<(&str, usize)> {
+    let rest = b.get(at..)?;
+    let end = rest.iter().position(|&c| c == 0)?;
+    let s = std::str::from_utf8(&rest[..end]).ok()?;
+    Some((s, at + end + 1))
+}
+
+/// Text of at most `max` bytes, cut at a character boundary.
+pub fn truncated_text(b: &[u8], max: usize) -> String {
+    let b = &b[..b.len().min(max)];
+    match std::str::from_utf8(b) {
+        Ok(s) => s.to_owned(),
+        Err(e) => String::from_utf8_lossy(&b[..e.valid_up_to()]).into_owned(),
+    }
+}

@@ -1,0 +1,392 @@
+//! The SQL tracer: drains the kernel's SQL events as they arrive, feeds each connection's
+//! protocol parser, and aggregates the statements per interval.
+
+use std::{
+    collections::HashMap,
+    net::{Ipv4Addr, Ipv6Addr},
+    os::fd::{AsRawFd as _, RawFd},
+};
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use aya::{
+    Ebpf,
+    maps::{Array, MapData, RingBuf},
+};
+use tracer_common::{
+    hist,
+    maps::{SQL_EVENTS, SQL_PORTS},
+    sql::{DIR_SENT, SQL_HEADER_BYTES, SqlConnInfo, SqlEventHeader, SqlEventKind, SqlProtocol},
+};
+
+use super::{
+    Chunk, Protocol, Request, Statement,
+    fingerprint::{Fingerprint, fingerprint},
+    mysql::Mysql,
+    postgres::Postgres,
+    tables::{
+        CONNECTIONS, ConnectionRow, STATEMENTS, Server, StatementKey, StatementSums,
+        connections_batch, connections_schema, statements_batch, statements_schema,
+    },
+};
+use crate::{
+    processes::{ProcessKey, Registry},
+    settings::SqlSettings,
+    tracers::{Interval, Tracer, TracerError, take_map},
+};
+
+/// Fingerprints remembered (statements repeat: prepared ones and ORMs' templates).
+const FINGERPRINT_CACHE: usize = 20_000;
+/// After this long without traffic, check whether the connection still exists.
+const IDLE_CHECK_NS: u64 = 5_000_000_000;
+
+struct Connection {
+    process: ProcessKey,
+    postgres: bool,
+    protocol: Box<dyn Protocol>,
+    server_address: String,
+    server_port: Option<u16>,
+    client_address: Option<String>,
+    client_port: Option<u16>,
+    transport: &'static str,
+    /// This interval's numbers.
+    bytes_sent: u64,
+    bytes_received: u64,
+    statements: u64,
+    errors: u64,
+    opened: bool,
+    active: bool,
+    last_ns: u64,
+}
+
+impl Connection {
+    fn new(process: ProcessKey, protocol: SqlProtocol, text_bytes: usize) -> Connection {
+        let postgres = protocol == SqlProtocol::Postgres;
+        let parser: Box<dyn Protocol> = if postgres {
+            Box::new(Postgres::new(text_bytes))
+        } else {
+            Box::new(Mysql::new(text_bytes))
+        };
+        Connection {
+            process,
+            postgres,
+            protocol: parser,
+            server_address: "?".to_owned(),
+            server_port: None,
+            client_address: None,
+            client_port: None,
+            transport: "tcp",
+            bytes_sent: 0,
+            bytes_received: 0,
+            statements: 0,
+            errors: 0,
+            opened: false,
+            active: false,
+            last_ns: 0,
+        }
+    }
+
+    fn server(&self, systems: &HashMap<(String, Option<u16>), &'static str>) -> Server {
+        let system = self.protocol.system().unwrap_or_else(|| {
+            // Not seen from its start: what another connection to the same server told, else by
+            // protocol.
+            systems
+                .get(&(self.server_address.clone(), self.server_port))
+                .copied()
+                .unwrap_or(if self.postgres { "postgresql" } else { "mysql" })
+        });
+        Server {
+            system,
+            address: self.server_address.clone(),
+            port: self.server_port,
+            transport: self.transport,
+            namespace: self.protocol.namespace().map(str::to_owned),
+        }
+    }
+}
+
+pub struct SqlTracer {
+    ring: RingBuf<MapData>,
+    settings: SqlSettings,
+    connections: HashMap<u64, Connection>,
+    statements: HashMap<StatementKey, StatementSums>,
+    fingerprints: HashMap<String, Fingerprint>,
+    /// What each server turned out to be (MariaDB or MySQL), from greetings.
+    systems: HashMap<(String, Option<u16>), &'static str>,
+    desyncs: u64,
+    completed: Vec<Statement>,
+}
+
+impl SqlTracer {
+    pub fn new(ebpf: &mut Ebpf, settings: SqlSettings) -> Result<Self, TracerError> {
+        let map_err = |map| move |source| TracerError::Map { map, source };
+        let ring = RingBuf::try_from(take_map(ebpf, SQL_EVENTS)?).map_err(map_err(SQL_EVENTS))?;
+        let mut ports: Array<MapData, u64> =
+            Array::try_from(take_map(ebpf, SQL_PORTS)?).map_err(map_err(SQL_PORTS))?;
+        let mut bits = [0u64; 1024];
+        for p in &settings.ports {
+            bits[usize::from(*p) / 64] |= 1 << (p % 64);
+        }
+        for (i, b) in bits.iter().enumerate() {
+            if *b != 0 {
+                ports.set(i as u32, *b, 0).map_err(map_err(SQL_PORTS))?;
+            }
+        }
+        Ok(SqlTracer {
+            ring,
+            settings,
+            connections: HashMap::new(),
+            statements: HashMap::new(),
+            fingerprints: HashMap::new(),
+            systems: HashMap::new(),
+            desyncs: 0,
+            completed: Vec::new(),
+        })
+    }
+
+    fn connection_event(&mut self, h: &SqlEventHeader, body: &[u8]) {
+        if body.len() < size_of::<SqlConnInfo>() {
+            return;
+        }
+        // SAFETY: length checked; read_unaligned makes no alignment assumption.
+        let info: SqlConnInfo = unsafe { std::ptr::read_unaligned(body.as_ptr().cast()) };
+        let process = ProcessKey {
+            tgid: h.tgid,
+            generation: h.generation,
+        };
+        let protocol = SqlProtocol::try_from(h.protocol).unwrap_or(SqlProtocol::Unknown);
+        let mut c = Connection::new(process, protocol, self.settings.text_bytes);
+        match h.family {
+            2 => {
+                let a = |b: &[u8; 16]| Ipv4Addr::new(b[0], b[1], b[2], b[3]).to_string();
+                c.server_address = a(&info.server_addr);
+                c.client_address = Some(a(&info.client_addr));
+                c.server_port = Some(info.server_port);
+                c.client_port = Some(info.client_port);
+            }
+            10 => {
+                let a = |b: &[u8; 16]| {
+                    let v6 = Ipv6Addr::from(*b);
+                    v6.to_ipv4_mapped()
+                        .map_or_else(|| v6.to_string(), |v4| v4.to_string())
+                };
+                c.server_address = a(&info.server_addr);
+                c.client_address = Some(a(&info.client_addr));
+                c.server_port = Some(info.server_port);
+                c.client_port = Some(info.client_port);
+            }
+            _ => {
+                c.transport = "unix";
+                c.server_address = crate::processes::comm_string(&info.path);
+            }
+        }
+        c.opened = true;
+        c.active = true;
+        c.last_ns = h.time_ns;
+        self.connections.insert(h.conn, c);
+    }
+
+    fn data_event(&mut self, h: &SqlEventHeader, body: &[u8]) {
+        let process = ProcessKey {
+            tgid: h.tgid,
+            generation: h.generation,
+        };
+        let text_bytes = self.settings.text_bytes;
+        let conn = self.connections.entry(h.conn).or_insert_with(|| {
+            // Its connection event was lost, or it was recognized before the verdict cache
+            // forgot it: endpoints unknown.
+            Connection::new(
+                process,
+                SqlProtocol::try_from(h.protocol).unwrap_or(SqlProtocol::Unknown),
+                text_bytes,
+            )
+        });
+        let chunk = Chunk {
+            sent: h.direction == DIR_SENT,
+            time_ns: h.time_ns,
+            len: h.len,
+            data: &body[..(h.captured as usize).min(body.len())],
+        };
+        if chunk.sent {
+            conn.bytes_sent += u64::from(h.len);
+        } else {
+            conn.bytes_received += u64::from(h.len);
+        }
+        conn.active = true;
+        conn.last_ns = h.time_ns;
+        self.completed.clear();
+        conn.protocol.feed(&chunk, &mut self.completed);
+        self.desyncs += conn.protocol.take_desyncs();
+        if let Some(system) = conn.protocol.system() {
+            self.systems
+                .insert((conn.server_address.clone(), conn.server_port), system);
+        }
+        if self.completed.is_empty() {
+            return;
+        }
+        let server = conn.server(&self.systems);
+        let postgres = conn.postgres;
+        conn.statements += self.completed.len() as u64;
+        conn.errors += self.completed.iter().filter(|s| s.error.is_some()).count() as u64;
+        for s in std::mem::take(&mut self.completed) {
+            self.aggregate(process, &server, postgres, s);
+        }
+    }
+
+    fn aggregate(&mut self, process: ProcessKey, server: &Server, postgres: bool, s: Statement) {
+        let (operation, text, raw) = match &s.request {
+            Request::Sql(sql) => {
+                if self.fingerprints.len() > FINGERPRINT_CACHE {
+                    self.fingerprints.clear();
+                }
+                let f = self
+                    .fingerprints
+                    .entry(sql.clone())
+                    .or_insert_with(|| fingerprint(sql, postgres));
+                (f.operation.clone(), f.text.clone(), Some(sql.as_str()))
+            }
+            Request::Command(name) => ((*name).to_owned(), (*name).to_owned(), None),
+        };
+        let key = StatementKey {
+            process,
+            server: server.clone(),
+            operation,
+            text,
+            status: s.error.clone(),
+        };
+        let sums = self.statements.entry(key).or_default();
+        let duration = s.end_ns.saturating_sub(s.start_ns);
+        sums.calls += 1;
+        if s.error.is_some() {
+            sums.errors += 1;
+        }
+        sums.duration_ns += duration;
+        sums.hist[hist::bucket(duration)] += 1;
+        sums.bytes_sent += s.bytes_sent;
+        sums.bytes_received += s.bytes_received;
+        if self.settings.raw_text && sums.sample.is_none() {
+            sums.sample = raw.map(str::to_owned);
+        }
+    }
+
+    /// Whether socket `ino` is still among the process's descriptors.
+    fn still_open(tgid: u32, ino: u64) -> bool {
+        let target = format!("socket:[{ino}]");
+        std::fs::read_dir(format!("/proc/{tgid}/fd"))
+            .map(|d| {
+                d.flatten().any(|e| {
+                    std::fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == target.as_str())
+                })
+            })
+            .unwrap_or(false)
+    }
+}
+
+impl Tracer for SqlTracer {
+    fn tables(&self) -> Vec<(&'static str, SchemaRef)> {
+        vec![
+            (STATEMENTS, statements_schema()),
+            (CONNECTIONS, connections_schema()),
+        ]
+    }
+
+    fn event_fd(&self) -> Option<RawFd> {
+        Some(self.ring.as_raw_fd())
+    }
+
+    fn drain(&mut self, _processes: &Registry) {
+        let mut records: Vec<Vec<u8>> = Vec::new();
+        // Copy out, then parse: the ring's records are borrowed from the ring.
+        while let Some(item) = self.ring.next() {
+            records.push(item.to_vec());
+            if records.len() >= 4096 {
+                break;
+            }
+        }
+        for r in records {
+            if r.len() < SQL_HEADER_BYTES {
+                continue;
+            }
+            // SAFETY: length checked; read_unaligned makes no alignment assumption.
+            let h: SqlEventHeader = unsafe { std::ptr::read_unaligned(r.as_ptr().cast()) };
+            let body = &r[SQL_HEADER_BYTES..];
+            if h.kind == SqlEventKind::Connection as u8 {
+                self.connection_event(&h, body);
+            } else if h.kind == SqlEventKind::Data as u8 {
+                self.data_event(&h, body);
+            }
+        }
+    }
+
+    fn collect(
+        &mut self,
+        interval: &Interval,
+        processes: &Registry,
+    ) -> Result<Vec<(&'static str, RecordBatch)>, TracerError> {
+        self.drain(processes);
+        let mut out = Vec::new();
+        let mut rows: Vec<(StatementKey, StatementSums)> = self.statements.drain().collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        if !rows.is_empty() {
+            out.push((STATEMENTS, statements_batch(interval, processes, &rows)?));
+        }
+        let now = crate::kernel::clock_ns(libc::CLOCK_MONOTONIC);
+        let mut conn_rows = Vec::new();
+        let mut gone = Vec::new();
+        for (id, c) in &mut self.connections {
+            let ended = !processes.is_live_key(c.process);
+            let closed = c.protocol.closed()
+                || ended
+                || (now.saturating_sub(c.last_ns) > IDLE_CHECK_NS
+                    && !Self::still_open(c.process.tgid, *id));
+            if c.active || c.opened || closed {
+                conn_rows.push(ConnectionRow {
+                    process: c.process,
+                    id: *id,
+                    server: c.server(&self.systems),
+                    client_address: c.client_address.clone(),
+                    client_port: c.client_port,
+                    bytes_sent: c.bytes_sent,
+                    bytes_received: c.bytes_received,
+                    statements: c.statements,
+                    errors: c.errors,
+                    opened: c.opened,
+                    closed,
+                    from_start: c.protocol.from_start(),
+                });
+            }
+            c.bytes_sent = 0;
+            c.bytes_received = 0;
+            c.statements = 0;
+            c.errors = 0;
+            c.opened = false;
+            c.active = false;
+            if closed {
+                gone.push(*id);
+            }
+            if now.saturating_sub(c.last_ns) > IDLE_CHECK_NS {
+                c.last_ns = now;
+            }
+        }
+        for id in gone {
+            self.connections.remove(&id);
+        }
+        conn_rows.sort_by_key(|r| (r.process, r.id));
+        if !conn_rows.is_empty() {
+            out.push((
+                CONNECTIONS,
+                connections_batch(interval, processes, &conn_rows)?,
+            ));
+        }
+        Ok(out)
+    }
+
+    fn reap(&mut self, _ended: &[ProcessKey]) -> Result<(), TracerError> {
+        // Connections of ended processes are written as closed, then dropped, by collect.
+        Ok(())
+    }
+
+    fn take_drops(&mut self) -> Vec<(&'static str, &'static str, u64)> {
+        vec![("sql", "stream_desync", std::mem::take(&mut self.desyncs))]
+    }
+}
