@@ -13,6 +13,8 @@ import tomllib
 import pyarrow.parquet as pq
 import pytest
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SCALP = os.environ.get("SCALP_BPF", str(ROOT / "target/release/scalp-bpf"))
 WORKLOADS = ROOT / "tests" / "workloads"
@@ -162,6 +164,30 @@ def schema_doc(table):
 @pytest.fixture
 def out(tmp_path):
     return tmp_path / "run"
+
+
+@pytest.fixture(scope="session")
+def mariadb():
+    """A MariaDB server of the tests' own (tests/servers.py), with a scalp_items table."""
+    from servers import MariaDB, pick_port
+    server = MariaDB(port=pick_port(3306, 13306)).start()
+    subprocess.run(["mariadb", f"--socket={server.socket}", "-u", "root", server.database, "-e",
+                    "CREATE TABLE IF NOT EXISTS scalp_items (id INT PRIMARY KEY, v VARCHAR(64));"
+                    "DELETE FROM scalp_items; INSERT INTO scalp_items VALUES (0, 'a'), (1, 'b'), (2, 'c')"],
+                   check=True)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server of the tests' own, pg_stat_statements loaded, a scalp_items table."""
+    from servers import Postgres, pick_port
+    server = Postgres(port=pick_port(5432, 15432)).start()
+    server.psql("CREATE TABLE IF NOT EXISTS scalp_items (id INT PRIMARY KEY, v VARCHAR(64));"
+                "DELETE FROM scalp_items; INSERT INTO scalp_items VALUES (0, 'a'), (1, 'b'), (2, 'c')")
+    yield server
+    server.stop()
 
 
 def rows(out, table, pid=None):

@@ -44,8 +44,14 @@ class MariaDB:
         self.user, self.password, self.database = USER, PASSWORD, DATABASE
 
     def start(self):
-        if self.socket.exists() and not port_free(self.port):
-            return self  # already running (development)
+        # A server left by an earlier run on this directory goes first.
+        subprocess.run(["pkill", "-f", f"datadir={self.base / 'data'}"], capture_output=True)
+        for _ in range(100):
+            if port_free(self.port):
+                break
+            time.sleep(0.1)
+        if not port_free(self.port):
+            raise RuntimeError(f"port {self.port} is taken by another server")
         if self.base.exists():
             shutil.rmtree(self.base)
         (self.base / "data").mkdir(parents=True)
@@ -67,6 +73,21 @@ class MariaDB:
                f"GRANT ALL ON *.* TO '{self.user}'@'127.0.0.1'; GRANT ALL ON *.* TO '{self.user}'@'localhost';")
         subprocess.run(["mariadb", f"--socket={self.socket}", "-u", "root", "-e", sql], check=True)
         return self
+
+    def sql(self, sql):
+        """Runs SQL as root over the socket; returns tab-separated rows."""
+        r = subprocess.run(["mariadb", f"--socket={self.socket}", "-u", "root", "-N", "-B", self.database,
+                            "-e", sql], check=True, capture_output=True, text=True)
+        return r.stdout
+
+    def status(self):
+        """SHOW GLOBAL STATUS as a dict of ints."""
+        out = {}
+        for line in self.sql("SHOW GLOBAL STATUS").splitlines():
+            k, _, v = line.partition("\t")
+            if v.isdigit():
+                out[k] = int(v)
+        return out
 
     def stop(self):
         pid_file = self.base / "mysqld.pid"
@@ -96,8 +117,10 @@ class Postgres:
 
     def start(self):
         data = self.base / "data"
-        if (self.base / f".s.PGSQL.{self.port}").exists() and not port_free(self.port):
-            return self
+        if data.exists():
+            self.stop()
+        if not port_free(self.port):
+            raise RuntimeError(f"port {self.port} is taken by another server")
         if self.base.exists():
             shutil.rmtree(self.base)
         self.base.mkdir(parents=True)
@@ -114,6 +137,12 @@ class Postgres:
         self._as_postgres(*psql, "-c", f"CREATE DATABASE {self.database} OWNER {self.user}")
         self._as_postgres(*psql, "-d", self.database, "-c", "CREATE EXTENSION pg_stat_statements")
         return self
+
+    def psql(self, sql, database=None):
+        """Runs SQL as the superuser; returns the unaligned, tuples-only output."""
+        r = self._as_postgres(PG_BIN / "psql", "-h", self.base, "-p", self.port, "-U", "postgres",
+                              "-d", database or self.database, "-v", "ON_ERROR_STOP=1", "-At", "-c", sql, text=True)
+        return r.stdout
 
     def stop(self):
         data = self.base / "data"

@@ -256,7 +256,11 @@ impl Tracer for BlockIoTracer {
     }
 
     fn run_drops(&self) -> Vec<(&'static str, &'static str, u64)> {
-        let unfinished = self.inflight.keys().filter(Result::is_ok).count() as u64;
+        let unfinished = self
+            .inflight
+            .iter()
+            .filter(|e| e.as_ref().is_ok_and(|(_, v)| v.active != 0))
+            .count() as u64;
         if unfinished > 0 {
             vec![("blockio", "inflight_at_end", unfinished)]
         } else {

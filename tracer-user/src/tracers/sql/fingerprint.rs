@@ -279,12 +279,8 @@ fn join(tokens: &[String]) -> String {
             (None, _) => false,
             (Some("(" | "."), _) => false,
             (_, ")" | "," | "." | ";") => false,
-            (Some(p), "(") => {
-                !(p.chars()
-                    .last()
-                    .is_some_and(|c| c.is_alphanumeric() || c == '_')
-                    && !is_keyword(p))
-            }
+            // A name right before a parenthesis is a call or a column list: no space.
+            (Some(p), "(" | "(?)") => !is_name(p),
             _ => true,
         };
         if glue {
@@ -298,6 +294,13 @@ fn join(tokens: &[String]) -> String {
 
 fn is_keyword(t: &str) -> bool {
     t.chars().all(|c| c.is_ascii_uppercase() || c == '_')
+}
+
+fn is_name(t: &str) -> bool {
+    t.chars()
+        .last()
+        .is_some_and(|c| c.is_alphanumeric() || c == '_')
+        && !is_keyword(t)
 }
 
 #[cfg(test)]

@@ -255,7 +255,7 @@ mod tests {
     fn skips_uncaptured_bodies_by_length_and_gets_lost_in_uncaptured_headers() {
         let mut f = Framer::new(Framing::Mysql, 4);
         let mut out = Vec::new();
-        let big = mysql_packet(2, &vec![7u8; 100]);
+        let big = mysql_packet(2, &[7u8; 100]);
         // 10 bytes captured, 94 not: all inside the body.
         assert!(f.push(&big[..10], 94, 5, &mut out));
         assert_eq!(out.len(), 1);

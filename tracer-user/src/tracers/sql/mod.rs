@@ -57,7 +57,7 @@ pub trait Protocol: Send {
     /// The client said goodbye (COM_QUIT, Terminate).
     fn closed(&self) -> bool;
     /// The connection's start (greeting, startup) was seen.
-    fn from_start(&self) -> bool;
+    fn seen_from_start(&self) -> bool;
     /// Times the stream could not be followed since the last call (statements may be missing).
     fn take_desyncs(&mut self) -> u64;
 }

@@ -290,11 +290,11 @@ impl Mysql {
                         self.complete(m.time_ns, None, out);
                     }
                 }
-                Some(0x00) => {
-                    if status_of_ok(&m.prefix) & SERVER_MORE_RESULTS_EXISTS == 0 {
-                        self.complete(m.time_ns, None, out);
-                    }
+                Some(0x00) if status_of_ok(&m.prefix) & SERVER_MORE_RESULTS_EXISTS == 0 => {
+                    self.complete(m.time_ns, None, out);
                 }
+                // More results follow the OK: stay at First.
+                Some(0x00) => {}
                 Some(0xff) => {
                     let code = err_code(&m.prefix);
                     self.complete(m.time_ns, code, out);
@@ -498,7 +498,7 @@ impl Protocol for Mysql {
         self.closed
     }
 
-    fn from_start(&self) -> bool {
+    fn seen_from_start(&self) -> bool {
         self.from_start
     }
 
@@ -680,7 +680,7 @@ mod tests {
         sent(&mut p, 2, &packet(1, &login), &mut out);
         received(&mut p, 3, &packet(2, &[0, 0, 0, 2, 0, 0, 0]), &mut out);
         assert_eq!(p.namespace(), Some("nova"));
-        assert!(p.from_start());
+        assert!(p.seen_from_start());
         sent(&mut p, 4, &query("SELECT 1"), &mut out);
         received(&mut p, 5, &packet(1, &[0, 0, 0, 2, 0, 0, 0]), &mut out);
         assert_eq!(out.len(), 1, "the login is not a statement");

@@ -176,10 +176,8 @@ impl Postgres {
             p.bytes_received += u64::from(m.wire);
         }
         match m.tag {
-            b'C' | b'I' | b's' => {
-                if self.queue.front().is_some_and(|p| p.kind == b'E') {
-                    self.finish_front(m.time_ns, out);
-                }
+            b'C' | b'I' | b's' if self.queue.front().is_some_and(|p| p.kind == b'E') => {
+                self.finish_front(m.time_ns, out);
             }
             b'E' => {
                 let code = error_code(&m.prefix);
@@ -319,7 +317,7 @@ impl Protocol for Postgres {
         self.closed
     }
 
-    fn from_start(&self) -> bool {
+    fn seen_from_start(&self) -> bool {
         self.from_start
     }
 
@@ -397,7 +395,7 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!((out[0].start_ns, out[0].end_ns), (5, 7));
         assert_eq!(out[0].request, Request::Sql("SELECT 1".into()));
-        assert!(p.from_start());
+        assert!(p.seen_from_start());
     }
 
     #[test]

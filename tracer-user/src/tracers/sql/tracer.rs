@@ -352,7 +352,7 @@ impl Tracer for SqlTracer {
                     errors: c.errors,
                     opened: c.opened,
                     closed,
-                    from_start: c.protocol.from_start(),
+                    from_start: c.protocol.seen_from_start(),
                 });
             }
             c.bytes_sent = 0;
