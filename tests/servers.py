@@ -45,9 +45,11 @@ class MariaDB:
 
     def start(self):
         # A server left by an earlier run on this directory goes first.
-        subprocess.run(["pkill", "-f", f"datadir={self.base / 'data'}"], capture_output=True)
-        for _ in range(100):
-            if port_free(self.port):
+        left = ["-f", f"datadir={self.base / 'data'}"]
+        subprocess.run(["pkill", *left], capture_output=True)
+        for _ in range(300):
+            gone = subprocess.run(["pgrep", *left], capture_output=True).returncode != 0
+            if gone and port_free(self.port):
                 break
             time.sleep(0.1)
         if not port_free(self.port):

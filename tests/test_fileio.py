@@ -1,5 +1,5 @@
 """The file I/O tracer: calls and bytes by kind of descriptor and syscall family."""
-from conftest import WORKLOADS, Held, Scalp, rows
+from conftest import WORKLOADS, Held, Scalp, rows, run_scalp
 
 
 def by_kind_op(out, pid):
@@ -52,3 +52,17 @@ def test_tracers_can_be_turned_off(out):
     assert scalp.wait() == 0
     assert not (out / "fileio").exists() and not (out / "blockio").exists()
     assert (out / "syscalls").exists()
+
+
+def test_a_traced_command_is_counted_from_its_first_read(out, tmp_path):
+    # The command's tables are set up before it starts: a short `cat` of a known file is seen
+    # whole (one read of the file's size, one write of it to stdout, then the read at EOF).
+    path = tmp_path / "seven.txt"
+    path.write_bytes(b"x" * 7777)
+    r = run_scalp("run", "--output", out, "--", "cat", path)
+    assert r.returncode == 0, r.stderr
+    pid = rows(out, "processes")[0]["process_pid"]
+    t = by_kind_op(out, pid)
+    file_reads = [x for x in rows(out, "fileio", pid) if x["file_kind"] == "file" and x["op"] == "read"]
+    assert sum(x["bytes"] for x in file_reads) >= 7777
+    assert t[("pipe", "write")] == (1, 7777)

@@ -26,6 +26,9 @@ pub struct Config {
     /// Bytes captured per send/receive syscall on a SQL connection (a power of two ≤
     /// `SQL_CAPTURE_MAX`).
     pub sql_capture: u32,
+    /// Bytes waiting in `SQL_EVENTS` past which a record wakes the reader; below, the reader
+    /// polls (a wakeup per send/receive would cost the traced client more than the capture).
+    pub sql_wakeup_bytes: u32,
     /// The block I/O tracer is on (1) or off (0).
     pub blockio: u32,
     /// Some block device does not account I/O (iostats=0): take submissions at block_rq_insert
@@ -105,7 +108,7 @@ pub struct Config {
 /// A syscall number no architecture uses.
 pub const NO_SYSCALL: u32 = u32::MAX - 1;
 
-const _: () = assert!(core::mem::size_of::<Config>() == 272);
+const _: () = assert!(core::mem::size_of::<Config>() == 276);
 
 impl Config {
     /// The value compiled into the object; the loader always overwrites it.
@@ -119,6 +122,7 @@ impl Config {
         files: 0,
         sql: 0,
         sql_capture: 0,
+        sql_wakeup_bytes: 0,
         blockio: 0,
         block_fallback: 0,
         exit_nr: 0,

@@ -5,9 +5,10 @@
 //! Parsing happens in user space.
 
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_smp_processor_id, bpf_ktime_get_ns,
-        generated::{bpf_probe_read_user, bpf_ringbuf_output},
+        generated::{bpf_probe_read_user, bpf_ringbuf_output, bpf_ringbuf_query},
     },
     macros::map,
     maps::{Array, LruHashMap, RingBuf},
@@ -372,11 +373,28 @@ fn emit_connection(
             &SQL_EVENTS as *const RingBuf as *mut core::ffi::c_void,
             scratch.add(record_at) as *mut core::ffi::c_void,
             size as u64,
-            0,
+            wakeup_flag(),
         )
     };
     if r != 0 {
         drops::count(DropReason::SqlEventLost);
+    }
+}
+
+/// Wake the reader only once the ring is filling up; otherwise it polls on a timer.
+#[inline(always)]
+fn wakeup_flag() -> u64 {
+    // SAFETY: a query on our own ring buffer map.
+    let waiting = unsafe {
+        bpf_ringbuf_query(
+            &SQL_EVENTS as *const RingBuf as *mut core::ffi::c_void,
+            u64::from(BPF_RB_AVAIL_DATA),
+        )
+    };
+    if waiting >= u64::from(setting!(sql_wakeup_bytes)) {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        u64::from(BPF_RB_NO_WAKEUP)
     }
 }
 
@@ -424,7 +442,7 @@ fn emit_data(
             &SQL_EVENTS as *const RingBuf as *mut core::ffi::c_void,
             scratch as *mut core::ffi::c_void,
             size,
-            0,
+            wakeup_flag(),
         )
     };
     if r != 0 {

@@ -122,6 +122,7 @@ pub fn config(
         files: u32::from(settings.files.is_some()),
         sql: u32::from(settings.sql.is_some()),
         sql_capture: settings.sql.as_ref().map_or(0, |s| s.capture),
+        sql_wakeup_bytes: settings.sql.as_ref().map_or(0, |s| s.ring_bytes / 4),
         blockio: u32::from(settings.blockio),
         block_fallback: u32::from(settings.block_fallback),
         regs_syscall_nr_offset: kbtf.field_offset("pt_regs", arch.regs_syscall_nr_field())?,

@@ -54,6 +54,20 @@ pub const SPECS: &[TableSpec] = &[
         default_sort: "bytes",
     },
     TableSpec {
+        table: "sql_statements",
+        title: "SQL statements",
+        keys: &["db_system_name", "db_query_text", "db_response_status_code"],
+        counters: &[
+            "calls",
+            "errors",
+            "duration_ns_sum",
+            "bytes_sent",
+            "bytes_received",
+        ],
+        histogram: Some("duration_histogram"),
+        default_sort: "calls",
+    },
+    TableSpec {
         table: "files",
         title: "Files",
         keys: &["file_path"],

@@ -26,6 +26,8 @@ use crate::{
 
 /// How long a traced command gets to exit after we passed it a SIGINT/SIGTERM.
 const COMMAND_GRACE: Duration = Duration::from_secs(10);
+/// How often a tracer's event ring is drained between the kernel's (rare) wakeups.
+const EVENT_POLL: Duration = Duration::from_millis(20);
 
 pub struct Session {
     pub loaded: Loaded,
@@ -71,6 +73,10 @@ impl Session {
             Some(fd) => Some(readable(FdRef(fd))?),
             None => None,
         };
+        // The kernel wakes us for that ring only when it fills up (a wakeup per record would
+        // cost the traced process more than the capture itself); otherwise it is polled.
+        let mut poll = tokio::time::interval(EVENT_POLL);
+        poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Runtime)?;
         let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Runtime)?;
         let mut child_wait: Option<JoinHandle<std::io::Result<i32>>> = self
@@ -93,6 +99,11 @@ impl Session {
                     }
                     if self.pids_only && self.registry.live_count() == 0 {
                         break Stop::TargetsEnded;
+                    }
+                }
+                _ = poll.tick(), if tracer_events.is_some() => {
+                    if let Some(i) = event_tracer {
+                        self.tracers[i].drain(&self.registry);
                     }
                 }
                 guard = events.readable_mut() => {

@@ -5,6 +5,7 @@
 mod blockio;
 mod harness;
 mod progstats;
+mod sql;
 mod syscalls;
 
 use anyhow::Result;
@@ -24,6 +25,8 @@ enum What {
     Syscalls(syscalls::Options),
     /// fio IOPS and CPU per I/O: scalp-bpf vs untraced vs bpftrace block scripts.
     Blockio(blockio::Options),
+    /// pgbench statements/s with nothing lost, and latency added per statement.
+    Sql(sql::Options),
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -39,5 +42,6 @@ pub fn run(args: BenchArgs) -> Result<()> {
     match args.what {
         What::Syscalls(opts) => syscalls::run(&scalp, &opts),
         What::Blockio(opts) => blockio::run(&scalp, &opts),
+        What::Sql(opts) => sql::run_bench(&scalp, &opts),
     }
 }

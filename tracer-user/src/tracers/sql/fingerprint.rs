@@ -196,6 +196,10 @@ pub fn fingerprint(sql: &str, postgres: bool) -> Fingerprint {
             other => out.push(other.to_string()),
         }
     }
+    // A statement terminator says nothing: `SELECT 1;` is `SELECT 1`.
+    while out.last().is_some_and(|t| t == ";") {
+        out.pop();
+    }
     let out = fold_lists(out);
     let operation = operation(&out);
     let mut text = join(&out);
@@ -360,6 +364,13 @@ mod tests {
         assert_eq!(fp("begin").0, "BEGIN");
         assert_eq!(fp("(SELECT 1) UNION (SELECT 2)").0, "SELECT");
         assert_eq!(fp("").0, "OTHER");
+    }
+
+    #[test]
+    fn trailing_terminators_do_not_count() {
+        assert_eq!(fp("SELECT 1;").1, "SELECT ?");
+        assert_eq!(fp("SELECT 1 ; ; ").1, "SELECT ?");
+        assert_eq!(fp("SELECT 1; SELECT 2").1, "SELECT ?; SELECT ?");
     }
 
     #[test]

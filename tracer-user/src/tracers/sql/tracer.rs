@@ -107,6 +107,11 @@ impl Connection {
 
 pub struct SqlTracer {
     ring: RingBuf<MapData>,
+    state: Decoder,
+}
+
+/// Everything but the ring: what the events decode into.
+struct Decoder {
     settings: SqlSettings,
     connections: HashMap<u64, Connection>,
     statements: HashMap<StatementKey, StatementSums>,
@@ -134,14 +139,32 @@ impl SqlTracer {
         }
         Ok(SqlTracer {
             ring,
-            settings,
-            connections: HashMap::new(),
-            statements: HashMap::new(),
-            fingerprints: HashMap::new(),
-            systems: HashMap::new(),
-            desyncs: 0,
-            completed: Vec::new(),
+            state: Decoder {
+                settings,
+                connections: HashMap::new(),
+                statements: HashMap::new(),
+                fingerprints: HashMap::new(),
+                systems: HashMap::new(),
+                desyncs: 0,
+                completed: Vec::new(),
+            },
         })
+    }
+}
+
+impl Decoder {
+    fn record(&mut self, r: &[u8]) {
+        if r.len() < SQL_HEADER_BYTES {
+            return;
+        }
+        // SAFETY: length checked; read_unaligned makes no alignment assumption.
+        let h: SqlEventHeader = unsafe { std::ptr::read_unaligned(r.as_ptr().cast()) };
+        let body = &r[SQL_HEADER_BYTES..];
+        if h.kind == SqlEventKind::Connection as u8 {
+            self.connection_event(&h, body);
+        } else if h.kind == SqlEventKind::Data as u8 {
+            self.data_event(&h, body);
+        }
     }
 
     fn connection_event(&mut self, h: &SqlEventHeader, body: &[u8]) {
@@ -295,26 +318,9 @@ impl Tracer for SqlTracer {
     }
 
     fn drain(&mut self, _processes: &Registry) {
-        let mut records: Vec<Vec<u8>> = Vec::new();
-        // Copy out, then parse: the ring's records are borrowed from the ring.
+        // Decoded in place: the records stay in the ring until decoded.
         while let Some(item) = self.ring.next() {
-            records.push(item.to_vec());
-            if records.len() >= 4096 {
-                break;
-            }
-        }
-        for r in records {
-            if r.len() < SQL_HEADER_BYTES {
-                continue;
-            }
-            // SAFETY: length checked; read_unaligned makes no alignment assumption.
-            let h: SqlEventHeader = unsafe { std::ptr::read_unaligned(r.as_ptr().cast()) };
-            let body = &r[SQL_HEADER_BYTES..];
-            if h.kind == SqlEventKind::Connection as u8 {
-                self.connection_event(&h, body);
-            } else if h.kind == SqlEventKind::Data as u8 {
-                self.data_event(&h, body);
-            }
+            self.state.record(&item);
         }
     }
 
@@ -325,7 +331,7 @@ impl Tracer for SqlTracer {
     ) -> Result<Vec<(&'static str, RecordBatch)>, TracerError> {
         self.drain(processes);
         let mut out = Vec::new();
-        let mut rows: Vec<(StatementKey, StatementSums)> = self.statements.drain().collect();
+        let mut rows: Vec<(StatementKey, StatementSums)> = self.state.statements.drain().collect();
         rows.sort_by(|a, b| a.0.cmp(&b.0));
         if !rows.is_empty() {
             out.push((STATEMENTS, statements_batch(interval, processes, &rows)?));
@@ -333,17 +339,17 @@ impl Tracer for SqlTracer {
         let now = crate::kernel::clock_ns(libc::CLOCK_MONOTONIC);
         let mut conn_rows = Vec::new();
         let mut gone = Vec::new();
-        for (id, c) in &mut self.connections {
+        for (id, c) in &mut self.state.connections {
             let ended = !processes.is_live_key(c.process);
             let closed = c.protocol.closed()
                 || ended
                 || (now.saturating_sub(c.last_ns) > IDLE_CHECK_NS
-                    && !Self::still_open(c.process.tgid, *id));
+                    && !Decoder::still_open(c.process.tgid, *id));
             if c.active || c.opened || closed {
                 conn_rows.push(ConnectionRow {
                     process: c.process,
                     id: *id,
-                    server: c.server(&self.systems),
+                    server: c.server(&self.state.systems),
                     client_address: c.client_address.clone(),
                     client_port: c.client_port,
                     bytes_sent: c.bytes_sent,
@@ -369,7 +375,7 @@ impl Tracer for SqlTracer {
             }
         }
         for id in gone {
-            self.connections.remove(&id);
+            self.state.connections.remove(&id);
         }
         conn_rows.sort_by_key(|r| (r.process, r.id));
         if !conn_rows.is_empty() {
@@ -387,6 +393,10 @@ impl Tracer for SqlTracer {
     }
 
     fn take_drops(&mut self) -> Vec<(&'static str, &'static str, u64)> {
-        vec![("sql", "stream_desync", std::mem::take(&mut self.desyncs))]
+        vec![(
+            "sql",
+            "stream_desync",
+            std::mem::take(&mut self.state.desyncs),
+        )]
     }
 }
