@@ -52,9 +52,10 @@ pub struct OutputArgs {
     /// Directory to write (must be new or empty) [default: ./scalp-<host>-<UTC time>]
     #[arg(short, long, value_name = "DIR")]
     pub output: Option<PathBuf>,
-    /// Close a Parquet part of every table this often, so a crash loses at most this much.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, allow_hyphen_values = true)]
-    pub flush_every: Duration,
+    /// Close a Parquet part of every table this often, so a crash (kill -9, power loss) loses
+    /// at most this much [default: every interval]. Longer means fewer, larger files.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
+    pub flush_every: Option<Duration>,
     /// Units of work this run did (requests, test cases), stored for per-unit comparisons.
     #[arg(long, value_name = "N")]
     pub units: Option<f64>,

@@ -217,7 +217,8 @@ async fn execute(args: RunArgs, argv: Vec<String>) -> Result<ExitCode, RunError>
         &out_dir,
         schemas,
         &meta.key_values(),
-        args.output.flush_every,
+        args.output.flush_every.unwrap_or(args.timing.interval),
+        args.timing.interval,
     )?;
     tracing::info!(output = %out_dir.display(), processes = registry.live_count(), "tracing");
 

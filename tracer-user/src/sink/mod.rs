@@ -1,6 +1,7 @@
 //! The Parquet sink: one directory per table, holding parts that are written to a hidden
 //! temporary name and renamed into place only once closed, so every visible `*.parquet` file is
-//! complete. Parts rotate every `--flush-every`; names sort in write order.
+//! complete. Parts rotate every `--flush-every` (by default every interval, so that a crash loses
+//! at most the interval in progress); names sort in write order.
 
 pub mod metadata;
 pub mod output;
@@ -114,7 +115,7 @@ impl TableWriter {
 
     fn open_part(&mut self) -> Result<&mut OpenPart, SinkError> {
         if self.open.is_none() {
-            let name = format!("part-{:06}.parquet", self.next_part);
+            let name = format!("part-{:08}.parquet", self.next_part);
             let path = self.dir.join(&name);
             let tmp = self.dir.join(format!(".{name}.inprogress"));
             let file = fs::OpenOptions::new()
@@ -195,6 +196,8 @@ pub struct Sink {
     root: PathBuf,
     tables: Vec<TableWriter>,
     flush_every: Duration,
+    /// Rotations happen at interval ends: a rotation due within half an interval is due now.
+    slack: Duration,
     last_rotation: Instant,
 }
 
@@ -204,6 +207,7 @@ impl Sink {
         schemas: Vec<(&'static str, SchemaRef)>,
         key_values: &[(String, String)],
         flush_every: Duration,
+        interval: Duration,
     ) -> Result<Sink, SinkError> {
         let tables = schemas
             .into_iter()
@@ -213,6 +217,7 @@ impl Sink {
             root: root.to_owned(),
             tables,
             flush_every,
+            slack: interval / 2,
             last_rotation: Instant::now(),
         })
     }
@@ -234,7 +239,7 @@ impl Sink {
 
     /// Closes every open part once `--flush-every` has passed since the last rotation.
     pub fn rotate_if_due(&mut self) -> Result<(), SinkError> {
-        if self.last_rotation.elapsed() >= self.flush_every {
+        if self.last_rotation.elapsed() + self.slack >= self.flush_every {
             self.rotate(&[])?;
         }
         Ok(())
