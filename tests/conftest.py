@@ -170,7 +170,7 @@ def out(tmp_path):
 def mariadb():
     """A MariaDB server of the tests' own (tests/servers.py), with a scalp_items table."""
     from servers import MariaDB, pick_port
-    server = MariaDB(port=pick_port(3306, 13306)).start()
+    server = MariaDB(port=pick_port(3306)).start()
     subprocess.run(["mariadb", f"--socket={server.socket}", "-u", "root", server.database, "-e",
                     "CREATE TABLE IF NOT EXISTS scalp_items (id INT PRIMARY KEY, v VARCHAR(64));"
                     "DELETE FROM scalp_items; INSERT INTO scalp_items VALUES (0, 'a'), (1, 'b'), (2, 'c')"],
@@ -183,7 +183,7 @@ def mariadb():
 def postgres():
     """A PostgreSQL server of the tests' own, pg_stat_statements loaded, a scalp_items table."""
     from servers import Postgres, pick_port
-    server = Postgres(port=pick_port(5432, 15432)).start()
+    server = Postgres(port=pick_port(5432)).start()
     server.psql("CREATE TABLE IF NOT EXISTS scalp_items (id INT PRIMARY KEY, v VARCHAR(64));"
                 "DELETE FROM scalp_items; INSERT INTO scalp_items VALUES (0, 'a'), (1, 'b'), (2, 'c')")
     yield server

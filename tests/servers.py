@@ -37,8 +37,9 @@ def wait_for(path_or_port, what, timeout=60):
 class MariaDB:
     """mariadbd with its own data directory, TCP on 127.0.0.1 and a Unix socket."""
 
-    def __init__(self, base=BASE / "mariadb", port=3306):
-        self.base = pathlib.Path(base)
+    def __init__(self, base=None, port=3306):
+        # One directory per port: test sessions running side by side each get their own server.
+        self.base = pathlib.Path(base or BASE / f"mariadb-{port}")
         self.port = port
         self.socket = self.base / "mysqld.sock"
         self.user, self.password, self.database = USER, PASSWORD, DATABASE
@@ -107,8 +108,8 @@ class MariaDB:
 class Postgres:
     """A PostgreSQL cluster of its own, TCP on 127.0.0.1 and a Unix socket, pg_stat_statements on."""
 
-    def __init__(self, base=BASE / "postgres", port=5432):
-        self.base = pathlib.Path(base)
+    def __init__(self, base=None, port=5432):
+        self.base = pathlib.Path(base or BASE / f"postgres-{port}")
         self.port = port
         self.socket_dir = self.base
         self.user, self.password, self.database = USER, PASSWORD, DATABASE
@@ -153,8 +154,12 @@ class Postgres:
                             "-m", "fast", "-w", "stop"], capture_output=True)
 
 
-def pick_port(preferred, fallback):
-    return preferred if port_free(preferred) else fallback
+def pick_port(preferred):
+    """The preferred port if free, else the first free one of preferred+10000, +10001, …"""
+    for port in [preferred, *range(preferred + 10000, preferred + 10020)]:
+        if port_free(port):
+            return port
+    raise RuntimeError(f"no free port near {preferred}")
 
 
 if __name__ == "__main__":
