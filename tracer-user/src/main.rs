@@ -52,6 +52,8 @@ fn main() -> std::process::ExitCode {
         Command::Run(args) => run::main(args, argv),
         Command::Calibrate(args) => cli::calibrate::main(args),
         Command::Summary(args) => cli::summary::main(args),
+        Command::Diff(args) => cli::diff::main(args),
+        Command::Units(args) => cli::units::main(args),
     };
     code.into()
 }

@@ -22,8 +22,8 @@ pub struct Run {
 }
 
 impl Run {
-    /// Reads `dir/run.json` and every `dir/<table>/*.parquet`.
-    pub fn load(dir: &Path) -> Result<Run, AnalysisError> {
+    /// Reads and checks `dir/run.json`.
+    pub fn metadata(dir: &Path) -> Result<serde_json::Value, AnalysisError> {
         let meta_path = dir.join("run.json");
         let text = std::fs::read_to_string(&meta_path).map_err(|_| AnalysisError::NotARun {
             path: dir.to_owned(),
@@ -38,6 +38,12 @@ impl Run {
                 path: dir.to_owned(),
             });
         }
+        Ok(meta)
+    }
+
+    /// Reads `dir/run.json` and every `dir/<table>/*.parquet`.
+    pub fn load(dir: &Path) -> Result<Run, AnalysisError> {
+        let meta = Run::metadata(dir)?;
         let mut tables = BTreeMap::new();
         let entries = std::fs::read_dir(dir).map_err(|e| AnalysisError::Corrupt {
             path: dir.to_owned(),

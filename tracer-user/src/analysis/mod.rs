@@ -2,6 +2,7 @@
 //! per process group and key, with percentiles from the latency histograms.
 
 pub mod aggregate;
+pub mod compare;
 pub mod load;
 pub mod percentile;
 

@@ -1,8 +1,10 @@
 //! The command line: one module per subcommand.
 
 pub mod calibrate;
+pub mod diff;
 pub mod run;
 pub mod summary;
+pub mod units;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +25,10 @@ pub enum Command {
     Run(run::RunArgs),
     /// Summarize a run: per service (or process) and table, counts, totals and percentiles.
     Summary(summary::SummaryArgs),
+    /// Compare two runs of the same job; exit 1 when the second regressed (the CI gate).
+    Diff(diff::DiffArgs),
+    /// Record how many units of work (requests, test cases) a run did, for `diff --per unit`.
+    Units(units::UnitsArgs),
     /// Attach empty programs to the syscall tracepoints (a benchmark reference).
     #[command(hide = true)]
     Calibrate(calibrate::CalibrateArgs),

@@ -57,7 +57,7 @@ pub struct OutputArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
     pub flush_every: Option<Duration>,
     /// Units of work this run did (requests, test cases), stored for per-unit comparisons.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = super::units::parse_units)]
     pub units: Option<f64>,
 }
 
