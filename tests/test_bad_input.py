@@ -1,111 +1,126 @@
-"""Bad input: one clear line on stderr, a distinct documented exit code, no panic, nothing
-half-written (the output directory is not created)."""
+"""Bad input: every row of the README's bad-input table, run as written. Each must print exactly
+the documented line on stderr (one line, no panic, no backtrace), exit with the documented code,
+and — for `run` — leave nothing half-written (the output directory is not created).
+
+The table's commands use placeholders that this module sets up: $OUT (a path that does not exist
+yet), $DIR (an empty directory), $NONEMPTY, $FILE (a file of junk), $SCRIPT (not executable), $RO
+(a read-only mount), $GONE_PID, $ZOMBIE_PID, and runs: $RUN (a good one), $RUN_SYSCALLS (only
+the syscalls table), $RUN_TRUNCATED (a Parquet part cut in half), $RUN_V99 (another schema
+version), $RUN_GARBLED (run.json not JSON). A command starting with `as nobody:` runs without
+root and capabilities."""
+import json
 import os
+import pathlib
+import re
+import shlex
+import shutil
 import subprocess
 import tempfile
+import time
 
 import pytest
 
-from conftest import PYTHON, SCALP, run_scalp
+from conftest import ROOT, SCALP, run_scalp
+
+README = ROOT / "README.md"
+BEGIN, END = "<!-- bad-input-table:begin -->", "<!-- bad-input-table:end -->"
 
 
-def check(r, code, *needles, out=None):
-    lines = r.stderr.strip().splitlines()
-    assert r.returncode == code, (r.returncode, r.stderr)
-    assert len(lines) == 1, r.stderr
-    assert lines[0].startswith("scalp-bpf: "), lines[0]
-    assert "panicked" not in r.stderr and "backtrace" not in r.stderr.lower()
-    for n in needles:
-        assert n in lines[0], lines[0]
-    if out is not None:
-        assert not os.path.exists(out), "output written on failure"
+def table_rows():
+    text = README.read_text()
+    body = text[text.index(BEGIN) + len(BEGIN):text.index(END)]
+    rows = []
+    for line in body.splitlines():
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+        if len(cells) != 4 or not cells[0].isdigit():
+            continue
+        n, command, message, code = cells
+        unquote = lambda c: c.strip("`").replace("\\|", "|")
+        rows.append((int(n), unquote(command), unquote(message), int(code)))
+    return rows
 
 
-def test_not_root(tmp_path):
-    out = tempfile.mkdtemp(prefix="scalp-nobody-")
-    os.chmod(out, 0o777)
-    target = os.path.join(out, "run")
-    r = run_scalp("run", "--output", target, "--", "true", user="65534")
-    check(r, 3, "root", "CAP_BPF", "CAP_PERFMON", out=target)
+ROWS = table_rows()
 
 
-def test_no_btf(out):
-    check(run_scalp("run", "--output", out, "--kernel-btf", "/nonexistent/vmlinux", "--", "true"),
-          4, "BTF", "/nonexistent/vmlinux", out=out)
+def test_the_readme_lists_at_least_25_bad_inputs_numbered_in_order():
+    assert len(ROWS) >= 25
+    assert [r[0] for r in ROWS] == list(range(1, len(ROWS) + 1))
 
 
-def test_btf_file_that_is_not_btf(out, tmp_path):
-    junk = tmp_path / "vmlinux"
-    junk.write_bytes(b"not btf at all")
-    check(run_scalp("run", "--output", out, "--kernel-btf", junk, "--", "true"), 4, "BTF", out=out)
-
-
-def test_non_empty_output_dir(tmp_path):
-    (tmp_path / "x").write_text("keep me")
-    check(run_scalp("run", "--output", tmp_path, "--", "true"), 5, "not empty")
-    assert (tmp_path / "x").read_text() == "keep me"
-
-
-def test_output_is_a_file(tmp_path):
-    f = tmp_path / "file"
-    f.write_text("")
-    check(run_scalp("run", "--output", f, "--", "true"), 5, "not a directory")
-
-
-def test_unwritable_output_dir(tmp_path):
-    ro = tmp_path / "ro"
+@pytest.fixture(scope="module")
+def places(tmp_path_factory):
+    base = tmp_path_factory.mktemp("bad")
+    p = {}
+    d = base / "empty"
+    d.mkdir()
+    p["DIR"] = d
+    (base / "nonempty").mkdir()
+    (base / "nonempty" / "keep").write_text("keep me")
+    p["NONEMPTY"] = base / "nonempty"
+    (base / "junk").write_bytes(b"not btf at all")
+    p["FILE"] = base / "junk"
+    (base / "script").write_text("#!/bin/sh\n")
+    p["SCRIPT"] = base / "script"
+    ro = base / "ro"
     ro.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", ro], check=True)
-    try:
-        check(run_scalp("run", "--output", ro / "run", "--", "true"), 5, "not writable", out=ro / "run")
-    finally:
-        subprocess.run(["umount", ro], check=True)
-
-
-@pytest.mark.parametrize("flag,value", [
-    ("--duration", "fast"), ("--duration", "0s"), ("--duration", "-5s"),
-    ("--interval", "1ms"), ("--interval", "soon"), ("--flush-every", "0"),
-    ("--syscall-latency", "sometimes"), ("--latency-sample", "3"),
-])
-def test_bad_values(out, flag, value):
-    check(run_scalp("run", "--output", out, flag, value, "--", "true"), 2, flag, out=out)
-
-
-def test_unknown_flag(out):
-    check(run_scalp("run", "--output", out, "--frobnicate", "--", "true"), 2, "--frobnicate", out=out)
-
-
-def test_nothing_to_trace(out):
-    check(run_scalp("run", "--output", out), 2, "nothing to trace", out=out)
-
-
-def test_a_pid_that_does_not_exist(out):
-    p = subprocess.Popen(["true"])
-    p.wait()
-    check(run_scalp("run", "--output", out, "--pid", p.pid), 6, f"PID {p.pid}", out=out)
-
-
-def test_a_pid_that_exited_but_was_not_reaped(out):
-    p = subprocess.Popen(["true"])
-    # Not waited for: a zombie, which makes no syscalls any more.
-    import time
-    while open(f"/proc/{p.pid}/stat").read().split(") ")[1][0] != "Z":
+    p["RO"] = ro
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    p["GONE_PID"] = gone.pid
+    zombie = subprocess.Popen(["true"])
+    while open(f"/proc/{zombie.pid}/stat").read().split(") ")[1][0] != "Z":
         time.sleep(0.01)
-    try:
-        check(run_scalp("run", "--output", out, "--pid", p.pid), 6, f"PID {p.pid}", "exited", out=out)
-    finally:
-        p.wait()
+    p["ZOMBIE_PID"] = zombie.pid
+
+    def run(name, *args):
+        out = base / name
+        r = run_scalp("run", "--output", out, *args, "--", "sh", "-c", "echo hi > /dev/null")
+        assert r.returncode == 0, r.stderr
+        return out
+
+    p["RUN"] = run("run")
+    p["RUN_SYSCALLS"] = run("run-syscalls", "--tracers", "syscalls")
+    p["RUN_TRUNCATED"] = shutil.copytree(p["RUN"], base / "run-truncated")
+    part = sorted((p["RUN_TRUNCATED"] / "syscalls").glob("*.parquet"))[0]
+    part.write_bytes(part.read_bytes()[:100])
+    p["TRUNCATED_PART"] = part
+    p["RUN_V99"] = shutil.copytree(p["RUN"], base / "run-v99")
+    meta = json.loads((p["RUN_V99"] / "run.json").read_text())
+    meta["schema_version"] = 99
+    (p["RUN_V99"] / "run.json").write_text(json.dumps(meta))
+    p["RUN_GARBLED"] = shutil.copytree(p["RUN"], base / "run-garbled")
+    (p["RUN_GARBLED"] / "run.json").write_text("{ not json")
+    yield p
+    subprocess.run(["umount", ro], check=True)
+    zombie.wait()
 
 
-def test_a_command_that_does_not_exist(out):
-    check(run_scalp("run", "--output", out, "--", "scalp-no-such-command"), 127,
-          "command not found", out=out)
+def expand(text, places):
+    # Longest names first: $RUN_SYSCALLS before $RUN.
+    for k in sorted(places, key=len, reverse=True):
+        text = text.replace(f"${k}", str(places[k]))
+    return text
 
 
-def test_a_command_that_is_not_executable(out, tmp_path):
-    f = tmp_path / "script"
-    f.write_text("#!/bin/sh\n")
-    check(run_scalp("run", "--output", out, "--", f), 126, "not executable", out=out)
+@pytest.mark.parametrize("n,command,message,code", ROWS, ids=[f"row{r[0]}" for r in ROWS])
+def test_bad_input_row(places, tmp_path, n, command, message, code):
+    places = dict(places, OUT=tmp_path / "out")
+    nobody = command.startswith("as nobody: ")
+    argv = shlex.split(expand(command.removeprefix("as nobody: "), places))
+    assert argv[0] == "scalp-bpf", command
+    argv[0] = SCALP
+    if nobody:
+        os.chmod(tmp_path, 0o777)
+        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", *argv]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert r.stderr == expand(message, places) + "\n", f"row {n}: {r.stderr!r}"
+    assert r.returncode == code, f"row {n}: exit {r.returncode}"
+    assert r.stdout == ""
+    if argv.count("run") and "$OUT" in command:
+        assert not (tmp_path / "out").exists(), "output written on failure"
+    assert (places["NONEMPTY"] / "keep").read_text() == "keep me"
 
 
 def test_help_and_version_succeed():

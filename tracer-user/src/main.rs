@@ -27,6 +27,23 @@ use crate::{
     exit::ExitCode,
 };
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn clap_errors_fit_one_line() {
+        let text = "error: invalid value 'x' for '--mode <MODE>'\n  [possible values: a, b]\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            super::one_line(text),
+            "invalid value 'x' for '--mode <MODE>' (possible values: a, b)"
+        );
+        let text = "error: unexpected argument '--file' found\n\n  tip: a similar argument exists: '--files'\n\nUsage: x\n";
+        assert_eq!(
+            super::one_line(text),
+            "unexpected argument '--file' found; a similar argument exists: '--files'"
+        );
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -39,10 +56,7 @@ fn main() -> std::process::ExitCode {
             return ExitCode::Usage.into();
         }
         Err(e) => {
-            // One line, not clap's usage block: the first line of its message.
-            let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("scalp-bpf: {}", first.trim_start_matches("error: "));
+            eprintln!("scalp-bpf: {}", one_line(&e.render().to_string()));
             return ExitCode::Usage.into();
         }
     };
@@ -56,6 +70,28 @@ fn main() -> std::process::ExitCode {
         Command::Units(args) => cli::units::main(args),
     };
     code.into()
+}
+
+/// Clap's message in one line, not its usage block: the first line, with the possible values
+/// or the suggestion clap puts on the lines below.
+fn one_line(text: &str) -> String {
+    let mut lines = text.lines().map(str::trim);
+    let mut out = lines
+        .next()
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error: ")
+        .to_owned();
+    for line in lines {
+        if let Some(values) = line
+            .strip_prefix("[possible values: ")
+            .and_then(|v| v.strip_suffix(']'))
+        {
+            out.push_str(&format!(" (possible values: {values})"));
+        } else if let Some(tip) = line.strip_prefix("tip: ") {
+            out.push_str(&format!("; {tip}"));
+        }
+    }
+    out
 }
 
 fn init_logging(verbose: u8) {

@@ -89,12 +89,16 @@ pub enum AnalysisError {
     },
     #[error("{what}")]
     Incomparable { what: String },
+    /// A flag value that only the run can refuse (a column it does not have).
+    #[error("{what}")]
+    Usage { what: String },
 }
 
 impl AnalysisError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             AnalysisError::Incomparable { .. } => ExitCode::Incomparable,
+            AnalysisError::Usage { .. } => ExitCode::Usage,
             _ => ExitCode::BadRun,
         }
     }

@@ -106,8 +106,8 @@ pub struct TracerArgs {
     )]
     pub tracers: Vec<TracerName>,
     /// Also write the N files with the most bytes per process and interval (`files` table).
-    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "20")]
-    pub files: Option<usize>,
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "20", value_parser = clap::value_parser!(u16).range(1..))]
+    pub files: Option<u16>,
 }
 
 impl TracerArgs {

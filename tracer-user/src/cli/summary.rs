@@ -104,7 +104,7 @@ pub fn summary(args: &SummaryArgs) -> Result<String, crate::analysis::AnalysisEr
             && !spec.counters.contains(&s.as_str())
             && !QUANTILES.iter().any(|(n, _)| n == s)
         {
-            return Err(crate::analysis::AnalysisError::Incomparable {
+            return Err(crate::analysis::AnalysisError::Usage {
                 what: format!(
                     "--sort {s}: {} has no such column (counters: {}, p50, p97, p99)",
                     spec.table,

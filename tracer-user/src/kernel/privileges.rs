@@ -10,7 +10,7 @@ const CAP_BPF: u32 = 39;
 #[derive(Debug, thiserror::Error)]
 pub enum PrivilegeError {
     /// Neither root nor the capabilities.
-    #[error("scalp-bpf must run as root or with CAP_BPF and CAP_PERFMON; missing: {missing}")]
+    #[error("must run as root or with CAP_BPF and CAP_PERFMON; missing: {missing}")]
     Missing { missing: String },
 }
 

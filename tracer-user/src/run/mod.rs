@@ -131,7 +131,7 @@ async fn execute(args: RunArgs, argv: Vec<String>) -> Result<ExitCode, RunError>
         syscall_latency: args.syscalls.mode(),
         watch_exec: !names.is_empty(),
         fileio: args.tracers.has(TracerName::Fileio) || args.tracers.files.is_some(),
-        files: args.tracers.files,
+        files: args.tracers.files.map(usize::from),
         sql: args
             .tracers
             .has(TracerName::Sql)
