@@ -27,23 +27,6 @@ use crate::{
     exit::ExitCode,
 };
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn clap_errors_fit_one_line() {
-        let text = "error: invalid value 'x' for '--mode <MODE>'\n  [possible values: a, b]\n\nFor more information, try '--help'.\n";
-        assert_eq!(
-            super::one_line(text),
-            "invalid value 'x' for '--mode <MODE>' (possible values: a, b)"
-        );
-        let text = "error: unexpected argument '--file' found\n\n  tip: a similar argument exists: '--files'\n\nUsage: x\n";
-        assert_eq!(
-            super::one_line(text),
-            "unexpected argument '--file' found; a similar argument exists: '--files'"
-        );
-    }
-}
-
 fn main() -> std::process::ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -108,4 +91,21 @@ fn init_logging(verbose: u8) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn clap_errors_fit_one_line() {
+        let text = "error: invalid value 'x' for '--mode <MODE>'\n  [possible values: a, b]\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            super::one_line(text),
+            "invalid value 'x' for '--mode <MODE>' (possible values: a, b)"
+        );
+        let text = "error: unexpected argument '--file' found\n\n  tip: a similar argument exists: '--files'\n\nUsage: x\n";
+        assert_eq!(
+            super::one_line(text),
+            "unexpected argument '--file' found; a similar argument exists: '--files'"
+        );
+    }
 }
