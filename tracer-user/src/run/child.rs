@@ -109,7 +109,7 @@ impl Prepared {
         let gate = pipe().map_err(spawn_err)?;
         let report = pipe().map_err(spawn_err)?;
         // SAFETY: fork in a process with other threads: the child below only calls
-        // async-signal-safe functions (read, write, close, execv, _exit) on memory prepared before
+        // async-signal-safe functions (read, write, close, prctl, execv, _exit) on memory prepared before
         // the fork.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
@@ -125,6 +125,15 @@ impl Prepared {
                     && *libc::__errno_location() == libc::EINTR
                 {}
                 libc::close(gate[0]);
+                // The command gets none of the ambient capabilities (CAP_BPF, CAP_PERFMON) a
+                // non-root operator gave scalp-bpf. prctl is a raw syscall: async-signal-safe.
+                libc::prctl(
+                    libc::PR_CAP_AMBIENT,
+                    libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+                    0 as libc::c_ulong,
+                    0 as libc::c_ulong,
+                    0 as libc::c_ulong,
+                );
                 libc::execv(self.path_c.as_ptr(), argv.as_ptr());
                 let errno = *libc::__errno_location();
                 libc::write(report[1], (&raw const errno).cast(), 4);
