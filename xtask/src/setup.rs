@@ -35,6 +35,7 @@ fn packages(profile: Profile) -> Vec<&'static str> {
             "postgresql-contrib",
             "memcached",
             "fio",
+            "bpftool",
         ]);
     }
     if profile == Profile::Bench {
