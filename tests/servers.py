@@ -98,6 +98,12 @@ class MariaDB:
             pid = int(pid_file.read_text())
             try:
                 os.kill(pid, 15)
+            except ProcessLookupError:
+                return
+            if getattr(self, "proc", None) is not None and self.proc.pid == pid:
+                self.proc.wait(timeout=30)  # our child: reap it, or it lingers as a zombie
+                return
+            try:
                 for _ in range(300):
                     os.kill(pid, 0)
                     time.sleep(0.1)

@@ -40,7 +40,7 @@ def test_files_match_schemas_exactly(finished_run, table):
 def test_parts_rotate_and_sort(finished_run):
     parts = sorted(p.name for p in (finished_run / "syscalls").glob("*.parquet"))
     assert len(parts) >= 3
-    assert parts == [f"part-{i:06d}.parquet" for i in range(1, len(parts) + 1)]
+    assert parts == [f"part-{i:08d}.parquet" for i in range(1, len(parts) + 1)]
     assert not list(finished_run.rglob("*.inprogress"))
 
 

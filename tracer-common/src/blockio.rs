@@ -82,11 +82,13 @@ impl BlockStats {
     };
 }
 
-/// Value of `BLOCK_INFLIGHT` (keyed by the `struct request` address): a traced request between
-/// submission and completion.
+/// Element of `BLOCK_INFLIGHT` (a set-associative table on the `struct request` address): a
+/// traced request between submission and completion.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlockInflight {
+    /// The `struct request` address this entry is for (0: never used).
+    pub rq: u64,
     pub tgid: u32,
     pub generation: u32,
     /// When it entered the queue (ns, CLOCK_MONOTONIC).
@@ -101,16 +103,16 @@ pub struct BlockInflight {
     pub attribution: u8,
     /// Set when block_rq_error reported an error for it.
     pub error: u8,
-    /// 1 while the request is a traced one in flight. Entries are never deleted (the set of
-    /// request addresses is a device's fixed pool): they are reused, which costs a lookup instead
-    /// of a hash insert and delete per request.
+    /// 1 while the request is a traced one in flight. Entries are reused by the next traced
+    /// request that maps to their set (a device's request pool is fixed, so mostly the same
+    /// address).
     pub active: u8,
     /// 1 once device, op, flags and bytes are filled in (at issue).
     pub described: u8,
     pub _pad: u16,
 }
 
-const _: () = assert!(core::mem::size_of::<BlockInflight>() == 40);
+const _: () = assert!(core::mem::size_of::<BlockInflight>() == 48);
 
 /// Value of `WRITEBACK_OWNER` (keyed by `struct inode` address) and `FLUSHER_INODE` (keyed by
 /// the flusher thread's tid): the traced process that last dirtied the inode's pages.

@@ -44,9 +44,13 @@ pub const FLUSHER_OWNER: &str = "FLUSHER_OWNER";
 pub const FILEIO_STATS_ENTRIES: u32 = 8 * 1024;
 /// (process, file) pairs for `--files`.
 pub const FILE_STATS_ENTRIES: u32 = 16 * 1024;
-/// Request addresses ever used by traced I/O (entries are reused, never deleted: a device's
-/// request pool is fixed, queue depth × hardware queues).
+/// Traced block requests in flight at once: an array of sets of `BLOCK_INFLIGHT_WAYS` entries,
+/// the set chosen by the request's address (array lookups are inlined by the verifier; a hash
+/// lookup costs ~50 ns three times per request). A request whose set is full of requests still
+/// in flight is dropped and counted. 16K entries: far above any queue depth × hardware queues.
 pub const BLOCK_INFLIGHT_ENTRIES: u32 = 16 * 1024;
+/// Entries per set of `BLOCK_INFLIGHT`.
+pub const BLOCK_INFLIGHT_WAYS: u32 = 4;
 /// (process, device, op, flags, attribution) keys.
 pub const BLOCK_STATS_ENTRIES: u32 = 4 * 1024;
 /// Inodes whose dirtier is remembered (least recently dirtied forgotten first).

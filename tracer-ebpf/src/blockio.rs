@@ -12,7 +12,7 @@ use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{btf_tracepoint, map},
-    maps::{HashMap, LruHashMap, PerCpuHashMap},
+    maps::{Array, HashMap, LruHashMap, PerCpuHashMap},
     programs::BtfTracePointContext,
 };
 use tracer_common::{
@@ -23,20 +23,20 @@ use tracer_common::{
     drops::DropReason,
     hist,
     maps::{
-        BLOCK_INFLIGHT_ENTRIES, BLOCK_STATS_ENTRIES, FLUSHER_OWNER_ENTRIES, WRITEBACK_OWNER_ENTRIES,
+        BLOCK_INFLIGHT_ENTRIES, BLOCK_INFLIGHT_WAYS, BLOCK_STATS_ENTRIES, FLUSHER_OWNER_ENTRIES,
+        WRITEBACK_OWNER_ENTRIES,
     },
 };
 
 use crate::{
     config::setting,
     drops,
-    kernel::{SharedCounter, btf_field, current_is_kthread, read_ptr},
+    kernel::{SharedCounter, address_of, btf_field, current_is_kthread, read_ptr},
     targets::traced_generation,
 };
 
 #[map]
-static BLOCK_INFLIGHT: HashMap<u64, BlockInflight> =
-    HashMap::with_max_entries(BLOCK_INFLIGHT_ENTRIES, 0);
+static BLOCK_INFLIGHT: Array<BlockInflight> = Array::with_max_entries(BLOCK_INFLIGHT_ENTRIES, 0);
 
 #[map]
 static BLOCK_STATS: PerCpuHashMap<BlockKey, BlockStats> =
@@ -118,62 +118,85 @@ fn describe(rq: *const u8, e: *mut BlockInflight) {
     }
 }
 
+/// The first entry of the set of `BLOCK_INFLIGHT` a request address maps to. Requests are
+/// cache-line-aligned slab objects: the low 6 bits say nothing.
+#[inline(always)]
+fn set_of(rq: u64) -> u32 {
+    let h = (rq >> 6) ^ (rq >> 18) ^ (rq >> 30);
+    ((h as u32) & (BLOCK_INFLIGHT_ENTRIES / BLOCK_INFLIGHT_WAYS - 1)) * BLOCK_INFLIGHT_WAYS
+}
+
+/// The entry of request `rq`, active or not.
+#[inline(always)]
+fn find(rq: u64) -> Option<*mut BlockInflight> {
+    let set = set_of(rq);
+    for way in 0..BLOCK_INFLIGHT_WAYS {
+        let e = BLOCK_INFLIGHT.get_ptr_mut(set + way)?;
+        // SAFETY: valid map value.
+        if unsafe { (*e).rq } == rq {
+            return Some(e);
+        }
+    }
+    None
+}
+
 /// A request is submitted: track it if the submitter's I/O is traced.
 #[inline(always)]
 fn start(rq: *const u8) {
-    // Untraced submitters pay only this check: no map lookup.
+    // Untraced submitters pay only this check.
     let Some((owner, attribution)) = owner_of_current() else {
         return;
     };
-    let key = rq as u64;
-    let existing = BLOCK_INFLIGHT.get_ptr_mut(&key);
+    let key = address_of(rq);
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    match existing {
-        Some(e) => {
-            // SAFETY: valid map value, handled by one CPU at a time.
-            unsafe {
-                if (*e).active != 0
-                    && (*e).tgid == owner.tgid
-                    && (*e).generation == owner.generation
-                {
-                    // Already tracked (block_rq_insert after block_io_start).
-                    return;
-                }
-                (*e).tgid = owner.tgid;
-                (*e).generation = owner.generation;
-                (*e).queued_ns = now;
-                (*e).issued_ns = 0;
-                (*e).attribution = attribution as u8;
-                (*e).error = 0;
-                (*e).described = 0;
-                if (*e).active == 0 {
-                    TRACED_IN_FLIGHT.add(1);
-                }
-                (*e).active = 1;
+    // The request's own entry if it has one, else the first idle (or stale) entry of its set.
+    let set = set_of(key);
+    let mut slot: *mut BlockInflight = core::ptr::null_mut();
+    for way in 0..BLOCK_INFLIGHT_WAYS {
+        let Some(e) = BLOCK_INFLIGHT.get_ptr_mut(set + way) else {
+            return;
+        };
+        // SAFETY: valid map value.
+        unsafe {
+            if (*e).rq == key {
+                slot = e;
+                break;
+            }
+            if slot.is_null() && ((*e).active == 0 || now.saturating_sub((*e).queued_ns) > STALE_NS)
+            {
+                slot = e;
             }
         }
-        None => {
-            let entry = BlockInflight {
-                tgid: owner.tgid,
-                generation: owner.generation,
-                queued_ns: now,
-                issued_ns: 0,
-                bytes: 0,
-                dev: 0,
-                op: 0,
-                flags: 0,
-                attribution: attribution as u8,
-                error: 0,
-                active: 1,
-                described: 0,
-                _pad: 0,
-            };
-            if BLOCK_INFLIGHT.insert(&key, &entry, 0).is_ok() {
-                TRACED_IN_FLIGHT.add(1);
-            } else {
-                drops::count(DropReason::BlockInflightFull);
+    }
+    if slot.is_null() {
+        drops::count(DropReason::BlockInflightFull);
+        return;
+    }
+    // SAFETY: valid map value, handled by one CPU at a time.
+    unsafe {
+        let e = slot;
+        let was_active = (*e).active != 0;
+        if was_active && (*e).rq == key {
+            if (*e).tgid == owner.tgid && (*e).generation == owner.generation {
+                // Already tracked (block_rq_insert after block_io_start).
+                return;
             }
+        } else if was_active {
+            // A traced request that vanished without completing: its entry is reclaimed.
+            drops::count(DropReason::BlockStaleEntry);
+        }
+        (*e).rq = key;
+        (*e).tgid = owner.tgid;
+        (*e).generation = owner.generation;
+        (*e).queued_ns = now;
+        (*e).issued_ns = 0;
+        (*e).attribution = attribution as u8;
+        (*e).error = 0;
+        (*e).described = 0;
+        (*e).active = 1;
+        if !was_active {
+            TRACED_IN_FLIGHT.add(1);
         }
     }
 }
@@ -184,7 +207,7 @@ fn active(rq: *const u8) -> Option<*mut BlockInflight> {
     if TRACED_IN_FLIGHT.get() == 0 {
         return None;
     }
-    let e = BLOCK_INFLIGHT.get_ptr_mut(&(rq as u64))?;
+    let e = find(address_of(rq))?;
     // SAFETY: valid map value.
     (unsafe { (*e).active } != 0).then_some(e)
 }

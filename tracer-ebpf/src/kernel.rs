@@ -54,6 +54,16 @@ pub fn btf_field<T: Copy>(ptr: *const u8, offset: u32) -> T {
     unsafe { core::ptr::read_volatile(ptr.add(offset as usize) as *const T) }
 }
 
+/// A kernel pointer's address as a plain number. The verifier keeps a pointer a pointer through
+/// casts, spills and fills, and refuses arithmetic on it; copied out of the stack by a helper, it
+/// is a number. One helper call, far cheaper than a hash map keyed by the pointer.
+#[inline(always)]
+pub fn address_of(ptr: *const u8) -> u64 {
+    let slot = [ptr];
+    // SAFETY: the helper reads 8 bytes of `slot`, on this program's stack.
+    unsafe { aya_ebpf::helpers::bpf_probe_read_kernel(slot.as_ptr() as *const u64) }.unwrap_or(0)
+}
+
 /// A u32 in global data that all CPUs update with atomic adds (BPF_ATOMIC | BPF_ADD).
 #[repr(transparent)]
 pub struct SharedCounter(core::cell::UnsafeCell<u32>);

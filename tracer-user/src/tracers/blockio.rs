@@ -10,7 +10,7 @@ use arrow_array::{
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use aya::{
     Ebpf,
-    maps::{HashMap as BpfHashMap, MapData, PerCpuHashMap},
+    maps::{Array, MapData, PerCpuHashMap},
 };
 use tracer_common::{
     blockio::{
@@ -116,7 +116,7 @@ impl Counters for BlockStats {
 
 pub struct BlockIoTracer {
     stats: PerCpuHashMap<MapData, BlockKey, BlockStats>,
-    inflight: BpfHashMap<MapData, u64, BlockInflight>,
+    inflight: Array<MapData, BlockInflight>,
     deltas: Deltas<BlockKey, BlockStats>,
     devices: DeviceNames,
 }
@@ -127,7 +127,7 @@ impl BlockIoTracer {
         Ok(BlockIoTracer {
             stats: PerCpuHashMap::try_from(take_map(ebpf, BLOCK_STATS)?)
                 .map_err(map_err(BLOCK_STATS))?,
-            inflight: BpfHashMap::try_from(take_map(ebpf, BLOCK_INFLIGHT)?)
+            inflight: Array::try_from(take_map(ebpf, BLOCK_INFLIGHT)?)
                 .map_err(map_err(BLOCK_INFLIGHT))?,
             deltas: Deltas::default(),
             devices: DeviceNames::default(),
@@ -259,7 +259,7 @@ impl Tracer for BlockIoTracer {
         let unfinished = self
             .inflight
             .iter()
-            .filter(|e| e.as_ref().is_ok_and(|(_, v)| v.active != 0))
+            .filter(|e| e.as_ref().is_ok_and(|v| v.active != 0))
             .count() as u64;
         if unfinished > 0 {
             vec![("blockio", "inflight_at_end", unfinished)]
