@@ -14,8 +14,9 @@ use crate::{kernel::btf::DEFAULT_PATH, settings::LatencyMode, targets::TargetSpe
 pub struct RunArgs {
     #[command(flatten)]
     pub targets: TargetArgs,
+    // Boxed: the output flags would make `run` much larger than the other subcommands.
     #[command(flatten)]
-    pub output: OutputArgs,
+    pub output: Box<OutputArgs>,
     #[command(flatten)]
     pub timing: TimingArgs,
     #[command(flatten)]
@@ -56,9 +57,22 @@ pub struct OutputArgs {
     /// at most this much [default: every interval]. Longer means fewer, larger files.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
     pub flush_every: Option<Duration>,
+    /// Stop tracing before the output directory grows past SIZE, so that a forgotten run cannot
+    /// fill a disk (K, M, G, T are powers of 1024; 0: no limit). The files stay complete; with
+    /// `-- CMD`, CMD goes on untraced and scalp-bpf still exits with its code.
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_max_size, allow_hyphen_values = true)]
+    pub max_size: MaxSize,
     /// Units of work this run did (requests, test cases), stored for per-unit comparisons.
     #[arg(long, value_name = "N", value_parser = super::units::parse_units)]
     pub units: Option<f64>,
+}
+
+/// `--max-size` in bytes; `None` for no limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MaxSize(pub Option<u64>);
+
+fn parse_max_size(s: &str) -> Result<MaxSize, String> {
+    crate::sink::budget::parse_size(s).map(MaxSize)
 }
 
 #[derive(Debug, Args)]

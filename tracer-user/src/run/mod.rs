@@ -19,6 +19,7 @@ use crate::{
     settings::Settings,
     sink::{
         Sink, SinkError,
+        budget::Budget,
         metadata::{RunMetadata, SCHEMA_VERSION},
         output::{self, OutputError},
     },
@@ -40,7 +41,7 @@ pub enum RunError {
     Target(#[from] TargetError),
     #[error(transparent)]
     Output(#[from] OutputError),
-    #[error("{0}; tracing stopped, parts written before stay readable")]
+    #[error("{0}; tracing stopped{consequence}", consequence = .0.consequence())]
     Sink(#[from] SinkError),
     #[error(transparent)]
     Command(#[from] child::CommandError),
@@ -210,6 +211,7 @@ async fn execute(args: RunArgs, argv: Vec<String>) -> Result<ExitCode, RunError>
         path: out_dir.join("run.json"),
         source,
     })?;
+    let meta_bytes = std::fs::metadata(out_dir.join("run.json")).map_or(0, |m| m.len());
     let mut schemas: Vec<_> = tracers.iter().flat_map(|t| t.tables()).collect();
     schemas.push((tracers::drops::TABLE, tracers::drops::schema()));
     schemas.push((tracers::processes::TABLE, tracers::processes::schema()));
@@ -240,6 +242,8 @@ async fn execute(args: RunArgs, argv: Vec<String>) -> Result<ExitCode, RunError>
         child,
         interval: args.timing.interval,
         duration: args.timing.duration,
+        budget: args.output.max_size.0.map(Budget::new),
+        meta_bytes,
     };
     session.run().await
 }

@@ -1,11 +1,14 @@
 //! The running session: the event loop and the way out.
 
-use std::time::{Duration, SystemTime};
+use std::{
+    path::PathBuf,
+    time::{Duration, SystemTime},
+};
 
 use aya::maps::{MapData, RingBuf};
 use tokio::{
     io::unix::AsyncFd,
-    signal::unix::{SignalKind, signal},
+    signal::unix::{Signal, SignalKind, signal},
     task::JoinHandle,
     time::{Instant, MissedTickBehavior},
 };
@@ -18,6 +21,7 @@ use crate::{
     processes::{ProcessKey, Registry},
     sink::{
         Sink,
+        budget::Budget,
         metadata::{DropTotal, RunMetadata},
     },
     targets::{self, TracedReason, matcher, traced::TracedMap},
@@ -28,6 +32,10 @@ use crate::{
 const COMMAND_GRACE: Duration = Duration::from_secs(10);
 /// How often a tracer's event ring is drained between the kernel's (rare) wakeups.
 const EVENT_POLL: Duration = Duration::from_millis(20);
+/// Room kept, for `--max-size`, for each traced process's row in the processes table (written
+/// when the run stops) and for run.json growing at the end.
+const PROCESS_ROW_BYTES: u64 = 512;
+const RUN_JSON_GROWTH: u64 = 4 << 10;
 
 pub struct Session {
     pub loaded: Loaded,
@@ -44,11 +52,16 @@ pub struct Session {
     pub child: Option<u32>,
     pub interval: Duration,
     pub duration: Option<Duration>,
+    /// `--max-size`, if any.
+    pub budget: Option<Budget>,
+    /// Size of run.json when the run started.
+    pub meta_bytes: u64,
 }
 
 /// Why the loop ended.
 enum Stop {
     Duration,
+    MaxSize,
     Signal(&'static str, i32),
     CommandExited(i32),
     TargetsEnded,
@@ -97,6 +110,9 @@ impl Session {
                     if let Err(e) = self.tick(&mut events, &mut interval_start) {
                         break Stop::Failed(e);
                     }
+                    if self.over_budget() {
+                        break Stop::MaxSize;
+                    }
                     if self.pids_only && self.registry.live_count() == 0 {
                         break Stop::TargetsEnded;
                     }
@@ -143,7 +159,47 @@ impl Session {
                 }
             }
         };
-        self.finish(stop, &mut events, interval_start)
+        drop(logs);
+        drop(tracer_events);
+        // Tracing stopped before the command ended: it goes on untraced, and scalp-bpf waits for
+        // it (its exit code is the run's), with the programs unloaded.
+        let untraced = match (&stop, self.child, child_wait) {
+            (Stop::MaxSize | Stop::Failed(_), Some(pid), Some(wait)) => Some((pid, wait)),
+            _ => None,
+        };
+        let finished = self.finish(stop, &mut events, interval_start);
+        drop(events);
+        let Some((pid, wait)) = untraced else {
+            return finished.map(|f| f.code);
+        };
+        match finished {
+            Ok(mut f) => {
+                let code = wait_untraced(pid, wait, &mut sigint, &mut sigterm).await;
+                f.meta.command_exit_code = Some(i32::from(code.code()));
+                if let Err(e) = f.meta.write(&f.root) {
+                    tracing::warn!("cannot update run.json with the command's exit code: {e}");
+                }
+                Ok(code)
+            }
+            Err(e) => {
+                // Said now, not when the command ends.
+                eprintln!("scalp-bpf: {e}");
+                wait_untraced(pid, wait, &mut sigint, &mut sigterm).await;
+                Ok(e.exit_code())
+            }
+        }
+    }
+
+    /// `--max-size`: whether the next interval could take the output past the limit.
+    fn over_budget(&mut self) -> bool {
+        let Some(budget) = &mut self.budget else {
+            return false;
+        };
+        let used = self.sink.bytes() + self.meta_bytes;
+        let reserve = self.sink.finish_reserve()
+            + self.registry.live_count() as u64 * PROCESS_ROW_BYTES
+            + RUN_JSON_GROWTH;
+        budget.exhausted(used, reserve)
     }
 
     /// First SIGINT/SIGTERM: with a command, pass it on and wait for the command (bounded);
@@ -276,11 +332,13 @@ impl Session {
         stop: Stop,
         events: &mut AsyncFd<RingBuf<MapData>>,
         mut interval_start: i64,
-    ) -> Result<ExitCode, RunError> {
+    ) -> Result<Finished, RunError> {
         let mut failure = None;
         let mut command_status = None;
+        let max_size = matches!(stop, Stop::MaxSize);
         let (reason, code) = match stop {
             Stop::Duration => ("duration".to_owned(), ExitCode::Ok),
+            Stop::MaxSize => ("max size".to_owned(), ExitCode::Ok),
             Stop::TargetsEnded => ("targets ended".to_owned(), ExitCode::Ok),
             Stop::Signal(name, sig) => (
                 format!("signal {name}"),
@@ -342,6 +400,8 @@ impl Session {
                     failure = Some(e.into());
                 }
             }
+            // Writing failed: the interval in progress is dropped, what was closed stays.
+            Some(RunError::Sink(_)) => self.sink.abandon(),
             Some(_) => {
                 // Close what can be closed; drop parts that cannot be completed.
                 if self.sink.finish(&kv).is_err() {
@@ -361,6 +421,18 @@ impl Session {
             path: root.join("run.json"),
             source,
         })?;
+        if let (Some(budget), true) = (&self.budget, max_size) {
+            let command = match self.child {
+                Some(pid) if command_status.is_none() => {
+                    format!("; the command (PID {pid}) goes on untraced, waiting for it")
+                }
+                _ => String::new(),
+            };
+            eprintln!(
+                "scalp-bpf: the output reached --max-size {}: tracing stopped{command}",
+                budget.limit()
+            );
+        }
         let tables: Vec<String> = self
             .sink
             .stats()
@@ -372,7 +444,48 @@ impl Session {
             root.display(),
             tables.join(", ")
         );
-        Ok(code)
+        Ok(Finished {
+            code,
+            meta: self.meta,
+            root,
+        })
+    }
+}
+
+/// What a finished session leaves for the way out.
+struct Finished {
+    code: ExitCode,
+    meta: RunMetadata,
+    root: PathBuf,
+}
+
+/// Waits for a command that goes on after tracing stopped; returns its exit code. The first
+/// SIGINT/SIGTERM is passed on to it, a second one stops waiting.
+async fn wait_untraced(
+    pid: u32,
+    mut wait: JoinHandle<std::io::Result<i32>>,
+    sigint: &mut Signal,
+    sigterm: &mut Signal,
+) -> ExitCode {
+    let mut passed_on = false;
+    loop {
+        let sig = tokio::select! {
+            status = &mut wait => {
+                let status = match status {
+                    Ok(Ok(status)) => status,
+                    _ => 1 << 8,
+                };
+                return ExitCode::Command(child::exit_code_of(status));
+            }
+            _ = sigint.recv() => libc::SIGINT,
+            _ = sigterm.recv() => libc::SIGTERM,
+        };
+        if passed_on {
+            return ExitCode::Command((128 + sig) as u8);
+        }
+        // SAFETY: signalling our own child, not yet reaped (the wait above has not returned).
+        unsafe { libc::kill(pid as i32, sig) };
+        passed_on = true;
     }
 }
 

@@ -76,19 +76,28 @@ impl RunMetadata {
         kv
     }
 
-    /// Writes `dir/run.json` atomically (a reader sees the old or the new file, never half).
+    /// Writes `dir/run.json` atomically (a reader sees the old or the new file, never half); a
+    /// failed write leaves the old file and no temporary one.
     pub fn write(&self, dir: &Path) -> io::Result<()> {
         let tmp = dir.join(".run.json.tmp");
+        let result = self.write_to(&tmp, &dir.join("run.json"));
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    fn write_to(&self, tmp: &Path, path: &Path) -> io::Result<()> {
         let mut file = fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
-            .open(&tmp)?;
+            .open(tmp)?;
         let mut text = serde_json::to_string_pretty(self).map_err(io::Error::other)?;
         text.push('\n');
         file.write_all(text.as_bytes())?;
         file.sync_all()?;
-        fs::rename(&tmp, dir.join("run.json"))
+        fs::rename(tmp, path)
     }
 }

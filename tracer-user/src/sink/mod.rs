@@ -1,16 +1,23 @@
 //! The Parquet sink: one directory per table, holding parts that are written to a hidden
-//! temporary name and renamed into place only once closed, so every visible `*.parquet` file is
-//! complete. Parts rotate every `--flush-every` (by default every interval, so that a crash loses
-//! at most the interval in progress); names sort in write order.
+//! temporary name and renamed into place only once closed (fsync of the file, rename, fsync of
+//! the directory), so every visible `*.parquet` file is complete. Parts rotate every
+//! `--flush-every` (by default every interval, so that a crash loses at most the interval in
+//! progress); names sort in write order. A part that cannot be completed is removed: what is
+//! visible stays readable.
 
+pub mod budget;
 pub mod metadata;
 pub mod output;
 
 use std::{
     fs::{self, File},
-    io,
+    io::{self, Write},
     os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicI32, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -26,6 +33,10 @@ use parquet::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
+    #[error("no space left on the output's file system (writing {path})")]
+    DiskFull { path: PathBuf },
+    #[error("the output directory {dir} was removed")]
+    Removed { dir: PathBuf },
     #[error("cannot write {path}: {source}")]
     Io {
         path: PathBuf,
@@ -40,22 +51,110 @@ pub enum SinkError {
     },
 }
 
+impl SinkError {
+    /// Names the failure by its cause: a full file system, a removed directory, or the error.
+    fn io(root: &Path, path: &Path, source: io::Error) -> SinkError {
+        if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) {
+            return SinkError::DiskFull {
+                path: path.to_owned(),
+            };
+        }
+        let parent = path.parent().unwrap_or(root);
+        for dir in [root, parent] {
+            if !dir.is_dir() {
+                return SinkError::Removed {
+                    dir: dir.to_owned(),
+                };
+            }
+        }
+        SinkError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    /// The Parquet writer reports I/O errors as text: the OS error its file saw says more.
+    fn parquet(root: &Path, path: &Path, source: ParquetError, errno: &AtomicI32) -> SinkError {
+        match errno.load(Ordering::Relaxed) {
+            0 => SinkError::Parquet {
+                path: path.to_owned(),
+                source,
+            },
+            e => SinkError::io(root, path, io::Error::from_raw_os_error(e)),
+        }
+    }
+
+    /// What the failure means for the run, to follow its message.
+    pub fn consequence(&self) -> &'static str {
+        match self {
+            SinkError::Removed { .. } => "",
+            _ => ", the parts closed before stay readable",
+        }
+    }
+}
+
+/// A part's file: keeps the first OS error of a write, counts bytes.
+struct PartFile {
+    file: File,
+    written: u64,
+    errno: Arc<AtomicI32>,
+}
+
+impl PartFile {
+    fn note<T>(&self, result: io::Result<T>) -> io::Result<T> {
+        if let Err(e) = &result {
+            let _ = self.errno.compare_exchange(
+                0,
+                e.raw_os_error().unwrap_or(libc::EIO),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+        result
+    }
+}
+
+impl Write for PartFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let result = self.file.write(buf);
+        let n = self.note(result)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let result = self.file.flush();
+        self.note(result)
+    }
+}
+
 /// An open part: written under `tmp`, renamed to `path` when closed.
 struct OpenPart {
-    writer: ArrowWriter<File>,
+    writer: ArrowWriter<PartFile>,
+    errno: Arc<AtomicI32>,
     tmp: PathBuf,
     path: PathBuf,
+}
+
+impl OpenPart {
+    /// Bytes it will take once closed (the buffered row group as estimated by the writer).
+    fn size(&self) -> u64 {
+        (self.writer.bytes_written() + self.writer.in_progress_size()) as u64
+    }
 }
 
 /// The parts of one table.
 pub struct TableWriter {
     table: &'static str,
+    root: PathBuf,
     dir: PathBuf,
     schema: SchemaRef,
     props: WriterProperties,
     next_part: u32,
     open: Option<OpenPart>,
     rows: u64,
+    /// Bytes of the parts closed so far.
+    closed_bytes: u64,
 }
 
 /// Writer settings for a schema: zstd; delta encoding for integer and timestamp columns (they
@@ -96,20 +195,19 @@ impl TableWriter {
             .mode(0o700)
             .recursive(true)
             .create(&dir)
-            .map_err(|source| SinkError::Io {
-                path: dir.clone(),
-                source,
-            })?;
+            .map_err(|source| SinkError::io(root, &dir, source))?;
         let mut kv = kv.to_vec();
         kv.push(("scalp.table".to_owned(), table.to_owned()));
         Ok(TableWriter {
             table,
             props: properties(&schema, &kv),
+            root: root.to_owned(),
             dir,
             schema,
             next_part: 1,
             open: None,
             rows: 0,
+            closed_bytes: 0,
         })
     }
 
@@ -124,39 +222,64 @@ impl TableWriter {
                 .truncate(true)
                 .mode(0o600)
                 .open(&tmp)
-                .map_err(|source| SinkError::Io {
-                    path: tmp.clone(),
-                    source,
-                })?;
-            let writer = ArrowWriter::try_new(file, self.schema.clone(), Some(self.props.clone()))
-                .map_err(|source| SinkError::Parquet {
-                    path: tmp.clone(),
-                    source,
-                })?;
+                .map_err(|source| SinkError::io(&self.root, &tmp, source))?;
+            let errno = Arc::new(AtomicI32::new(0));
+            let file = PartFile {
+                file,
+                written: 0,
+                errno: errno.clone(),
+            };
+            let writer =
+                match ArrowWriter::try_new(file, self.schema.clone(), Some(self.props.clone())) {
+                    Ok(writer) => writer,
+                    Err(source) => {
+                        let _ = fs::remove_file(&tmp);
+                        return Err(SinkError::parquet(&self.root, &tmp, source, &errno));
+                    }
+                };
             self.next_part += 1;
-            self.open = Some(OpenPart { writer, tmp, path });
+            self.open = Some(OpenPart {
+                writer,
+                errno,
+                tmp,
+                path,
+            });
         }
         Ok(self.open.as_mut().expect("opened above"))
     }
 
     /// Appends rows to the open part.
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), SinkError> {
+        let root = self.root.clone();
         let part = self.open_part()?;
         part.writer
             .write(batch)
-            .map_err(|source| SinkError::Parquet {
-                path: part.tmp.clone(),
-                source,
-            })?;
+            .map_err(|source| SinkError::parquet(&root, &part.tmp, source, &part.errno))?;
         self.rows += batch.num_rows() as u64;
         Ok(())
     }
 
-    /// Closes the open part (footer, fsync, rename into place).
+    /// Closes the open part (footer, fsync, rename into place, fsync of the directory). On
+    /// failure the part is removed.
     pub fn close_part(&mut self, extra: &[(String, String)]) -> Result<(), SinkError> {
-        let Some(mut part) = self.open.take() else {
+        let Some(part) = self.open.take() else {
             return Ok(());
         };
+        let tmp = part.tmp.clone();
+        match self.complete(part, extra) {
+            Ok(bytes) => {
+                self.closed_bytes += bytes;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes the footer and puts the part in place; returns its size.
+    fn complete(&self, mut part: OpenPart, extra: &[(String, String)]) -> Result<u64, SinkError> {
         for (k, v) in extra {
             part.writer
                 .append_key_value_metadata(KeyValue::new(k.clone(), v.clone()));
@@ -164,17 +287,23 @@ impl TableWriter {
         let file = part
             .writer
             .into_inner()
-            .map_err(|source| SinkError::Parquet {
-                path: part.tmp.clone(),
-                source,
-            })?;
+            .map_err(|source| SinkError::parquet(&self.root, &part.tmp, source, &part.errno))?;
         let io_err = |path: &Path| {
             let path = path.to_owned();
-            move |source| SinkError::Io { path, source }
+            move |source| SinkError::io(&self.root, &path, source)
         };
-        file.sync_all().map_err(io_err(&part.tmp))?;
+        file.file.sync_all().map_err(io_err(&part.tmp))?;
         fs::rename(&part.tmp, &part.path).map_err(io_err(&part.path))?;
-        Ok(())
+        // The rename itself survives a power loss only once the directory is on disk too.
+        File::open(&self.dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io_err(&self.dir))?;
+        Ok(file.written)
+    }
+
+    /// Bytes of the closed parts and of the open one once closed (estimated).
+    fn size(&self) -> u64 {
+        self.closed_bytes + self.open.as_ref().map_or(0, OpenPart::size)
     }
 
     /// Parts closed so far.
@@ -190,6 +319,9 @@ impl TableWriter {
         }
     }
 }
+
+/// Room kept for a part's footer (schema and run metadata) when projecting sizes.
+const FOOTER_BYTES: u64 = 8 << 10;
 
 /// Every table of a run.
 pub struct Sink {
@@ -272,6 +404,18 @@ impl Sink {
         for t in &mut self.tables {
             t.abandon();
         }
+    }
+
+    /// Bytes the parts take, the open ones counted at the size they will have once closed
+    /// (estimated).
+    pub fn bytes(&self) -> u64 {
+        self.tables.iter().map(TableWriter::size).sum()
+    }
+
+    /// Bytes that `finish` may add beyond [`Sink::bytes`]: the last, short interval and the
+    /// processes still traced make one more part per table at most.
+    pub fn finish_reserve(&self) -> u64 {
+        self.tables.len() as u64 * FOOTER_BYTES
     }
 
     /// (table, parts, rows) for the exit summary.
