@@ -6,7 +6,9 @@
 pub enum DropReason {
     /// A (process, syscall) pair could not be added: `SYSCALL_STATS` is full. The call is lost.
     SyscallStatsFull = 0,
-    /// A process event (fork/exec/exit) did not fit in the ring buffer.
+    /// A process event (fork/exec/exit) did not fit in the `PROCESS_EVENTS` ring buffer. A fork's
+    /// child is then not traced (nor its descendants): its map entries could never be reaped. A
+    /// lost exec keeps the old name; a lost exit is noticed at the next interval (/proc).
     ProcessEventLost = 1,
     /// A syscall's latency could not be measured because another traced thread whose tid maps to
     /// the same in-flight slot overwrote its start time. The call is still counted.
@@ -27,12 +29,19 @@ pub enum DropReason {
     /// A block request completed on an in-flight entry older than two minutes: a traced request
     /// that vanished left it; the completion is not charged.
     BlockStaleEntry = 9,
-    /// A SQL event did not fit in the `SQL_EVENTS` ring buffer (user space fell behind).
+    /// A SQL event did not fit in the `SQL_EVENTS` ring buffer (user space fell behind). Its
+    /// statement is lost; the parser resynchronizes on the connection's next messages.
     SqlEventLost = 10,
+    /// A flusher thread's owner could not be remembered (`FLUSHER_OWNER` full): the requests it
+    /// issues for that inode are not attributed to the process that dirtied it.
+    FlusherOwnerFull = 11,
+    /// A socket's SQL verdict could not be stored in `SQL_SOCKS` (an LRU map, which fails only
+    /// when it cannot evict): the socket is classified again on its next message.
+    SqlSocketMapFull = 12,
 }
 
 /// Number of entries in the `DROPS` array.
-pub const DROP_REASONS: u32 = 11;
+pub const DROP_REASONS: u32 = 13;
 
 impl DropReason {
     /// All reasons, in index order.
@@ -48,6 +57,8 @@ impl DropReason {
         DropReason::WritebackOwnerFull,
         DropReason::BlockStaleEntry,
         DropReason::SqlEventLost,
+        DropReason::FlusherOwnerFull,
+        DropReason::SqlSocketMapFull,
     ];
 
     /// (tracer, reason) as written to the `drops` table.
@@ -64,9 +75,20 @@ impl DropReason {
             DropReason::WritebackOwnerFull => ("blockio", "writeback_owner_map_full"),
             DropReason::BlockStaleEntry => ("blockio", "stale_inflight_entry"),
             DropReason::SqlEventLost => ("sql", "event_ring_full"),
+            DropReason::FlusherOwnerFull => ("blockio", "flusher_owner_map_full"),
+            DropReason::SqlSocketMapFull => ("sql", "socket_map_full"),
         }
     }
 }
+
+// `ALL[i]` is the reason with index `i`: the user side reads the array by position.
+const _: () = {
+    let mut i = 0;
+    while i < DropReason::ALL.len() {
+        assert!(DropReason::ALL[i] as usize == i);
+        i += 1;
+    }
+};
 
 impl TryFrom<u32> for DropReason {
     type Error = u32;

@@ -411,7 +411,9 @@ pub fn writeback_single_inode_start(ctx: BtfTracePointContext) -> i32 {
     // SAFETY: a copy out of the map value.
     if let Some(owner) = unsafe { WRITEBACK_OWNER.get(&(inode as u64)) }.copied() {
         let tid = bpf_get_current_pid_tgid() as u32;
-        let _ = FLUSHER_OWNER.insert(&tid, &owner, 0);
+        if FLUSHER_OWNER.insert(&tid, &owner, 0).is_err() {
+            drops::count(DropReason::FlusherOwnerFull);
+        }
     }
     0
 }

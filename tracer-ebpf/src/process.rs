@@ -10,7 +10,7 @@ use aya_ebpf::{
         bpf_ktime_get_boot_ns, bpf_task_pt_regs,
     },
     macros::{btf_tracepoint, map},
-    maps::RingBuf,
+    maps::{RingBuf, ring_buf::RingBufEntry},
     programs::BtfTracePointContext,
 };
 use aya_log_ebpf::debug;
@@ -31,11 +31,32 @@ use crate::{
 #[map]
 static PROCESS_EVENTS: RingBuf = RingBuf::with_byte_size(PROCESS_EVENTS_BYTES, 0);
 
-fn emit(kind: ProcessEventKind, tgid: u32, parent_tgid: u32, traced: u8, task: *const u8) {
-    let Some(mut entry) = PROCESS_EVENTS.reserve::<ProcessEvent>(0) else {
+/// Room for one event in the ring, or None (counted as a drop) when it is full.
+#[inline(always)]
+fn reserve() -> Option<RingBufEntry<ProcessEvent>> {
+    let entry = PROCESS_EVENTS.reserve::<ProcessEvent>(0);
+    if entry.is_none() {
         drops::count(DropReason::ProcessEventLost);
-        return;
-    };
+    }
+    entry
+}
+
+fn emit(kind: ProcessEventKind, tgid: u32, parent_tgid: u32, traced: u8, task: *const u8) {
+    if let Some(entry) = reserve() {
+        submit(entry, kind, tgid, parent_tgid, traced, task);
+    }
+}
+
+/// Fills in and sends a reserved event (inlined: BPF functions take at most five arguments).
+#[inline(always)]
+fn submit(
+    mut entry: RingBufEntry<ProcessEvent>,
+    kind: ProcessEventKind,
+    tgid: u32,
+    parent_tgid: u32,
+    traced: u8,
+    task: *const u8,
+) {
     let event = entry.as_mut_ptr();
     let exit_code = if kind == ProcessEventKind::Exit {
         read_at::<i32>(task, setting!(task_exit_code_offset)).unwrap_or(0)
@@ -109,10 +130,25 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
         // A new thread: already covered by its process's tgid.
         return 0;
     }
+    // The event's room first: a child is traced only if user space will hear of it. A child it
+    // never heard of would leave map entries that nothing reaps; this way a full ring costs
+    // that child's (and its descendants') tracing, counted as a lost process event.
+    let Some(entry) = reserve() else {
+        return 0;
+    };
     let byte = next_traced_byte(traced_byte(tgid));
     if set_traced_byte(tgid, byte) {
         debug!(&ctx, "tracing child {} of {}", tgid, parent_tgid);
-        emit(ProcessEventKind::Fork, tgid, parent_tgid, byte, child);
+        submit(
+            entry,
+            ProcessEventKind::Fork,
+            tgid,
+            parent_tgid,
+            byte,
+            child,
+        );
+    } else {
+        entry.discard(0);
     }
     0
 }

@@ -100,7 +100,9 @@ pub fn on_socket(
     };
     if sock.class == SOCK_PENDING {
         classify(&mut sock, file, scratch, copied, len, sending);
-        let _ = SQL_SOCKS.insert(&ino, &sock, 0);
+        if SQL_SOCKS.insert(&ino, &sock, 0).is_err() {
+            drops::count(DropReason::SqlSocketMapFull);
+        }
         if sock.class != SOCK_SQL {
             return;
         }

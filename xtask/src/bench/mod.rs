@@ -3,6 +3,7 @@
 //! own CPU time per operation, compared within one run.
 
 mod blockio;
+mod churn;
 mod harness;
 mod progstats;
 mod sql;
@@ -27,6 +28,9 @@ enum What {
     Blockio(blockio::Options),
     /// pgbench statements/s with nothing lost, and latency added per statement.
     Sql(sql::Options),
+    /// Process churn: scalp-bpf's RSS and map entries while a parent forks short-lived
+    /// children for minutes (they must stay flat; ended processes must be reaped).
+    Churn(churn::Options),
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -43,5 +47,6 @@ pub fn run(args: BenchArgs) -> Result<()> {
         What::Syscalls(opts) => syscalls::run(&scalp, &opts),
         What::Blockio(opts) => blockio::run(&scalp, &opts),
         What::Sql(opts) => sql::run_bench(&scalp, &opts),
+        What::Churn(opts) => churn::run(&scalp, &opts),
     }
 }

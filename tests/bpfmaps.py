@@ -1,0 +1,106 @@
+"""The BPF maps a process holds, read from the outside: which maps (its /proc/PID/fdinfo, so other
+scalp-bpf instances running at the same time are never mixed in), their names, and how many
+entries each hash map holds right now (the bpf syscall's GET_NEXT_KEY walk; bpftool's dump would
+format every per-CPU value)."""
+import ctypes
+import mmap
+import os
+import platform
+import struct
+
+libc = ctypes.CDLL(None, use_errno=True)
+SYS_BPF = {"x86_64": 321, "aarch64": 280}[platform.machine()]
+
+BPF_MAP_LOOKUP_ELEM = 1
+BPF_MAP_GET_NEXT_KEY = 4
+BPF_MAP_GET_FD_BY_ID = 14
+BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_F_MMAPABLE = 1 << 10
+
+HASH_TYPES = {1: "hash", 5: "percpu_hash", 9: "lru_hash", 10: "lru_percpu_hash"}
+
+
+def _bpf(cmd, attr):
+    buf = ctypes.create_string_buffer(bytes(attr).ljust(128, b"\0"), 128)
+    r = libc.syscall(SYS_BPF, cmd, buf, 128)
+    if r < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+    return r
+
+
+def map_ids(pid):
+    """{map id: fdinfo fields} of the maps `pid` holds open."""
+    maps = {}
+    fdinfo = f"/proc/{pid}/fdinfo"
+    for fd in os.listdir(fdinfo):
+        try:
+            text = open(os.path.join(fdinfo, fd)).read()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        if "map_id" in fields:
+            maps[int(fields["map_id"])] = {k.strip(): v.strip() for k, v in fields.items()}
+    return maps
+
+
+class Map:
+    def __init__(self, map_id):
+        self.id = map_id
+        self.fd = _bpf(BPF_MAP_GET_FD_BY_ID, struct.pack("=III", map_id, 0, 0))
+        info = ctypes.create_string_buffer(88)
+        _bpf(BPF_OBJ_GET_INFO_BY_FD, struct.pack("=IIQ", self.fd, 88, ctypes.addressof(info)))
+        (self.type, _, self.key_size, self.value_size, self.max_entries, self.flags) = struct.unpack_from(
+            "=6I", info.raw)
+        self.name = info.raw[24:40].split(b"\0")[0].decode()
+
+    def close(self):
+        os.close(self.fd)
+
+    def count(self):
+        """Entries now (hash maps)."""
+        key = ctypes.create_string_buffer(self.key_size)
+        nxt = ctypes.create_string_buffer(self.key_size)
+        n = 0
+        first = True
+        while True:
+            attr = struct.pack("=IIQQ", self.fd, 0, 0 if first else ctypes.addressof(key), ctypes.addressof(nxt))
+            try:
+                _bpf(BPF_MAP_GET_NEXT_KEY, attr)
+            except FileNotFoundError:
+                return n
+            n += 1
+            first = False
+            ctypes.memmove(key, nxt, self.key_size)
+
+    def traced_bytes(self):
+        """For the mmapped TRACED array: how many tgids have the traced bit set."""
+        size = self.max_entries * self.value_size
+        with mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ) as m:
+            data = m[:]
+        return sum(1 for b in data if b & 1)
+
+
+def snapshot(pid):
+    """{map name: entries} for the hash maps of `pid`, plus TRACED: the tgids marked traced."""
+    out = {}
+    for map_id in map_ids(pid):
+        try:
+            m = Map(map_id)
+        except OSError:
+            continue
+        try:
+            if m.type in HASH_TYPES:
+                out[m.name] = m.count()
+            elif m.name == "TRACED" and m.flags & BPF_F_MMAPABLE:
+                out[m.name] = m.traced_bytes()
+        finally:
+            m.close()
+    return out
+
+
+def rss_kib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")

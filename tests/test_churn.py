@@ -1,0 +1,63 @@
+"""Process churn: a parent forking short-lived children (some exec, some threaded) is followed
+child by child with exact counts, and the kernel maps give back every ended child's entries, read
+from scalp-bpf's own maps through the bpf syscall (tests/bpfmaps.py). The long version, with RSS
+over minutes, is `cargo xtask bench churn`."""
+import json
+import math
+
+import bpfmaps
+from conftest import WORKLOADS, Held, Scalp, rows, run_json, wait_for
+
+CHURN = WORKLOADS / "churn.py"
+RATE = 200
+SECONDS = 3
+THREAD_EVERY = 7
+# Maps with entries per process, and how many the still-traced parent may keep (one per syscall
+# or file it uses itself).
+PER_PROCESS = ["SYSCALL_STATS", "FILEIO_STATS", "FILE_STATS", "BLOCK_STATS"]
+PARENT_ENTRIES = 32
+
+
+def test_children_are_counted_exactly_and_their_map_entries_reaped(out, tmp_path):
+    work = Held("--rate", RATE, "--seconds", SECONDS, "--dir", tmp_path / "files", "--hold-after",
+                "--thread-every", THREAD_EVERY, "--exec-every", 10, "--sync-every", 50, script=CHURN)
+    try:
+        scalp = Scalp(out, "--pid", work.pid, "--interval", "200ms", "--files", 8).wait_ready()
+        work.go()
+        peak = {}
+        while True:
+            line = work.readline()
+            assert line, "the churn workload ended early"
+            if line.startswith("idle "):
+                break
+            report = json.loads(line)
+            for name, n in bpfmaps.snapshot(scalp.proc.pid).items():
+                peak[name] = max(peak.get(name, 0), n)
+            if report.get("done"):
+                forked = report["forked"]
+        # Ended children are flushed in their last interval, then reaped from the maps.
+        settled = {}
+
+        def reaped():
+            settled.update(bpfmaps.snapshot(scalp.proc.pid))
+            return settled.get("TRACED") == 1 and all(settled.get(m, 0) <= PARENT_ENTRIES for m in PER_PROCESS)
+
+        wait_for(reaped, 10, "the ended children's map entries to be reaped", scalp.proc)
+        assert work.finish() == 0
+        assert scalp.wait() == 0, scalp.stderr
+    finally:
+        work.kill()
+
+    print(f"forked {forked}; peak entries {peak}; after {settled}")
+    assert forked >= RATE * SECONDS * 0.5
+    # The churn did fill the maps: the check above is not vacuous.
+    assert peak["SYSCALL_STATS"] > 2 * PARENT_ENTRIES
+    children = [p for p in rows(out, "processes") if p["process_parent_pid"] == work.pid]
+    assert len(children) == forked
+    assert all(p["process_end_time"] is not None and p["process_exit_code"] == 0 for p in children)
+    pids = {p["process_pid"] for p in children}
+    # Each child calls getppid 20 times, and 10 more from a thread when i % THREAD_EVERY == 0.
+    getppid = sum(r["calls"] for r in rows(out, "syscalls")
+                  if r["process_pid"] in pids and r["syscall_name"] == "getppid")
+    assert getppid == 20 * forked + 10 * math.ceil(forked / THREAD_EVERY)
+    assert run_json(out)["drops"] == []
