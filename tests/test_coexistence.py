@@ -1,6 +1,7 @@
 """scalp-bpf must not disturb other users of the same tracepoints."""
+import platform
 import re
-import shutil
+import signal
 import subprocess
 
 import pytest
@@ -22,7 +23,6 @@ def perf_count(n):
     return counts
 
 
-@pytest.mark.skipif(shutil.which("perf") is None, reason="perf not installed")
 def test_perf_still_counts_the_tracepoints_while_scalp_bpf_runs(out):
     alone = perf_count(50000)
     work = Held("--getppid", 5000)
@@ -53,3 +53,31 @@ def test_two_runs_at_once_on_different_targets(tmp_path):
     assert syscall_totals(tmp_path / "a", a.pid)[(a.pid, "getppid")][0] == 3000
     assert syscall_totals(tmp_path / "b", b.pid)[(b.pid, "getppid")][0] == 4000
     assert all(pid == b.pid for pid, _ in syscall_totals(tmp_path / "b"))
+
+
+GETPPID_NR = {"x86_64": 110, "aarch64": 173}[platform.machine()]
+
+
+def test_bpftrace_on_the_same_tracepoints_counts_exactly_beside_scalp_bpf(out):
+    work = Held("--getppid", 7000)
+    scalp = Scalp(out, "--pid", work.pid).wait_ready()
+    # bpftrace's perf-event tracepoint programs, beside scalp-bpf's tp_btf programs on the same
+    # tracepoints.
+    script = ('BEGIN { printf("ready\\n"); } '
+              f"tracepoint:raw_syscalls:sys_enter /pid == {work.pid} && args->id == {GETPPID_NR}/ {{ @enter = count(); }} "
+              f"tracepoint:raw_syscalls:sys_exit /pid == {work.pid} && args->id == {GETPPID_NR}/ {{ @exit = count(); }}")
+    bt = subprocess.Popen(["bpftrace", "-B", "line", "-e", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # "Attaching N probes..." comes before the probes are attached; BEGIN runs after.
+        lines = [bt.stdout.readline(), bt.stdout.readline()]
+        assert lines[-1] == "ready\n", "".join(lines) + (bt.stderr.read() if bt.poll() is not None else "")
+        work.go()
+        assert work.finish() == 0
+        bt.send_signal(signal.SIGINT)
+        printed, err = bt.communicate(timeout=60)
+    finally:
+        bt.kill()
+    assert scalp.wait() == 0, scalp.stderr
+    counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"@(\w+): (\d+)", printed)}
+    assert counts == {"enter": 7000, "exit": 7000}, printed + err
+    assert syscall_totals(out, work.pid)[(work.pid, "getppid")][0] == 7000

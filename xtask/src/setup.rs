@@ -36,10 +36,11 @@ fn packages(profile: Profile) -> Vec<&'static str> {
             "memcached",
             "fio",
             "bpftool",
+            "bpftrace",
         ]);
     }
     if profile == Profile::Bench {
-        p.extend(["bpftrace", "bpfcc-tools", "linux-headers-amd64"]);
+        p.extend(["bpfcc-tools", "linux-headers-amd64"]);
     }
     p
 }
