@@ -21,7 +21,7 @@ def traced_requests(mariadb, out, statements=1, fsyncs=1, units=True, tracers=No
     """One traced run of the request workload; its log goes to tmpfs so fsyncs are cheap and steady."""
     log = pathlib.Path(tempfile.mkdtemp(dir="/dev/shm")) / "requests.log"
     try:
-        args = ["run", "--output", out]
+        args = ["run", "--output", out, "--sql-port", mariadb.port]
         if units:
             args += ["--units", REQUESTS]
         if tracers:
