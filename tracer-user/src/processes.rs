@@ -21,6 +21,31 @@ pub struct ProcessKey {
     pub generation: u32,
 }
 
+/// A kernel map key that belongs to one traced process.
+pub trait OfProcess {
+    fn process(&self) -> ProcessKey;
+}
+
+macro_rules! of_process {
+    ($($key:ty),*) => {$(
+        impl OfProcess for $key {
+            fn process(&self) -> ProcessKey {
+                ProcessKey {
+                    tgid: self.tgid,
+                    generation: self.generation,
+                }
+            }
+        }
+    )*};
+}
+
+of_process!(
+    tracer_common::syscalls::SyscallKey,
+    tracer_common::fileio::FileIoKey,
+    tracer_common::fileio::FileKey,
+    tracer_common::blockio::BlockKey
+);
+
 /// Everything the `processes` table says about one traced process.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcessRecord {

@@ -5,30 +5,69 @@
 use std::{collections::HashMap, hash::Hash};
 
 use aya::{
-    Pod,
+    Ebpf, Pod,
     maps::{MapData, MapError, PerCpuHashMap},
 };
+
+use crate::{
+    processes::{OfProcess, ProcessKey},
+    tracers::{TracerError, take_map},
+};
+
+/// How two counter sets combine: summing CPUs, or differencing totals over time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Add,
+    Sub,
+}
+
+impl Op {
+    /// `a ± b`, wrapping (a difference stays exact as long as one interval adds less than the
+    /// type holds).
+    pub fn u64(self, a: u64, b: u64) -> u64 {
+        match self {
+            Op::Add => a.wrapping_add(b),
+            Op::Sub => a.wrapping_sub(b),
+        }
+    }
+
+    /// A histogram's buckets, each `a ± b`.
+    pub fn hist<const N: usize>(self, mut a: [u32; N], b: &[u32; N]) -> [u32; N] {
+        for (x, y) in a.iter_mut().zip(b) {
+            *x = match self {
+                Op::Add => x.wrapping_add(*y),
+                Op::Sub => x.wrapping_sub(*y),
+            };
+        }
+        a
+    }
+}
 
 /// Counters that can be summed over CPUs and differenced over time.
 pub trait Counters: Copy {
     /// All zero.
     fn zero() -> Self;
-    /// `self + other` (wrapping).
-    fn add(&self, other: &Self) -> Self;
-    /// `self - earlier` (wrapping: exact as long as one interval adds less than the type holds).
-    fn minus(&self, earlier: &Self) -> Self;
+    /// Every counter of `self` combined with the same counter of `other`.
+    fn combine(&self, other: &Self, op: Op) -> Self;
     fn is_zero(&self) -> bool;
+
+    /// `self + other`.
+    fn add(&self, other: &Self) -> Self {
+        self.combine(other, Op::Add)
+    }
+
+    /// `self - earlier`.
+    fn minus(&self, earlier: &Self) -> Self {
+        self.combine(earlier, Op::Sub)
+    }
 }
 
 impl Counters for u64 {
     fn zero() -> Self {
         0
     }
-    fn add(&self, other: &Self) -> Self {
-        self.wrapping_add(*other)
-    }
-    fn minus(&self, earlier: &Self) -> Self {
-        self.wrapping_sub(*earlier)
+    fn combine(&self, other: &Self, op: Op) -> Self {
+        op.u64(*self, *other)
     }
     fn is_zero(&self) -> bool {
         *self == 0
@@ -63,7 +102,7 @@ impl<K: Eq + Hash + Copy, V: Counters> Deltas<K, V> {
 }
 
 /// Every key of a per-CPU hash with its value summed over CPUs.
-pub fn sum_per_cpu<K: Pod + Eq + Hash, V: Pod + Counters>(
+fn sum_per_cpu<K: Pod + Eq + Hash, V: Pod + Counters>(
     map: &PerCpuHashMap<MapData, K, V>,
 ) -> Result<Vec<(K, V)>, MapError> {
     let mut rows = Vec::new();
@@ -81,23 +120,67 @@ pub fn sum_per_cpu<K: Pod + Eq + Hash, V: Pod + Counters>(
     Ok(rows)
 }
 
-/// Deletes every key for which `doomed` is true.
-pub fn remove_keys<K: Pod + Eq + Hash, V: Pod>(
-    map: &mut PerCpuHashMap<MapData, K, V>,
-    doomed: impl Fn(&K) -> bool,
-) -> Result<usize, MapError> {
-    let keys: Vec<K> = map
-        .keys()
-        .filter_map(Result::ok)
-        .filter(|k| doomed(k))
-        .collect();
-    for key in &keys {
-        match map.remove(key) {
-            Ok(()) | Err(MapError::KeyNotFound) => {}
-            Err(e) => return Err(e),
+/// A kernel per-CPU stats map and the totals last read from it: every interval's deltas, and
+/// the removal of keys (ended processes, idle files) from both.
+pub struct StatsMap<K: Pod, V: Pod> {
+    name: &'static str,
+    map: PerCpuHashMap<MapData, K, V>,
+    deltas: Deltas<K, V>,
+}
+
+impl<K: Pod + Eq + Hash + Copy, V: Pod + Counters> StatsMap<K, V> {
+    /// Takes the map `name` out of the loaded object.
+    pub fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Self, TracerError> {
+        let map = PerCpuHashMap::try_from(take_map(ebpf, name)?)
+            .map_err(|source| TracerError::Map { map: name, source })?;
+        Ok(StatsMap {
+            name,
+            map,
+            deltas: Deltas::default(),
+        })
+    }
+
+    /// Every key with its value summed over CPUs.
+    pub fn totals(&self) -> Result<Vec<(K, V)>, TracerError> {
+        sum_per_cpu(&self.map).map_err(|source| self.error(source))
+    }
+
+    /// The change of `key` since the last interval, or None when nothing changed.
+    pub fn delta(&mut self, key: K, total: V) -> Option<V> {
+        self.deltas.delta(key, total)
+    }
+
+    /// Deletes every key for which `doomed` is true, in the kernel and here.
+    pub fn remove(&mut self, doomed: impl Fn(&K) -> bool) -> Result<(), TracerError> {
+        let keys: Vec<K> = self
+            .map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| doomed(k))
+            .collect();
+        for key in &keys {
+            match self.map.remove(key) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(self.error(e)),
+            }
+        }
+        self.deltas.forget(|k| !doomed(k));
+        Ok(())
+    }
+
+    fn error(&self, source: MapError) -> TracerError {
+        TracerError::Map {
+            map: self.name,
+            source,
         }
     }
-    Ok(keys.len())
+}
+
+impl<K: Pod + Eq + Hash + Copy + OfProcess, V: Pod + Counters> StatsMap<K, V> {
+    /// Deletes the entries of processes that ended (their last interval is collected).
+    pub fn reap(&mut self, ended: &[ProcessKey]) -> Result<(), TracerError> {
+        self.remove(|k| ended.contains(&k.process()))
+    }
 }
 
 #[cfg(test)]

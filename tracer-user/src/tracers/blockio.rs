@@ -10,7 +10,7 @@ use arrow_array::{
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use aya::{
     Ebpf,
-    maps::{Array, MapData, PerCpuHashMap},
+    maps::{Array, MapData},
 };
 use tracer_common::{
     blockio::{
@@ -27,8 +27,8 @@ use super::{
 };
 use crate::{
     devices::{DeviceNames, kernel_dev},
-    processes::{ProcessKey, Registry},
-    snapshot::{Counters, Deltas, remove_keys, sum_per_cpu},
+    processes::{OfProcess, ProcessKey, Registry},
+    snapshot::{Counters, Op, StatsMap},
 };
 
 pub const TABLE: &str = "blockio";
@@ -77,36 +77,16 @@ impl Counters for BlockStats {
         BlockStats::ZERO
     }
 
-    fn add(&self, o: &Self) -> Self {
-        let mut r = *self;
-        r.requests = r.requests.wrapping_add(o.requests);
-        r.bytes = r.bytes.wrapping_add(o.bytes);
-        r.errors = r.errors.wrapping_add(o.errors);
-        r.queue_ns = r.queue_ns.wrapping_add(o.queue_ns);
-        r.device_ns = r.device_ns.wrapping_add(o.device_ns);
-        for (a, b) in r.queue_hist.iter_mut().zip(o.queue_hist) {
-            *a = a.wrapping_add(b);
+    fn combine(&self, o: &Self, op: Op) -> Self {
+        BlockStats {
+            requests: op.u64(self.requests, o.requests),
+            bytes: op.u64(self.bytes, o.bytes),
+            errors: op.u64(self.errors, o.errors),
+            queue_ns: op.u64(self.queue_ns, o.queue_ns),
+            device_ns: op.u64(self.device_ns, o.device_ns),
+            queue_hist: op.hist(self.queue_hist, &o.queue_hist),
+            device_hist: op.hist(self.device_hist, &o.device_hist),
         }
-        for (a, b) in r.device_hist.iter_mut().zip(o.device_hist) {
-            *a = a.wrapping_add(b);
-        }
-        r
-    }
-
-    fn minus(&self, o: &Self) -> Self {
-        let mut r = *self;
-        r.requests = r.requests.wrapping_sub(o.requests);
-        r.bytes = r.bytes.wrapping_sub(o.bytes);
-        r.errors = r.errors.wrapping_sub(o.errors);
-        r.queue_ns = r.queue_ns.wrapping_sub(o.queue_ns);
-        r.device_ns = r.device_ns.wrapping_sub(o.device_ns);
-        for (a, b) in r.queue_hist.iter_mut().zip(o.queue_hist) {
-            *a = a.wrapping_sub(b);
-        }
-        for (a, b) in r.device_hist.iter_mut().zip(o.device_hist) {
-            *a = a.wrapping_sub(b);
-        }
-        r
     }
 
     fn is_zero(&self) -> bool {
@@ -115,21 +95,21 @@ impl Counters for BlockStats {
 }
 
 pub struct BlockIoTracer {
-    stats: PerCpuHashMap<MapData, BlockKey, BlockStats>,
+    stats: StatsMap<BlockKey, BlockStats>,
     inflight: Array<MapData, BlockInflight>,
-    deltas: Deltas<BlockKey, BlockStats>,
     devices: DeviceNames,
 }
 
 impl BlockIoTracer {
     pub fn new(ebpf: &mut Ebpf) -> Result<Self, TracerError> {
-        let map_err = |map| move |source| TracerError::Map { map, source };
         Ok(BlockIoTracer {
-            stats: PerCpuHashMap::try_from(take_map(ebpf, BLOCK_STATS)?)
-                .map_err(map_err(BLOCK_STATS))?,
-            inflight: Array::try_from(take_map(ebpf, BLOCK_INFLIGHT)?)
-                .map_err(map_err(BLOCK_INFLIGHT))?,
-            deltas: Deltas::default(),
+            stats: StatsMap::take(ebpf, BLOCK_STATS)?,
+            inflight: Array::try_from(take_map(ebpf, BLOCK_INFLIGHT)?).map_err(|source| {
+                TracerError::Map {
+                    map: BLOCK_INFLIGHT,
+                    source,
+                }
+            })?,
             devices: DeviceNames::default(),
         })
     }
@@ -145,10 +125,7 @@ impl Tracer for BlockIoTracer {
         interval: &Interval,
         processes: &Registry,
     ) -> Result<Vec<(&'static str, RecordBatch)>, TracerError> {
-        let mut totals = sum_per_cpu(&self.stats).map_err(|source| TracerError::Map {
-            map: BLOCK_STATS,
-            source,
-        })?;
+        let mut totals = self.stats.totals()?;
         totals.sort_by_key(|(k, _)| *k);
         let mut process = IntervalProcessColumns::default();
         let mut device = StringBuilder::new();
@@ -172,13 +149,10 @@ impl Tracer for BlockIoTracer {
             (HistogramColumn::default(), HistogramColumn::default());
         let mut rows = 0;
         for (key, total) in totals {
-            let Some(d) = self.deltas.delta(key, total) else {
+            let Some(d) = self.stats.delta(key, total) else {
                 continue;
             };
-            let p = ProcessKey {
-                tgid: key.tgid,
-                generation: key.generation,
-            };
+            let p = key.process();
             process.append(interval, p, processes.get(p));
             device.append_value(self.devices.name(key.dev));
             let (maj, min) = kernel_dev(key.dev);
@@ -203,17 +177,7 @@ impl Tracer for BlockIoTracer {
         }
         // Writeback of an ended process's pages can complete after it was reaped: its rows are
         // written above; drop its entries again so the map stays bounded.
-        let dead = |k: &BlockKey| {
-            !processes.is_live_key(ProcessKey {
-                tgid: k.tgid,
-                generation: k.generation,
-            })
-        };
-        remove_keys(&mut self.stats, dead).map_err(|source| TracerError::Map {
-            map: BLOCK_STATS,
-            source,
-        })?;
-        self.deltas.forget(|k| !dead(k));
+        self.stats.remove(|k| !processes.is_live_key(k.process()))?;
         if rows == 0 {
             return Ok(Vec::new());
         }
@@ -238,20 +202,11 @@ impl Tracer for BlockIoTracer {
         batch(TABLE, schema(), columns).map(|b| vec![(TABLE, b)])
     }
 
-    fn reap(&mut self, ended: &[ProcessKey]) -> Result<(), TracerError> {
-        // Writeback of an ended process's pages can still complete later; its rows then carry
-        // no process name (the identity stays in process_pid/process_start_time).
-        let doomed = |k: &BlockKey| {
-            ended.contains(&ProcessKey {
-                tgid: k.tgid,
-                generation: k.generation,
-            })
-        };
-        remove_keys(&mut self.stats, doomed).map_err(|source| TracerError::Map {
-            map: BLOCK_STATS,
-            source,
-        })?;
-        self.deltas.forget(|k| !doomed(k));
+    fn reap(&mut self, _ended: &[ProcessKey]) -> Result<(), TracerError> {
+        // Nothing left to do: `collect` already dropped the entries of every process that is
+        // not live, the ones that just ended included (writeback of an ended process's pages can
+        // complete later; those rows carry no process name, the identity stays in
+        // process_pid/process_start_time).
         Ok(())
     }
 

@@ -10,7 +10,7 @@ use arrow_array::{
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use aya::{
     Ebpf,
-    maps::{Array, MapData, PerCpuHashMap},
+    maps::{Array, MapData},
 };
 use tracer_common::{
     fileio::{FileIoKey, FileIoStats, FileKind, FileOp, class},
@@ -27,8 +27,8 @@ use super::{
     take_map,
 };
 use crate::{
-    processes::{ProcessKey, Registry},
-    snapshot::{Counters, Deltas, remove_keys, sum_per_cpu},
+    processes::{OfProcess, ProcessKey, Registry},
+    snapshot::{Counters, Op, StatsMap},
     syscall_names::Arch,
 };
 
@@ -56,33 +56,14 @@ impl Counters for FileIoStats {
         FileIoStats::ZERO
     }
 
-    fn add(&self, o: &Self) -> Self {
-        let mut hist = self.hist;
-        for (h, x) in hist.iter_mut().zip(o.hist) {
-            *h = h.wrapping_add(x);
-        }
+    fn combine(&self, o: &Self, op: Op) -> Self {
         FileIoStats {
-            calls: self.calls.wrapping_add(o.calls),
-            errors: self.errors.wrapping_add(o.errors),
-            bytes: self.bytes.wrapping_add(o.bytes),
-            timed_calls: self.timed_calls.wrapping_add(o.timed_calls),
-            duration_ns: self.duration_ns.wrapping_add(o.duration_ns),
-            hist,
-        }
-    }
-
-    fn minus(&self, o: &Self) -> Self {
-        let mut hist = self.hist;
-        for (h, x) in hist.iter_mut().zip(o.hist) {
-            *h = h.wrapping_sub(x);
-        }
-        FileIoStats {
-            calls: self.calls.wrapping_sub(o.calls),
-            errors: self.errors.wrapping_sub(o.errors),
-            bytes: self.bytes.wrapping_sub(o.bytes),
-            timed_calls: self.timed_calls.wrapping_sub(o.timed_calls),
-            duration_ns: self.duration_ns.wrapping_sub(o.duration_ns),
-            hist,
+            calls: op.u64(self.calls, o.calls),
+            errors: op.u64(self.errors, o.errors),
+            bytes: op.u64(self.bytes, o.bytes),
+            timed_calls: op.u64(self.timed_calls, o.timed_calls),
+            duration_ns: op.u64(self.duration_ns, o.duration_ns),
+            hist: op.hist(self.hist, &o.hist),
         }
     }
 
@@ -116,8 +97,7 @@ pub fn ops_table(arch: Arch) -> [u16; SAMPLE_SHIFT_NRS as usize] {
 }
 
 pub struct FileIoTracer {
-    stats: PerCpuHashMap<MapData, FileIoKey, FileIoStats>,
-    deltas: Deltas<FileIoKey, FileIoStats>,
+    stats: StatsMap<FileIoKey, FileIoStats>,
 }
 
 /// Fills the kernel's table of syscall classes (FILEIO_OPS).
@@ -139,15 +119,8 @@ pub fn fill_ops(ebpf: &mut Ebpf, arch: Arch) -> Result<(), TracerError> {
 
 impl FileIoTracer {
     pub fn new(ebpf: &mut Ebpf) -> Result<Self, TracerError> {
-        let stats = PerCpuHashMap::try_from(take_map(ebpf, FILEIO_STATS)?).map_err(|source| {
-            TracerError::Map {
-                map: FILEIO_STATS,
-                source,
-            }
-        })?;
         Ok(FileIoTracer {
-            stats,
-            deltas: Deltas::default(),
+            stats: StatsMap::take(ebpf, FILEIO_STATS)?,
         })
     }
 }
@@ -162,10 +135,7 @@ impl Tracer for FileIoTracer {
         interval: &Interval,
         processes: &Registry,
     ) -> Result<Vec<(&'static str, RecordBatch)>, TracerError> {
-        let mut totals = sum_per_cpu(&self.stats).map_err(|source| TracerError::Map {
-            map: FILEIO_STATS,
-            source,
-        })?;
+        let mut totals = self.stats.totals()?;
         totals.sort_by_key(|(k, _)| *k);
         let mut process = IntervalProcessColumns::default();
         let mut kind = StringBuilder::new();
@@ -176,13 +146,10 @@ impl Tracer for FileIoTracer {
         let mut latency = LatencyColumns::default();
         let mut rows = 0;
         for (key, total) in totals {
-            let Some(d) = self.deltas.delta(key, total) else {
+            let Some(d) = self.stats.delta(key, total) else {
                 continue;
             };
-            let p = ProcessKey {
-                tgid: key.tgid,
-                generation: key.generation,
-            };
+            let p = key.process();
             process.append(interval, p, processes.get(p));
             kind.append_value(FileKind::try_from(key.kind).map_or("other", FileKind::name));
             op.append_value(FileOp::try_from(key.op).map_or("other", FileOp::name));
@@ -208,18 +175,7 @@ impl Tracer for FileIoTracer {
     }
 
     fn reap(&mut self, ended: &[ProcessKey]) -> Result<(), TracerError> {
-        let doomed = |k: &FileIoKey| {
-            ended.contains(&ProcessKey {
-                tgid: k.tgid,
-                generation: k.generation,
-            })
-        };
-        remove_keys(&mut self.stats, doomed).map_err(|source| TracerError::Map {
-            map: FILEIO_STATS,
-            source,
-        })?;
-        self.deltas.forget(|k| !doomed(k));
-        Ok(())
+        self.stats.reap(ended)
     }
 }
 

@@ -12,10 +12,7 @@ use arrow_array::{
     builder::{Int64Builder, StringBuilder},
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use aya::{
-    Ebpf,
-    maps::{MapData, PerCpuHashMap},
-};
+use aya::Ebpf;
 use tracer_common::{
     fileio::{FileKey, FileStats},
     maps::FILE_STATS,
@@ -24,12 +21,11 @@ use tracer_common::{
 use super::{
     Interval, Tracer, TracerError,
     columns::{IntervalProcessColumns, batch, interval_process_fields},
-    take_map,
 };
 use crate::{
     devices::kernel_dev,
-    processes::{ProcessKey, Registry, comm_string},
-    snapshot::{Counters, Deltas, remove_keys},
+    processes::{OfProcess, ProcessKey, Registry, comm_string},
+    snapshot::{Counters, Op, StatsMap},
 };
 
 pub const TABLE: &str = "files";
@@ -69,30 +65,28 @@ impl Counters for FileStats {
         }
     }
 
-    /// Sums the counters; keeps the fd and name of whichever side has them.
-    fn add(&self, o: &Self) -> Self {
+    /// Combines the counters. A sum over CPUs keeps the fd of a CPU that saw the file and the
+    /// first name found; a difference keeps the newer total's fd and name.
+    fn combine(&self, o: &Self, op: Op) -> Self {
+        let (fd, name) = match op {
+            Op::Add => (
+                if o.reads + o.writes > 0 {
+                    o.fd
+                } else {
+                    self.fd
+                },
+                if self.name[0] != 0 { self.name } else { o.name },
+            ),
+            Op::Sub => (self.fd, self.name),
+        };
         FileStats {
-            read_bytes: self.read_bytes.wrapping_add(o.read_bytes),
-            write_bytes: self.write_bytes.wrapping_add(o.write_bytes),
-            reads: self.reads.wrapping_add(o.reads),
-            writes: self.writes.wrapping_add(o.writes),
-            fd: if o.reads + o.writes > 0 {
-                o.fd
-            } else {
-                self.fd
-            },
+            read_bytes: op.u64(self.read_bytes, o.read_bytes),
+            write_bytes: op.u64(self.write_bytes, o.write_bytes),
+            reads: op.u64(self.reads, o.reads),
+            writes: op.u64(self.writes, o.writes),
+            fd,
             _pad: 0,
-            name: if self.name[0] != 0 { self.name } else { o.name },
-        }
-    }
-
-    fn minus(&self, o: &Self) -> Self {
-        FileStats {
-            read_bytes: self.read_bytes.wrapping_sub(o.read_bytes),
-            write_bytes: self.write_bytes.wrapping_sub(o.write_bytes),
-            reads: self.reads.wrapping_sub(o.reads),
-            writes: self.writes.wrapping_sub(o.writes),
-            ..*self
+            name,
         }
     }
 
@@ -102,8 +96,7 @@ impl Counters for FileStats {
 }
 
 pub struct FilesTracer {
-    stats: PerCpuHashMap<MapData, FileKey, FileStats>,
-    deltas: Deltas<FileKey, FileStats>,
+    stats: StatsMap<FileKey, FileStats>,
     top: usize,
     /// Paths found so far, per (pid, dev, ino).
     paths: HashMap<(u32, u32, u64), String>,
@@ -112,15 +105,8 @@ pub struct FilesTracer {
 
 impl FilesTracer {
     pub fn new(ebpf: &mut Ebpf, top: usize) -> Result<Self, TracerError> {
-        let stats = PerCpuHashMap::try_from(take_map(ebpf, FILE_STATS)?).map_err(|source| {
-            TracerError::Map {
-                map: FILE_STATS,
-                source,
-            }
-        })?;
         Ok(FilesTracer {
-            stats,
-            deltas: Deltas::default(),
+            stats: StatsMap::take(ebpf, FILE_STATS)?,
             top,
             paths: HashMap::new(),
             idle: HashMap::new(),
@@ -163,24 +149,13 @@ impl Tracer for FilesTracer {
         interval: &Interval,
         processes: &Registry,
     ) -> Result<Vec<(&'static str, RecordBatch)>, TracerError> {
-        let map_err = |source| TracerError::Map {
-            map: FILE_STATS,
-            source,
-        };
-        let totals = crate::snapshot::sum_per_cpu(&self.stats).map_err(map_err)?;
+        let totals = self.stats.totals()?;
         let mut changed: Vec<(FileKey, FileStats)> = Vec::new();
         for (key, total) in totals {
-            match self.deltas.delta(key, total) {
+            match self.stats.delta(key, total) {
                 Some(d) => {
                     self.idle.remove(&key);
-                    changed.push((
-                        key,
-                        FileStats {
-                            fd: total.fd,
-                            name: total.name,
-                            ..d
-                        },
-                    ));
+                    changed.push((key, d));
                 }
                 None => *self.idle.entry(key).or_default() += 1,
             }
@@ -193,8 +168,7 @@ impl Tracer for FilesTracer {
             .map(|(k, _)| *k)
             .collect();
         if !stale.is_empty() {
-            remove_keys(&mut self.stats, |k| stale.contains(k)).map_err(map_err)?;
-            self.deltas.forget(|k| !stale.contains(k));
+            self.stats.remove(|k| stale.contains(k))?;
             for k in &stale {
                 self.idle.remove(k);
             }
@@ -213,10 +187,7 @@ impl Tracer for FilesTracer {
         let mut read_bytes = Int64Builder::new();
         let mut write_bytes = Int64Builder::new();
         for (key, d) in &changed {
-            let p = ProcessKey {
-                tgid: key.tgid,
-                generation: key.generation,
-            };
+            let p = key.process();
             process.append(interval, p, processes.get(p));
             path.append_value(self.path(key, d));
             let (major, minor) = kernel_dev(key.dev);
@@ -241,18 +212,8 @@ impl Tracer for FilesTracer {
     }
 
     fn reap(&mut self, ended: &[ProcessKey]) -> Result<(), TracerError> {
-        let doomed = |k: &FileKey| {
-            ended.contains(&ProcessKey {
-                tgid: k.tgid,
-                generation: k.generation,
-            })
-        };
-        remove_keys(&mut self.stats, doomed).map_err(|source| TracerError::Map {
-            map: FILE_STATS,
-            source,
-        })?;
-        self.deltas.forget(|k| !doomed(k));
-        self.idle.retain(|k, _| !doomed(k));
+        self.stats.reap(ended)?;
+        self.idle.retain(|k, _| !ended.contains(&k.process()));
         self.paths
             .retain(|(pid, _, _), _| !ended.iter().any(|e| e.tgid == *pid));
         Ok(())

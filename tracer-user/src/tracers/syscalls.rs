@@ -12,7 +12,7 @@ use arrow_array::{
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use aya::{
     Ebpf,
-    maps::{Array, MapData, PerCpuHashMap},
+    maps::{Array, MapData},
 };
 use tracer_common::{
     hist::BUCKETS,
@@ -28,9 +28,9 @@ use super::{
     take_map,
 };
 use crate::{
-    processes::{ProcessKey, Registry},
+    processes::{OfProcess, ProcessKey, Registry},
     settings::LatencyMode,
-    snapshot::{Counters, Deltas, remove_keys, sum_per_cpu},
+    snapshot::{Counters, Op, StatsMap},
     syscall_names::Arch,
 };
 
@@ -57,31 +57,13 @@ impl Counters for SyscallStats {
         SyscallStats::ZERO
     }
 
-    fn add(&self, o: &Self) -> Self {
-        let mut hist = self.hist;
-        for (h, x) in hist.iter_mut().zip(o.hist) {
-            *h = h.wrapping_add(x);
-        }
+    fn combine(&self, o: &Self, op: Op) -> Self {
         SyscallStats {
-            calls: self.calls.wrapping_add(o.calls),
-            errors: self.errors.wrapping_add(o.errors),
-            timed_calls: self.timed_calls.wrapping_add(o.timed_calls),
-            duration_ns: self.duration_ns.wrapping_add(o.duration_ns),
-            hist,
-        }
-    }
-
-    fn minus(&self, o: &Self) -> Self {
-        let mut hist = self.hist;
-        for (h, x) in hist.iter_mut().zip(o.hist) {
-            *h = h.wrapping_sub(x);
-        }
-        SyscallStats {
-            calls: self.calls.wrapping_sub(o.calls),
-            errors: self.errors.wrapping_sub(o.errors),
-            timed_calls: self.timed_calls.wrapping_sub(o.timed_calls),
-            duration_ns: self.duration_ns.wrapping_sub(o.duration_ns),
-            hist,
+            calls: op.u64(self.calls, o.calls),
+            errors: op.u64(self.errors, o.errors),
+            timed_calls: op.u64(self.timed_calls, o.timed_calls),
+            duration_ns: op.u64(self.duration_ns, o.duration_ns),
+            hist: op.hist(self.hist, &o.hist),
         }
     }
 
@@ -91,20 +73,14 @@ impl Counters for SyscallStats {
 }
 
 pub struct SyscallTracer {
-    stats: PerCpuHashMap<MapData, SyscallKey, SyscallStats>,
-    deltas: Deltas<SyscallKey, SyscallStats>,
+    stats: StatsMap<SyscallKey, SyscallStats>,
     sampling: Sampling,
     arch: Arch,
 }
 
 impl SyscallTracer {
     pub fn new(ebpf: &mut Ebpf, arch: Arch, mode: LatencyMode) -> Result<Self, TracerError> {
-        let stats = PerCpuHashMap::try_from(take_map(ebpf, SYSCALL_STATS)?).map_err(|source| {
-            TracerError::Map {
-                map: SYSCALL_STATS,
-                source,
-            }
-        })?;
+        let stats = StatsMap::take(ebpf, SYSCALL_STATS)?;
         let shifts = Array::try_from(take_map(ebpf, SYSCALL_SAMPLE_SHIFT)?).map_err(|source| {
             TracerError::Map {
                 map: SYSCALL_SAMPLE_SHIFT,
@@ -115,7 +91,6 @@ impl SyscallTracer {
         sampling.apply()?;
         Ok(SyscallTracer {
             stats,
-            deltas: Deltas::default(),
             sampling,
             arch,
         })
@@ -207,21 +182,15 @@ impl Tracer for SyscallTracer {
         interval: &Interval,
         processes: &Registry,
     ) -> Result<Vec<(&'static str, RecordBatch)>, TracerError> {
-        let mut totals = sum_per_cpu(&self.stats).map_err(|source| TracerError::Map {
-            map: SYSCALL_STATS,
-            source,
-        })?;
+        let mut totals = self.stats.totals()?;
         totals.sort_by_key(|(k, _)| (k.tgid, k.generation, k.nr));
         let mut rows = Rows::default();
         let mut calls_per_nr: HashMap<u32, u64> = HashMap::new();
         for (key, total) in totals {
-            let Some(d) = self.deltas.delta(key, total) else {
+            let Some(d) = self.stats.delta(key, total) else {
                 continue;
             };
-            let process = ProcessKey {
-                tgid: key.tgid,
-                generation: key.generation,
-            };
+            let process = key.process();
             *calls_per_nr.entry(key.nr).or_default() += d.calls;
             rows.process
                 .append(interval, process, processes.get(process));
@@ -250,18 +219,7 @@ impl Tracer for SyscallTracer {
     }
 
     fn reap(&mut self, ended: &[ProcessKey]) -> Result<(), TracerError> {
-        let doomed = |k: &SyscallKey| {
-            ended.contains(&ProcessKey {
-                tgid: k.tgid,
-                generation: k.generation,
-            })
-        };
-        remove_keys(&mut self.stats, doomed).map_err(|source| TracerError::Map {
-            map: SYSCALL_STATS,
-            source,
-        })?;
-        self.deltas.forget(|k| !doomed(k));
-        Ok(())
+        self.stats.reap(ended)
     }
 }
 
