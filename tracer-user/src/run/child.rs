@@ -188,6 +188,13 @@ fn pipe() -> io::Result<[i32; 2]> {
     Ok(fds)
 }
 
+/// Passes a signal scalp-bpf received on to the command (not reaped yet: its waiter has not
+/// returned).
+pub fn pass_signal(pid: u32, sig: i32) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
 /// Waits (blocking) for `pid` and returns its wait status.
 pub fn wait(pid: u32) -> io::Result<i32> {
     let mut status = 0;

@@ -213,8 +213,7 @@ impl Session {
     ) -> Option<Stop> {
         match (self.child, received.is_some()) {
             (Some(pid), false) => {
-                // SAFETY: signalling our own child.
-                unsafe { libc::kill(pid as i32, sig) };
+                child::pass_signal(pid, sig);
                 *received = Some((name, sig));
                 *grace = Some(Instant::now() + COMMAND_GRACE);
                 None
@@ -483,8 +482,7 @@ async fn wait_untraced(
         if passed_on {
             return ExitCode::Command((128 + sig) as u8);
         }
-        // SAFETY: signalling our own child, not yet reaped (the wait above has not returned).
-        unsafe { libc::kill(pid as i32, sig) };
+        child::pass_signal(pid, sig);
         passed_on = true;
     }
 }
