@@ -29,19 +29,26 @@ def _bpf(cmd, attr):
     return r
 
 
-def map_ids(pid):
-    """{map id: fdinfo fields} of the maps `pid` holds open."""
-    maps = {}
-    fdinfo = f"/proc/{pid}/fdinfo"
-    for fd in os.listdir(fdinfo):
+def held_ids(pid):
+    """(program ids, map ids) that a process holds open (its fds' /proc fdinfo); empty sets for a
+    process that is gone."""
+    progs, maps = set(), set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fdinfo")
+    except OSError:
+        return progs, maps
+    for fd in fds:
         try:
-            text = open(os.path.join(fdinfo, fd)).read()
+            text = open(f"/proc/{pid}/fdinfo/{fd}").read()
         except OSError:
             continue
-        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-        if "map_id" in fields:
-            maps[int(fields["map_id"])] = {k.strip(): v.strip() for k, v in fields.items()}
-    return maps
+        for line in text.splitlines():
+            key, _, value = line.partition(":")
+            if key == "prog_id":
+                progs.add(int(value))
+            elif key == "map_id":
+                maps.add(int(value))
+    return progs, maps
 
 
 class Map:
@@ -84,7 +91,7 @@ class Map:
 def snapshot(pid):
     """{map name: entries} for the hash maps of `pid`, plus TRACED: the tgids marked traced."""
     out = {}
-    for map_id in map_ids(pid):
+    for map_id in held_ids(pid)[1]:
         try:
             m = Map(map_id)
         except OSError:

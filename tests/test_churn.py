@@ -4,6 +4,8 @@ from scalp-bpf's own maps through the bpf syscall (tests/bpfmaps.py). The long v
 over minutes, is `cargo xtask bench churn`."""
 import json
 import math
+import threading
+import time
 
 import bpfmaps
 from conftest import WORKLOADS, Held, Scalp, rows, run_json, wait_for
@@ -23,18 +25,32 @@ def test_children_are_counted_exactly_and_their_map_entries_reaped(out, tmp_path
                 "--thread-every", THREAD_EVERY, "--exec-every", 10, "--sync-every", 50, script=CHURN)
     try:
         scalp = Scalp(out, "--pid", work.pid, "--interval", "200ms", "--files", 8).wait_ready()
+        # The maps' peak, sampled every few ms while the children come and go (a sample just
+        # after an interval's reap sees few entries).
+        peak, churning = {}, threading.Event()
+
+        def sample():
+            while churning.is_set():
+                for name, n in bpfmaps.snapshot(scalp.proc.pid).items():
+                    peak[name] = max(peak.get(name, 0), n)
+                time.sleep(0.01)
+
+        churning.set()
+        sampler = threading.Thread(target=sample)
+        sampler.start()
         work.go()
-        peak = {}
-        while True:
-            line = work.readline()
-            assert line, "the churn workload ended early"
-            if line.startswith("idle "):
-                break
-            report = json.loads(line)
-            for name, n in bpfmaps.snapshot(scalp.proc.pid).items():
-                peak[name] = max(peak.get(name, 0), n)
-            if report.get("done"):
-                forked = report["forked"]
+        try:
+            while True:
+                line = work.readline()
+                assert line, "the churn workload ended early"
+                if line.startswith("idle "):
+                    break
+                report = json.loads(line)
+                if report.get("done"):
+                    forked = report["forked"]
+        finally:
+            churning.clear()
+            sampler.join()
         # Ended children are flushed in their last interval, then reaped from the maps.
         settled = {}
 

@@ -14,6 +14,7 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
+from bpfmaps import held_ids
 from conftest import PYTHON, ROOT, SCALP, WORKLOADS, Held, Scalp, run_json, wait_for
 
 STEADY = WORKLOADS / "steady.py"
@@ -40,27 +41,6 @@ def our_program_names():
 OUR_PROGRAMS = our_program_names()
 
 
-def held_bpf_ids(pid):
-    """(program ids, map ids) that a process holds open (its fds' /proc fdinfo)."""
-    progs, maps = set(), set()
-    try:
-        fds = os.listdir(f"/proc/{pid}/fdinfo")
-    except OSError:
-        return progs, maps
-    for fd in fds:
-        try:
-            text = open(f"/proc/{pid}/fdinfo/{fd}").read()
-        except OSError:
-            continue
-        for line in text.splitlines():
-            key, _, value = line.partition(":")
-            if key == "prog_id":
-                progs.add(int(value))
-            elif key == "map_id":
-                maps.add(int(value))
-    return progs, maps
-
-
 def loaded():
     """{id: name} of every BPF program and map in the kernel now."""
     def show(kind):
@@ -74,7 +54,7 @@ def held_by_anyone():
     progs = set()
     for pid in os.listdir("/proc"):
         if pid.isdigit():
-            progs |= held_bpf_ids(pid)[0]
+            progs |= held_ids(pid)[0]
     return progs
 
 
@@ -89,7 +69,7 @@ class Run:
         self.progs, self.maps = set(), set()
 
     def note_ids(self):
-        progs, maps = held_bpf_ids(self.scalp.proc.pid)
+        progs, maps = held_ids(self.scalp.proc.pid)
         self.progs |= progs
         self.maps |= maps
 
