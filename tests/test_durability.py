@@ -194,11 +194,12 @@ def check_after_kill(out, work_pid, before, after, kill_ns, ready):
     assert abs(writes - counted) <= 1, (writes, counted)
     common = set(sys_iv) & set(io_iv)
     assert set(sys_iv) ^ set(io_iv) <= {max(set(sys_iv) | set(io_iv))}, "tables differ beyond the last interval"
-    # The two tables' maps are read one after the other: a write made in between lands in the
-    # next interval of one of them.
+    # The two tables' maps are read one after the other, with the syscalls batch built and
+    # written in between (a few ms): the writes the workload (one per ~2 ms) makes meanwhile land
+    # in the next interval of one of them. Earlier boundaries cancel out in the sum.
     io_writes = sum(io_iv[k].get("write:other", 0) for k in common)
     sys_writes = sum(sys_iv[k].get("write", 0) for k in common)
-    assert abs(io_writes - sys_writes) <= 1, (io_writes, sys_writes)
+    assert abs(io_writes - sys_writes) <= 5, (io_writes, sys_writes)
     # What was lost: at most the interval in progress (and slack).
     assert kill_ns - last < (INTERVAL + SLACK) * 1e9, f"lost {(kill_ns - last) / 1e9:.3f}s"
     assert len(spans) <= (last - first) / (INTERVAL * 0.5e9) + 1
