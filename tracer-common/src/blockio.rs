@@ -1,6 +1,84 @@
-//! The block I/O tracer's map types.
+//! The block I/O tracer's maps, types, drops and configuration.
 
 use crate::hist::BUCKETS;
+
+/// `Array<BlockInflight>`: traced requests in flight, in sets chosen by request address.
+pub const BLOCK_INFLIGHT: &str = "BLOCK_INFLIGHT";
+/// `PerCpuHashMap<BlockKey, BlockStats>`.
+pub const BLOCK_STATS: &str = "BLOCK_STATS";
+/// `LruHashMap<u64, Owner>`: the traced process that last dirtied an inode's pages.
+pub const WRITEBACK_OWNER: &str = "WRITEBACK_OWNER";
+/// `HashMap<u32, Owner>`: flusher thread → owner of the inode it is writing back.
+pub const FLUSHER_OWNER: &str = "FLUSHER_OWNER";
+/// The read-only global holding [`BlockIoConfig`].
+pub const CONFIG: &str = "BLOCKIO_CONFIG";
+
+/// Traced block requests in flight at once: an array of sets of `BLOCK_INFLIGHT_WAYS` entries,
+/// the set chosen by the request's address (array lookups are inlined by the verifier; a hash
+/// lookup costs ~50 ns three times per request). A request whose set is full of requests still
+/// in flight is dropped and counted. 16K entries: far above any queue depth × hardware queues.
+pub const BLOCK_INFLIGHT_ENTRIES: u32 = 16 * 1024;
+/// Entries per set of `BLOCK_INFLIGHT`.
+pub const BLOCK_INFLIGHT_WAYS: u32 = 4;
+/// (process, device, op, flags, attribution) keys.
+pub const BLOCK_STATS_ENTRIES: u32 = 4 * 1024;
+/// Inodes whose dirtier is remembered (least recently dirtied forgotten first).
+pub const WRITEBACK_OWNER_ENTRIES: u32 = 64 * 1024;
+/// Flusher threads writing back at once.
+pub const FLUSHER_OWNER_ENTRIES: u32 = 1024;
+
+/// Offsets into `struct request` & co. and the request flag bits of the running kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockIoConfig {
+    /// Some device does not account I/O (iostats=0): take submissions at block_rq_insert and
+    /// block_rq_issue too, and completions at block_rq_complete.
+    pub fallback: u32,
+    /// task_struct.flags (PF_KTHREAD tells kernel threads, such as flushers, apart).
+    pub task_flags_offset: u32,
+    pub rq_part_offset: u32,
+    pub rq_data_len_offset: u32,
+    pub rq_cmd_flags_offset: u32,
+    pub bdev_dev_offset: u32,
+    /// request.q, request_queue.disk, gendisk.part0: the whole disk, for requests without a
+    /// partition (flushes).
+    pub rq_q_offset: u32,
+    pub queue_disk_offset: u32,
+    pub disk_part0_offset: u32,
+    pub mapping_host_offset: u32,
+    /// Bit numbers of REQ_SYNC, REQ_FUA, REQ_PREFLUSH and REQ_META in `cmd_flags` (enum
+    /// req_flag_bits).
+    pub req_sync_bit: u32,
+    pub req_fua_bit: u32,
+    pub req_preflush_bit: u32,
+    pub req_meta_bit: u32,
+    /// 1 when `bpf_get_current_task_btf` exists (Linux ≥ 5.11): task fields are plain loads.
+    pub task_btf: u32,
+    pub _pad: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<BlockIoConfig>() == 64);
+
+crate::drop_reasons! {
+    /// What the block I/O tracer can lose.
+    pub enum BlockDrop for ("blockio", "BLOCKIO_DROPS") {
+        /// A traced block request could not be tracked (`BLOCK_INFLIGHT` full): it is lost.
+        InflightFull = 0 => "inflight_map_full",
+        /// A (process, device, op) key did not fit in `BLOCK_STATS`: that request is lost.
+        StatsFull = 1 => "stats_map_full",
+        /// An inode's dirtier could not be remembered (`WRITEBACK_OWNER` full): its writeback is
+        /// not attributed.
+        WritebackOwnerFull = 2 => "writeback_owner_map_full",
+        /// A block request completed on an in-flight entry older than two minutes: a traced
+        /// request that vanished left it; the completion is not charged.
+        StaleEntry = 3 => "stale_inflight_entry",
+        /// A flusher thread's owner could not be remembered (`FLUSHER_OWNER` full): the requests
+        /// it issues for that inode are not attributed to the process that dirtied it.
+        FlusherOwnerFull = 4 => "flusher_owner_map_full",
+    }
+}
+
+crate::pod!(BlockIoConfig, BlockKey, BlockStats, BlockInflight, Owner);
 
 /// Who a block request is charged to.
 #[repr(u8)]

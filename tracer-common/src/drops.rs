@@ -1,99 +1,87 @@
-//! Reasons the kernel side could not record something. Each is counted, never silent.
+//! What the kernel side could not record. Each tracer counts its own losses in a per-CPU array
+//! of its own (`<TRACER>_DROPS`), indexed by a `#[repr(u32)]` reason enum that implements
+//! [`Reasons`]; user space reads every tracer's array each interval. Nothing is dropped
+//! silently.
 
-/// Index into the `DROPS` per-CPU array.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DropReason {
-    /// A (process, syscall) pair could not be added: `SYSCALL_STATS` is full. The call is lost.
-    SyscallStatsFull = 0,
-    /// A process event (fork/exec/exit) did not fit in the `PROCESS_EVENTS` ring buffer. A fork's
-    /// child is then not traced (nor its descendants): its map entries could never be reaped. A
-    /// lost exec keeps the old name; a lost exit is noticed at the next interval (/proc).
-    ProcessEventLost = 1,
-    /// A syscall's latency could not be measured because another traced thread whose tid maps to
-    /// the same in-flight slot overwrote its start time. The call is still counted.
-    SyscallLatencyLost = 2,
-    /// A tgid beyond the `TRACED` map (pid_max grew after start): that process is not traced.
-    PidOutOfRange = 3,
-    /// A (process, file kind, op) pair did not fit in `FILEIO_STATS`: those calls are lost.
-    FileIoStatsFull = 4,
-    /// A (process, file) pair did not fit in `FILE_STATS` (`--files`).
-    FileStatsFull = 5,
-    /// A traced block request could not be tracked (`BLOCK_INFLIGHT` full): it is lost.
-    BlockInflightFull = 6,
-    /// A (process, device, op) key did not fit in `BLOCK_STATS`: that request is lost.
-    BlockStatsFull = 7,
-    /// An inode's dirtier could not be remembered (`WRITEBACK_OWNER` full): its writeback is
-    /// not attributed.
-    WritebackOwnerFull = 8,
-    /// A block request completed on an in-flight entry older than two minutes: a traced request
-    /// that vanished left it; the completion is not charged.
-    BlockStaleEntry = 9,
-    /// A SQL event did not fit in the `SQL_EVENTS` ring buffer (user space fell behind). Its
-    /// statement is lost; the parser resynchronizes on the connection's next messages.
-    SqlEventLost = 10,
-    /// A flusher thread's owner could not be remembered (`FLUSHER_OWNER` full): the requests it
-    /// issues for that inode are not attributed to the process that dirtied it.
-    FlusherOwnerFull = 11,
-    /// A socket's SQL verdict could not be stored in `SQL_SOCKS` (an LRU map, which fails only
-    /// when it cannot evict): the socket is classified again on its next message.
-    SqlSocketMapFull = 12,
+/// A tracer's drop reasons.
+pub trait Reasons: Copy + 'static {
+    /// The tracer, as written to the `drops` table.
+    const TRACER: &'static str;
+    /// The name of its `PerCpuArray<u64>` map.
+    const MAP: &'static str;
+    /// Every reason, in index order (`ALL[i] as u32 == i`).
+    const ALL: &'static [Self];
+    /// The index in the map.
+    fn index(self) -> u32;
+    /// The reason, as written to the `drops` table.
+    fn name(self) -> &'static str;
 }
 
-/// Number of entries in the `DROPS` array.
-pub const DROP_REASONS: u32 = 13;
+/// Defines a tracer's drop reasons: the enum, its [`Reasons`] impl and a check that the
+/// indexes follow each other.
+#[macro_export]
+macro_rules! drop_reasons {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident for ($tracer:literal, $map:literal) {
+            $( $(#[$vmeta:meta])* $variant:ident = $index:literal => $reason:literal, )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum $name {
+            $( $(#[$vmeta])* $variant = $index, )*
+        }
 
-impl DropReason {
-    /// All reasons, in index order.
-    pub const ALL: [DropReason; DROP_REASONS as usize] = [
-        DropReason::SyscallStatsFull,
-        DropReason::ProcessEventLost,
-        DropReason::SyscallLatencyLost,
-        DropReason::PidOutOfRange,
-        DropReason::FileIoStatsFull,
-        DropReason::FileStatsFull,
-        DropReason::BlockInflightFull,
-        DropReason::BlockStatsFull,
-        DropReason::WritebackOwnerFull,
-        DropReason::BlockStaleEntry,
-        DropReason::SqlEventLost,
-        DropReason::FlusherOwnerFull,
-        DropReason::SqlSocketMapFull,
-    ];
+        impl $crate::drops::Reasons for $name {
+            const TRACER: &'static str = $tracer;
+            const MAP: &'static str = $map;
+            const ALL: &'static [Self] = &[$($name::$variant),*];
 
-    /// (tracer, reason) as written to the `drops` table.
-    pub const fn describe(self) -> (&'static str, &'static str) {
-        match self {
-            DropReason::SyscallStatsFull => ("syscalls", "stats_map_full"),
-            DropReason::ProcessEventLost => ("process", "event_ring_full"),
-            DropReason::SyscallLatencyLost => ("syscalls", "latency_slot_collision"),
-            DropReason::PidOutOfRange => ("process", "pid_beyond_pid_max"),
-            DropReason::FileIoStatsFull => ("fileio", "stats_map_full"),
-            DropReason::FileStatsFull => ("files", "stats_map_full"),
-            DropReason::BlockInflightFull => ("blockio", "inflight_map_full"),
-            DropReason::BlockStatsFull => ("blockio", "stats_map_full"),
-            DropReason::WritebackOwnerFull => ("blockio", "writeback_owner_map_full"),
-            DropReason::BlockStaleEntry => ("blockio", "stale_inflight_entry"),
-            DropReason::SqlEventLost => ("sql", "event_ring_full"),
-            DropReason::FlusherOwnerFull => ("blockio", "flusher_owner_map_full"),
-            DropReason::SqlSocketMapFull => ("sql", "socket_map_full"),
+            #[inline(always)]
+            fn index(self) -> u32 {
+                self as u32
+            }
+
+            fn name(self) -> &'static str {
+                match self {
+                    $($name::$variant => $reason,)*
+                }
+            }
+        }
+
+        // The user side reads the array by position.
+        const _: () = {
+            let all: &[$name] = <$name as $crate::drops::Reasons>::ALL;
+            let mut i = 0;
+            while i < all.len() {
+                assert!(all[i] as usize == i);
+                i += 1;
+            }
+        };
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Reasons;
+
+    crate::drop_reasons! {
+        /// Reasons for the test.
+        pub enum TestDrop for ("test", "TEST_DROPS") {
+            /// First.
+            First = 0 => "first",
+            Second = 1 => "second",
         }
     }
-}
 
-// `ALL[i]` is the reason with index `i`: the user side reads the array by position.
-const _: () = {
-    let mut i = 0;
-    while i < DropReason::ALL.len() {
-        assert!(DropReason::ALL[i] as usize == i);
-        i += 1;
-    }
-};
-
-impl TryFrom<u32> for DropReason {
-    type Error = u32;
-
-    fn try_from(value: u32) -> Result<Self, u32> {
-        DropReason::ALL.get(value as usize).copied().ok_or(value)
+    #[test]
+    fn reasons_are_listed_in_index_order_with_their_names() {
+        assert_eq!(TestDrop::ALL, &[TestDrop::First, TestDrop::Second]);
+        assert_eq!(TestDrop::Second.index(), 1);
+        assert_eq!(TestDrop::Second.name(), "second");
+        assert_eq!(TestDrop::TRACER, "test");
+        assert_eq!(TestDrop::MAP, "TEST_DROPS");
     }
 }

@@ -1,6 +1,49 @@
-//! The file I/O tracer's map types.
+//! The file I/O tracer's maps, types, drops and configuration (`fileio` table), and those of
+//! bytes per file (`files` table, `--files`), which the same kernel module counts.
 
 use crate::hist::BUCKETS;
+
+/// `PerCpuHashMap<FileIoKey, FileIoStats>`.
+pub const FILEIO_STATS: &str = "FILEIO_STATS";
+/// `PerCpuHashMap<FileKey, FileStats>` (`--files`).
+pub const FILE_STATS: &str = "FILE_STATS";
+/// The read-only global holding [`FileIoConfig`].
+pub const CONFIG: &str = "FILEIO_CONFIG";
+
+/// (process, file kind, op) pairs: a process uses at most 4 × 10 of them.
+pub const FILEIO_STATS_ENTRIES: u32 = 8 * 1024;
+/// (process, file) pairs for `--files`.
+pub const FILE_STATS_ENTRIES: u32 = 16 * 1024;
+
+/// Offsets `--files` needs beyond the dispatch's walk to the inode: the file's name and device.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FileIoConfig {
+    pub file_dentry_offset: u32,
+    pub dentry_name_offset: u32,
+    pub inode_sb_offset: u32,
+    pub sb_dev_offset: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<FileIoConfig>() == 16);
+
+crate::drop_reasons! {
+    /// What the file I/O tracer can lose.
+    pub enum FileIoDrop for ("fileio", "FILEIO_DROPS") {
+        /// A (process, file kind, op) pair did not fit in `FILEIO_STATS`: those calls are lost.
+        StatsFull = 0 => "stats_map_full",
+    }
+}
+
+crate::drop_reasons! {
+    /// What `--files` can lose.
+    pub enum FilesDrop for ("files", "FILES_DROPS") {
+        /// A (process, file) pair did not fit in `FILE_STATS`.
+        StatsFull = 0 => "stats_map_full",
+    }
+}
+
+crate::pod!(FileIoConfig, FileIoKey, FileIoStats, FileKey, FileStats);
 
 /// What kind of file a descriptor refers to (from the inode's mode).
 #[repr(u8)]
@@ -131,22 +174,6 @@ impl TryFrom<u8> for FileOp {
     fn try_from(v: u8) -> Result<Self, u8> {
         FileOp::ALL.iter().copied().find(|o| *o as u8 == v).ok_or(v)
     }
-}
-
-/// The `FILEIO_OPS` entry of a syscall number (0: not file I/O): which family, whether its
-/// family already says what kind of descriptor it takes, whether its return value counts bytes.
-pub mod class {
-    /// Bits 0-3: the [`super::FileOp`].
-    pub const OP_MASK: u16 = 0x000f;
-    /// Bits 4-5: the kind the syscall implies, so the descriptor need not be resolved (pread64
-    /// and company only work on files, recvfrom and company only on sockets).
-    pub const KIND_SHIFT: u16 = 4;
-    pub const KIND_MASK: u16 = 0x0030;
-    pub const KIND_RESOLVE: u16 = 0;
-    pub const KIND_FILE: u16 = 1;
-    pub const KIND_SOCKET: u16 = 2;
-    /// Bit 6: the return value counts messages, not bytes (recvmmsg, sendmmsg).
-    pub const NOT_BYTES: u16 = 0x0040;
 }
 
 /// Key of `FILEIO_STATS`.

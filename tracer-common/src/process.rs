@@ -1,9 +1,63 @@
-//! Which processes are traced, and the events that change that.
+//! Which processes are traced, and the events that change that (the process tracker: the
+//! sched_process_fork/exec/exit programs).
 //!
 //! The `TRACED` map holds one byte per tgid: bit 0 says "traced", bits 1–7 a generation that
 //! changes each time a tgid starts being traced. Syscall and I/O keys carry the generation, so
 //! counts of a process that ended and a new one that reused its PID are never merged. Eight bytes
 //! share one array element because the kernel rounds array elements up to 8 bytes.
+
+/// `Array<[u8; 8]>` indexed by `tgid / 8`: one byte per process ([`next_traced_byte`]).
+pub const TRACED: &str = "TRACED";
+/// Ring buffer of [`ProcessEvent`]s (fork, exec, exit).
+pub const PROCESS_EVENTS: &str = "PROCESS_EVENTS";
+/// The read-only global holding [`ProcessConfig`].
+pub const CONFIG: &str = "PROCESS_CONFIG";
+
+/// Bytes in [`PROCESS_EVENTS`]: fork/exec/exit events are rare; 1 MiB holds ~3,000 of them,
+/// several seconds of the worst process churn.
+pub const PROCESS_EVENTS_BYTES: u32 = 1024 * 1024;
+
+/// The process tracker's settings and the `task_struct` offsets it reads (from the running
+/// kernel's BTF; aya-ebpf has no CO-RE, so the loader does the relocation).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcessConfig {
+    /// Number of `TRACED` elements (pid_max / 8, rounded up).
+    pub traced_elements: u32,
+    /// Send exec events of untraced processes too (to pick up late starters by name).
+    pub watch_exec: u32,
+    /// `sched_process_exit` passes `group_dead` (Linux ≥ 6.16); else read `signal->live`.
+    pub exit_has_group_dead: u32,
+    /// Offset of the syscall number in `struct pt_regs` (why a thread exits: exit/exit_group).
+    pub regs_syscall_nr_offset: u32,
+    pub task_pid_offset: u32,
+    pub task_tgid_offset: u32,
+    pub task_start_boottime_offset: u32,
+    pub task_exit_code_offset: u32,
+    pub task_signal_offset: u32,
+    pub signal_live_offset: u32,
+    pub task_mm_offset: u32,
+    pub mm_arg_start_offset: u32,
+    pub mm_arg_end_offset: u32,
+    pub _pad: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<ProcessConfig>() == 56);
+
+crate::drop_reasons! {
+    /// What the process tracker can lose.
+    pub enum ProcessDrop for ("process", "PROCESS_DROPS") {
+        /// A process event (fork/exec/exit) did not fit in `PROCESS_EVENTS`. A fork's child is
+        /// then not traced (nor its descendants): its map entries could never be reaped. A lost
+        /// exec keeps the old name; a lost exit is noticed at the next interval (/proc).
+        EventLost = 0 => "event_ring_full",
+        /// A tgid beyond the `TRACED` map (pid_max grew after start): that process is not
+        /// traced.
+        PidOutOfRange = 1 => "pid_beyond_pid_max",
+    }
+}
+
+crate::pod!(ProcessConfig, ProcessEvent);
 
 /// Bit 0 of a `TRACED` byte.
 pub const TRACED_FLAG: u8 = 1;

@@ -1,6 +1,50 @@
-//! The syscall tracer's map types.
+//! The syscall tracer's maps, types, drops and configuration.
 
 use crate::hist::BUCKETS;
+
+/// `PerCpuHashMap<SyscallKey, SyscallStats>`.
+pub const SYSCALL_STATS: &str = "SYSCALL_STATS";
+/// `Array<InFlight>`: the syscall each traced thread is in, indexed by `tid & inflight_mask`.
+pub const SYSCALL_INFLIGHT: &str = "SYSCALL_INFLIGHT";
+/// `Array<[u8; 8]>`: per syscall number (eight per element), the log2 of its sampling
+/// period for latency (0: time every call). The loader adapts it to each syscall's rate.
+pub const SYSCALL_SAMPLE_SHIFT: &str = "SYSCALL_SAMPLE_SHIFT";
+/// The read-only global holding [`SyscallsConfig`].
+pub const CONFIG: &str = "SYSCALLS_CONFIG";
+
+/// Default capacity of [`SYSCALL_STATS`]: (process, syscall) pairs alive at once. A busy service
+/// process uses 50–100 distinct syscalls, so this holds some 200–300 processes; ended processes are
+/// reaped after their last interval is written.
+pub const SYSCALL_STATS_ENTRIES: u32 = 32 * 1024;
+
+/// The syscall tracer's settings.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyscallsConfig {
+    /// `SYSCALL_INFLIGHT` has `inflight_mask + 1` entries (a power of two).
+    pub inflight_mask: u32,
+    /// Measure syscall latency (1) or only count calls and errors (0).
+    pub latency: u32,
+    /// `exit` and `exit_group` never return: they are counted when the thread exits.
+    pub exit_nr: u32,
+    pub exit_group_nr: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<SyscallsConfig>() == 16);
+
+crate::drop_reasons! {
+    /// What the syscall tracer can lose.
+    pub enum SyscallDrop for ("syscalls", "SYSCALLS_DROPS") {
+        /// A (process, syscall) pair could not be added: `SYSCALL_STATS` is full. The call is
+        /// lost.
+        StatsFull = 0 => "stats_map_full",
+        /// A syscall's latency could not be measured because another traced thread whose tid
+        /// maps to the same in-flight slot overwrote its start time. The call is still counted.
+        LatencyLost = 1 => "latency_slot_collision",
+    }
+}
+
+crate::pod!(SyscallsConfig, SyscallKey, SyscallStats, InFlight);
 
 /// Key of `SYSCALL_STATS`: one (process incarnation, syscall number).
 #[repr(C)]

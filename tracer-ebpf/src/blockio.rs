@@ -12,28 +12,37 @@ use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{btf_tracepoint, map},
-    maps::{Array, HashMap, LruHashMap, PerCpuHashMap},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
     programs::BtfTracePointContext,
 };
 use tracer_common::{
     blockio::{
-        Attribution, BlockInflight, BlockKey, BlockStats, FLAG_FUA, FLAG_META, FLAG_PREFLUSH,
-        FLAG_SYNC, Owner,
+        Attribution, BLOCK_INFLIGHT_ENTRIES, BLOCK_INFLIGHT_WAYS, BLOCK_STATS_ENTRIES, BlockDrop,
+        BlockInflight, BlockIoConfig, BlockKey, BlockStats, FLAG_FUA, FLAG_META, FLAG_PREFLUSH,
+        FLAG_SYNC, FLUSHER_OWNER_ENTRIES, Owner, WRITEBACK_OWNER_ENTRIES,
     },
-    drops::DropReason,
+    drops::Reasons as _,
     hist,
-    maps::{
-        BLOCK_INFLIGHT_ENTRIES, BLOCK_INFLIGHT_WAYS, BLOCK_STATS_ENTRIES, FLUSHER_OWNER_ENTRIES,
-        WRITEBACK_OWNER_ENTRIES,
-    },
 };
 
 use crate::{
-    config::setting,
-    drops,
-    kernel::{SharedCounter, address_of, btf_field, current_is_kthread, read_ptr},
+    kernel::{
+        SharedCounter, address_of, btf_field, config_global, count_drop, current_is_kthread,
+        read_ptr, setting,
+    },
     targets::traced_generation,
 };
+
+config_global!(BLOCKIO_CONFIG: BlockIoConfig);
+
+#[map]
+static BLOCKIO_DROPS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(BlockDrop::ALL.len() as u32, 0);
+
+#[inline(always)]
+fn dropped(reason: BlockDrop) {
+    count_drop(&BLOCKIO_DROPS, reason.index());
+}
 
 #[map]
 static BLOCK_INFLIGHT: Array<BlockInflight> = Array::with_max_entries(BLOCK_INFLIGHT_ENTRIES, 0);
@@ -68,7 +77,10 @@ fn owner_of_current() -> Option<(Owner, Attribution)> {
         return Some((Owner { tgid, generation }, Attribution::Direct));
     }
     // Only flusher threads (kernel threads) write back on someone else's behalf.
-    if !current_is_kthread() {
+    if !current_is_kthread(
+        setting!(BLOCKIO_CONFIG.task_flags_offset),
+        setting!(BLOCKIO_CONFIG.task_btf) != 0,
+    ) {
         return None;
     }
     // SAFETY: a plain copy out of the map value.
@@ -79,7 +91,7 @@ fn owner_of_current() -> Option<(Owner, Attribution)> {
 /// Fills in device, op, flags and bytes from the request as it is now.
 #[inline(always)]
 fn describe(rq: *const u8, e: *mut BlockInflight) {
-    let cmd_flags: u32 = btf_field(rq, setting!(rq_cmd_flags_offset));
+    let cmd_flags: u32 = btf_field(rq, setting!(BLOCKIO_CONFIG.rq_cmd_flags_offset));
     let bit = |b: u32, flag: u8| {
         if cmd_flags & (1u32 << (b & 31)) != 0 {
             flag
@@ -87,33 +99,33 @@ fn describe(rq: *const u8, e: *mut BlockInflight) {
             0
         }
     };
-    let flags = bit(setting!(req_sync_bit), FLAG_SYNC)
-        | bit(setting!(req_fua_bit), FLAG_FUA)
-        | bit(setting!(req_preflush_bit), FLAG_PREFLUSH)
-        | bit(setting!(req_meta_bit), FLAG_META);
+    let flags = bit(setting!(BLOCKIO_CONFIG.req_sync_bit), FLAG_SYNC)
+        | bit(setting!(BLOCKIO_CONFIG.req_fua_bit), FLAG_FUA)
+        | bit(setting!(BLOCKIO_CONFIG.req_preflush_bit), FLAG_PREFLUSH)
+        | bit(setting!(BLOCKIO_CONFIG.req_meta_bit), FLAG_META);
     // Pointer fields of a BTF pointer load as BTF pointers: plain loads all the way. A flush has
     // no partition: it counts against the whole disk.
-    let mut part: *const u8 = btf_field(rq, setting!(rq_part_offset));
+    let mut part: *const u8 = btf_field(rq, setting!(BLOCKIO_CONFIG.rq_part_offset));
     if part.is_null() {
-        let q: *const u8 = btf_field(rq, setting!(rq_q_offset));
+        let q: *const u8 = btf_field(rq, setting!(BLOCKIO_CONFIG.rq_q_offset));
         if !q.is_null() {
-            let disk: *const u8 = btf_field(q, setting!(queue_disk_offset));
+            let disk: *const u8 = btf_field(q, setting!(BLOCKIO_CONFIG.queue_disk_offset));
             if !disk.is_null() {
-                part = btf_field(disk, setting!(disk_part0_offset));
+                part = btf_field(disk, setting!(BLOCKIO_CONFIG.disk_part0_offset));
             }
         }
     }
     let dev: u32 = if part.is_null() {
         0
     } else {
-        btf_field(part, setting!(bdev_dev_offset))
+        btf_field(part, setting!(BLOCKIO_CONFIG.bdev_dev_offset))
     };
     // SAFETY: `e` is a valid map value; a request is handled by one CPU at a time.
     unsafe {
         (*e).dev = dev;
         (*e).op = (cmd_flags & 0xff) as u8;
         (*e).flags = flags;
-        (*e).bytes = btf_field(rq, setting!(rq_data_len_offset));
+        (*e).bytes = btf_field(rq, setting!(BLOCKIO_CONFIG.rq_data_len_offset));
         (*e).described = 1;
     }
 }
@@ -170,7 +182,7 @@ fn start(rq: *const u8) {
         }
     }
     if slot.is_null() {
-        drops::count(DropReason::BlockInflightFull);
+        dropped(BlockDrop::InflightFull);
         return;
     }
     // SAFETY: valid map value, handled by one CPU at a time.
@@ -184,7 +196,7 @@ fn start(rq: *const u8) {
             }
         } else if was_active {
             // A traced request that vanished without completing: its entry is reclaimed.
-            drops::count(DropReason::BlockStaleEntry);
+            dropped(BlockDrop::StaleEntry);
         }
         (*e).rq = key;
         (*e).tgid = owner.tgid;
@@ -215,9 +227,7 @@ fn active(rq: *const u8) -> Option<*mut BlockInflight> {
 /// `block_io_start(struct request *rq)`, in the submitter's context.
 #[btf_tracepoint(function = "block_io_start")]
 pub fn block_io_start(ctx: BtfTracePointContext) -> i32 {
-    if setting!(blockio) != 0 {
-        start(ctx.arg(0));
-    }
+    start(ctx.arg(0));
     0
 }
 
@@ -225,7 +235,7 @@ pub fn block_io_start(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "block_rq_insert")]
 pub fn block_rq_insert(ctx: BtfTracePointContext) -> i32 {
     let rq: *const u8 = ctx.arg(0);
-    if setting!(blockio) != 0 && active(rq).is_none() {
+    if active(rq).is_none() {
         start(rq);
     }
     0
@@ -235,13 +245,10 @@ pub fn block_rq_insert(ctx: BtfTracePointContext) -> i32 {
 /// worker, so the owner was taken earlier).
 #[btf_tracepoint(function = "block_rq_issue")]
 pub fn block_rq_issue(ctx: BtfTracePointContext) -> i32 {
-    if setting!(blockio) == 0 {
-        return 0;
-    }
     let rq: *const u8 = ctx.arg(0);
     let entry = match active(rq) {
         Some(e) => e,
-        None if setting!(block_fallback) != 0 => {
+        None if setting!(BLOCKIO_CONFIG.fallback) != 0 => {
             start(rq);
             match active(rq) {
                 Some(e) => e,
@@ -295,7 +302,7 @@ pub fn block_rq_complete(ctx: BtfTracePointContext) -> i32 {
     let rq: *const u8 = ctx.arg(0);
     let error: u64 = ctx.arg(1);
     let nr_bytes: u64 = ctx.arg(2);
-    let left: u32 = btf_field(rq, setting!(rq_data_len_offset));
+    let left: u32 = btf_field(rq, setting!(BLOCKIO_CONFIG.rq_data_len_offset));
     if (nr_bytes & 0xffff_ffff) as u32 >= left {
         finish(rq, (error & 0xff) != 0);
     }
@@ -315,6 +322,7 @@ fn finish(rq: *const u8, error: bool) {
     let Some(entry) = active(rq) else {
         return;
     };
+    // SAFETY: valid map value.
     if unsafe { (*entry).described } == 0 {
         // Completed without being issued itself (a flush done by the flush machinery).
         describe(rq, entry);
@@ -330,7 +338,7 @@ fn finish(rq: *const u8, error: bool) {
     if now.saturating_sub(e.queued_ns) > STALE_NS {
         // A traced request that vanished without completing left this entry, and an untraced
         // request now uses the same address: not ours.
-        drops::count(DropReason::BlockStaleEntry);
+        dropped(BlockDrop::StaleEntry);
         return;
     }
     let issued = if e.issued_ns == 0 { now } else { e.issued_ns };
@@ -354,7 +362,7 @@ fn finish(rq: *const u8, error: bool) {
             match BLOCK_STATS.get_ptr_mut(&stats_key) {
                 Some(s) => s,
                 None => {
-                    drops::count(DropReason::BlockStatsFull);
+                    dropped(BlockDrop::StatsFull);
                     return;
                 }
             }
@@ -382,18 +390,15 @@ fn finish(rq: *const u8, error: bool) {
 /// dirtier's context: remember which traced process dirtied the inode.
 #[btf_tracepoint(function = "writeback_dirty_folio")]
 pub fn writeback_dirty_folio(ctx: BtfTracePointContext) -> i32 {
-    if setting!(blockio) == 0 {
-        return 0;
-    }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let Some(generation) = traced_generation(tgid) else {
         return 0;
     };
     let mapping: *const u8 = ctx.arg(1);
-    if let Some(inode) = read_ptr(mapping, setting!(mapping_host_offset)) {
+    if let Some(inode) = read_ptr(mapping, setting!(BLOCKIO_CONFIG.mapping_host_offset)) {
         let owner = Owner { tgid, generation };
         if WRITEBACK_OWNER.insert(&(inode as u64), &owner, 0).is_err() {
-            drops::count(DropReason::WritebackOwnerFull);
+            dropped(BlockDrop::WritebackOwnerFull);
         }
     }
     0
@@ -404,15 +409,12 @@ pub fn writeback_dirty_folio(ctx: BtfTracePointContext) -> i32 {
 /// dirtier's.
 #[btf_tracepoint(function = "writeback_single_inode_start")]
 pub fn writeback_single_inode_start(ctx: BtfTracePointContext) -> i32 {
-    if setting!(blockio) == 0 {
-        return 0;
-    }
     let inode: *const u8 = ctx.arg(0);
     // SAFETY: a copy out of the map value.
     if let Some(owner) = unsafe { WRITEBACK_OWNER.get(&(inode as u64)) }.copied() {
         let tid = bpf_get_current_pid_tgid() as u32;
         if FLUSHER_OWNER.insert(&tid, &owner, 0).is_err() {
-            drops::count(DropReason::FlusherOwnerFull);
+            dropped(BlockDrop::FlusherOwnerFull);
         }
     }
     0
@@ -421,9 +423,7 @@ pub fn writeback_single_inode_start(ctx: BtfTracePointContext) -> i32 {
 /// `writeback_single_inode(struct inode *inode, …)`: the flusher is done with the inode.
 #[btf_tracepoint(function = "writeback_single_inode")]
 pub fn writeback_single_inode(_ctx: BtfTracePointContext) -> i32 {
-    if setting!(blockio) != 0 {
-        let tid = bpf_get_current_pid_tgid() as u32;
-        let _ = FLUSHER_OWNER.remove(&tid);
-    }
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let _ = FLUSHER_OWNER.remove(&tid);
     0
 }

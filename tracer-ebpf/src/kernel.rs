@@ -1,6 +1,49 @@
-//! Reading kernel memory at offsets the loader found in BTF (aya-ebpf has no CO-RE).
+//! What every tracer's kernel module shares: reading its settings, counting its drops, and
+//! reading kernel memory at offsets the loader found in BTF (aya-ebpf has no CO-RE).
 
-use aya_ebpf::helpers::{bpf_get_current_task, bpf_get_current_task_btf, bpf_probe_read_kernel};
+use aya_ebpf::{
+    helpers::{bpf_get_current_task, bpf_get_current_task_btf, bpf_probe_read_kernel},
+    maps::PerCpuArray,
+};
+
+/// A tracer's settings: a read-only global, overwritten by the loader before loading
+/// (`EbpfLoader::override_global`). Starts all zero: the settings types hold only integers.
+macro_rules! config_global {
+    ($name:ident: $ty:ty) => {
+        #[unsafe(no_mangle)]
+        pub static $name: $ty = {
+            // SAFETY: the type is a #[repr(C)] struct of integers, for which all-zero is valid.
+            unsafe { core::mem::zeroed() }
+        };
+    };
+}
+pub(crate) use config_global;
+
+/// Reads one field of a settings global. The volatile read keeps the compiler from folding in
+/// the compiled-in zero; the verifier then folds the loaded value, since the map is frozen, so
+/// branches on settings cost nothing at run time.
+macro_rules! setting {
+    ($global:ident . $field:ident) => {
+        $crate::kernel::read_setting(&$global.$field)
+    };
+}
+pub(crate) use setting;
+
+/// A volatile read of a field of a settings global.
+#[inline(always)]
+pub fn read_setting<T: Copy>(field: &T) -> T {
+    // SAFETY: `field` is a valid, aligned reference; the read has no side effects.
+    unsafe { core::ptr::read_volatile(field) }
+}
+
+/// Counts one drop in a tracer's `<TRACER>_DROPS` per-CPU array.
+#[inline(always)]
+pub fn count_drop(map: &PerCpuArray<u64>, index: u32) {
+    if let Some(counter) = map.get_ptr_mut(index) {
+        // SAFETY: a per-CPU slot; programs on one CPU do not run concurrently on it.
+        unsafe { *counter += 1 };
+    }
+}
 
 /// Reads a `T` at `base + offset` in kernel memory; None if `base` is null or the read faults.
 #[inline(always)]
@@ -27,22 +70,31 @@ pub fn current_task() -> *const u8 {
     unsafe { bpf_get_current_task() as *const u8 }
 }
 
-/// The current `task_struct` as a BTF pointer: its fields can be read with [`btf_field`].
+/// The current `task_struct` as a BTF pointer: its fields can be read with [`btf_field`]. Only
+/// on kernels that have the helper (5.11+): callers check their settings' `task_btf` first, and
+/// the verifier never sees the call on older kernels (a branch on a read-only setting is pruned).
 #[inline(always)]
 pub fn current_task_btf() -> *const u8 {
     // SAFETY: no preconditions; the result is a trusted pointer to the running task.
     unsafe { bpf_get_current_task_btf() as *const u8 }
 }
 
+/// A field of the current task: a plain load through the BTF pointer when `btf`, else a probe
+/// read.
+#[inline(always)]
+pub fn current_task_field<T: Copy + Default>(offset: u32, btf: bool) -> T {
+    if btf {
+        btf_field(current_task_btf(), offset)
+    } else {
+        read_at(current_task(), offset).unwrap_or_default()
+    }
+}
+
 /// Whether the current task is a kernel thread (PF_KTHREAD).
 #[inline(always)]
-pub fn current_is_kthread() -> bool {
+pub fn current_is_kthread(flags_offset: u32, btf: bool) -> bool {
     const PF_KTHREAD: u32 = 0x0020_0000;
-    let flags: u32 = btf_field(
-        current_task_btf(),
-        crate::config::setting!(task_flags_offset),
-    );
-    flags & PF_KTHREAD != 0
+    current_task_field::<u32>(flags_offset, btf) & PF_KTHREAD != 0
 }
 
 /// A field of a BTF-typed pointer (a tracepoint argument, or a pointer loaded from one) at a

@@ -1,5 +1,6 @@
-//! scalp-bpf's kernel programs. Each tracer is one module; `targets` decides, first thing in every
-//! program, whether the current task belongs to a traced process.
+//! scalp-bpf's kernel programs. Each tracer is one module; [`dispatch`] owns the syscall
+//! tracepoints and calls the tracers' hooks; `targets` decides, first thing in every program,
+//! whether the current task belongs to a traced process.
 #![no_std]
 #![no_main]
 // Atomic adds: core's atomic types are not available for the BPF target, its intrinsics are
@@ -9,12 +10,11 @@
 
 mod blockio;
 mod calibrate;
-mod config;
-mod drops;
+mod dispatch;
 mod fileio;
 mod kernel;
 mod process;
-mod sql;
+mod sockets;
 mod syscalls;
 mod targets;
 mod zero;

@@ -10,33 +10,45 @@ use aya_ebpf::{
         bpf_ktime_get_boot_ns, bpf_task_pt_regs,
     },
     macros::{btf_tracepoint, map},
-    maps::{RingBuf, ring_buf::RingBufEntry},
+    maps::{PerCpuArray, RingBuf, ring_buf::RingBufEntry},
     programs::BtfTracePointContext,
 };
 use aya_log_ebpf::debug;
 use tracer_common::{
-    drops::DropReason,
-    maps::PROCESS_EVENTS_BYTES,
-    process::{ARGS_BYTES, ProcessEvent, ProcessEventKind, TRACED_FLAG, next_traced_byte},
+    drops::Reasons as _,
+    process::{
+        ARGS_BYTES, PROCESS_EVENTS_BYTES, ProcessConfig, ProcessDrop, ProcessEvent,
+        ProcessEventKind, TRACED_FLAG, next_traced_byte,
+    },
 };
 
 use crate::{
-    config::setting,
-    drops,
-    kernel::{current_task, read_at},
+    kernel::{config_global, count_drop, current_task, read_at, setting},
     syscalls,
     targets::{set_traced_byte, traced_byte, traced_generation},
 };
 
+config_global!(PROCESS_CONFIG: ProcessConfig);
+
 #[map]
 static PROCESS_EVENTS: RingBuf = RingBuf::with_byte_size(PROCESS_EVENTS_BYTES, 0);
+
+#[map]
+static PROCESS_DROPS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(ProcessDrop::ALL.len() as u32, 0);
+
+/// Counts a loss of the process tracker.
+#[inline(always)]
+pub fn dropped(reason: ProcessDrop) {
+    count_drop(&PROCESS_DROPS, reason.index());
+}
 
 /// Room for one event in the ring, or None (counted as a drop) when it is full.
 #[inline(always)]
 fn reserve() -> Option<RingBufEntry<ProcessEvent>> {
     let entry = PROCESS_EVENTS.reserve::<ProcessEvent>(0);
     if entry.is_none() {
-        drops::count(DropReason::ProcessEventLost);
+        dropped(ProcessDrop::EventLost);
     }
     entry
 }
@@ -59,7 +71,7 @@ fn submit(
 ) {
     let event = entry.as_mut_ptr();
     let exit_code = if kind == ProcessEventKind::Exit {
-        read_at::<i32>(task, setting!(task_exit_code_offset)).unwrap_or(0)
+        read_at::<i32>(task, setting!(PROCESS_CONFIG.task_exit_code_offset)).unwrap_or(0)
     } else {
         0
     };
@@ -74,7 +86,7 @@ fn submit(
         (*event)._pad = [0; 7];
         (*event).time_ns = bpf_ktime_get_boot_ns();
         (*event).start_boottime_ns =
-            read_at::<u64>(task, setting!(task_start_boottime_offset)).unwrap_or(0);
+            read_at::<u64>(task, setting!(PROCESS_CONFIG.task_start_boottime_offset)).unwrap_or(0);
         (*event).comm = bpf_get_current_comm().unwrap_or([0; 16]);
         (*event)._pad2 = 0;
         (*event).args_len = 0;
@@ -89,10 +101,11 @@ fn submit(
 /// `args`; returns the bytes copied.
 #[inline(always)]
 fn read_args(task: *const u8, args: &mut [u8; ARGS_BYTES]) -> u32 {
-    let mm = read_at::<u64>(task, setting!(task_mm_offset)).unwrap_or(0) as *const u8;
+    let mm =
+        read_at::<u64>(task, setting!(PROCESS_CONFIG.task_mm_offset)).unwrap_or(0) as *const u8;
     let (Some(start), Some(end)) = (
-        read_at::<u64>(mm, setting!(mm_arg_start_offset)),
-        read_at::<u64>(mm, setting!(mm_arg_end_offset)),
+        read_at::<u64>(mm, setting!(PROCESS_CONFIG.mm_arg_start_offset)),
+        read_at::<u64>(mm, setting!(PROCESS_CONFIG.mm_arg_end_offset)),
     ) else {
         return 0;
     };
@@ -121,8 +134,8 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
     }
     let child: *const u8 = ctx.arg(1);
     let (Some(pid), Some(tgid)) = (
-        read_at::<u32>(child, setting!(task_pid_offset)),
-        read_at::<u32>(child, setting!(task_tgid_offset)),
+        read_at::<u32>(child, setting!(PROCESS_CONFIG.task_pid_offset)),
+        read_at::<u32>(child, setting!(PROCESS_CONFIG.task_tgid_offset)),
     ) else {
         return 0;
     };
@@ -159,7 +172,7 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
 pub fn sched_process_exec(_ctx: BtfTracePointContext) -> i32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let byte = traced_byte(tgid);
-    if byte & TRACED_FLAG != 0 || setting!(watch_exec) != 0 {
+    if byte & TRACED_FLAG != 0 || setting!(PROCESS_CONFIG.watch_exec) != 0 {
         emit(ProcessEventKind::Exec, tgid, 0, byte, current_task());
     }
     0
@@ -175,15 +188,17 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
     };
     // SAFETY: the helpers take the current task, which is alive while it runs this program.
     let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8;
-    let nr = read_at::<u32>(regs, setting!(regs_syscall_nr_offset)).unwrap_or(u32::MAX);
+    let nr =
+        read_at::<u32>(regs, setting!(PROCESS_CONFIG.regs_syscall_nr_offset)).unwrap_or(u32::MAX);
     syscalls::on_thread_exit(tgid, generation, pid_tgid as u32, nr);
 
     let task = current_task();
-    let group_dead = if setting!(exit_has_group_dead) != 0 {
+    let group_dead = if setting!(PROCESS_CONFIG.exit_has_group_dead) != 0 {
         ctx.arg::<u64>(1) & 0xff != 0
     } else {
-        let signal = read_at::<u64>(task, setting!(task_signal_offset)).unwrap_or(0) as *const u8;
-        read_at::<i32>(signal, setting!(signal_live_offset)) == Some(0)
+        let signal = read_at::<u64>(task, setting!(PROCESS_CONFIG.task_signal_offset)).unwrap_or(0)
+            as *const u8;
+        read_at::<i32>(signal, setting!(PROCESS_CONFIG.signal_live_offset)) == Some(0)
     };
     if group_dead {
         let byte = traced_byte(tgid) & !TRACED_FLAG;

@@ -1,4 +1,4 @@
-//! The syscall tracer: `raw_syscalls:sys_enter` and `sys_exit` as BTF tracepoints.
+//! The syscall tracer's hooks (called by [`crate::dispatch`] at sys_enter and sys_exit).
 //!
 //! sys_exit counts every call (exact) into a per-CPU hash keyed by (process, syscall). When
 //! latency is measured, sys_enter stamps the thread's in-flight slot and sys_exit turns the stamp
@@ -6,19 +6,22 @@
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_get_prandom_u32},
-    macros::{btf_tracepoint, map},
+    helpers::{bpf_ktime_get_ns, generated::bpf_get_prandom_u32},
+    macros::map,
     maps::{Array, PerCpuArray, PerCpuHashMap},
-    programs::BtfTracePointContext,
 };
 use tracer_common::{
-    drops::DropReason,
+    dispatch::SYSCALL_NRS,
+    drops::Reasons as _,
     hist,
-    maps::SYSCALL_STATS_ENTRIES,
-    syscalls::{InFlight, SAMPLE_SHIFT_NRS, SyscallKey, SyscallStats, is_error},
+    syscalls::{
+        InFlight, SYSCALL_STATS_ENTRIES, SyscallDrop, SyscallKey, SyscallStats, SyscallsConfig,
+    },
 };
 
-use crate::{config::setting, drops, targets::traced_generation};
+use crate::kernel::{config_global, count_drop, setting};
+
+config_global!(SYSCALLS_CONFIG: SyscallsConfig);
 
 /// Sized by the loader to `inflight_mask + 1` entries.
 #[map]
@@ -30,11 +33,35 @@ static SYSCALL_STATS: PerCpuHashMap<SyscallKey, SyscallStats> =
 
 /// Per syscall number, the log2 of its latency sampling period (eight numbers per element).
 #[map]
-static SYSCALL_SAMPLE_SHIFT: Array<[u8; 8]> = Array::with_max_entries(SAMPLE_SHIFT_NRS / 8, 0);
+static SYSCALL_SAMPLE_SHIFT: Array<[u8; 8]> = Array::with_max_entries(SYSCALL_NRS / 8, 0);
 
 /// Per-CPU xorshift32 state that picks which calls to time when sampling.
 #[map]
 static SYSCALL_SAMPLE_STATE: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+static SYSCALLS_DROPS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(SyscallDrop::ALL.len() as u32, 0);
+
+#[inline(always)]
+fn dropped(reason: SyscallDrop) {
+    count_drop(&SYSCALLS_DROPS, reason.index());
+}
+
+/// Whether syscall latency is measured (sys_enter is attached).
+#[inline(always)]
+pub fn measures_latency() -> bool {
+    setting!(SYSCALLS_CONFIG.latency) != 0
+}
+
+/// A syscall's latency as sys_exit found it: timed or not, and with which weight.
+#[derive(Clone, Copy)]
+pub struct Timing {
+    pub timed: bool,
+    pub ns: u64,
+    /// The call was timed with probability `2^-shift`; it stands for `2^shift` calls.
+    pub shift: u32,
+}
 
 /// True for a pseudo-random one call in `2^shift`. Random rather than every n-th call: a loop
 /// of n syscalls would otherwise always time the same one.
@@ -57,131 +84,60 @@ fn sample(shift: u32) -> bool {
     }
 }
 
-/// `sys_enter(struct pt_regs *regs, long id)`.
-#[btf_tracepoint(function = "sys_enter")]
-pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if traced_generation((pid_tgid >> 32) as u32).is_none() {
-        return 0;
-    }
-    let nr: i64 = ctx.arg(1);
-    let nr = nr as u32;
+/// At sys_enter of a traced thread: stamp its in-flight slot if this call is to be timed.
+#[inline(always)]
+pub fn on_enter(tid: u32, nr: u32) {
     let shift = match SYSCALL_SAMPLE_SHIFT.get(nr / 8) {
         Some(shifts) => u32::from(shifts[(nr % 8) as usize]),
         None => 0,
     };
     if shift != 0 && !sample(shift) {
-        return 0;
+        return;
     }
-    let tid = pid_tgid as u32;
-    let Some(slot) = SYSCALL_INFLIGHT.get_ptr_mut(tid & setting!(inflight_mask)) else {
-        return 0;
+    let Some(slot) = SYSCALL_INFLIGHT.get_ptr_mut(tid & setting!(SYSCALLS_CONFIG.inflight_mask))
+    else {
+        return;
     };
     // SAFETY: `slot` points into the array's memory. Another CPU may write the same slot only if
     // a traced thread with a colliding tid is in a syscall at the same moment; the tid check in
     // sys_exit then discards the torn stamp.
     unsafe {
         if (*slot).start_ns != 0 && (*slot).tid != tid {
-            drops::count(DropReason::SyscallLatencyLost);
+            dropped(SyscallDrop::LatencyLost);
         }
         (*slot).tid = tid;
         (*slot).nr = nr;
         (*slot).weight_shift = shift;
         (*slot).start_ns = bpf_ktime_get_ns();
     }
-    0
 }
 
-/// `sys_exit(struct pt_regs *regs, long ret)`.
-#[btf_tracepoint(function = "sys_exit")]
-pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    let Some(generation) = traced_generation(tgid) else {
-        return 0;
-    };
-    let ret: i64 = ctx.arg(1);
-    let tid = pid_tgid as u32;
-    // Plain integers rather than an Option: the verifier cannot see that the branches setting and
-    // reading an Option agree, and rejects the path where they seem not to.
-    let mut nr = NO_NR;
-    let mut timed = false;
-    let mut latency_ns: u64 = 0;
-    let mut weight_shift: u32 = 0;
-    if setting!(syscall_latency) != 0
-        && let Some(slot) = SYSCALL_INFLIGHT.get_ptr_mut(tid & setting!(inflight_mask))
-    {
-        // SAFETY: see sys_enter.
-        unsafe {
-            if (*slot).tid == tid && (*slot).start_ns != 0 {
-                nr = (*slot).nr;
-                latency_ns = bpf_ktime_get_ns().wrapping_sub((*slot).start_ns);
-                weight_shift = (*slot).weight_shift;
-                timed = true;
-                (*slot).start_ns = 0;
-            }
-        }
+/// At sys_exit: the number and timing of the call the thread stamped at entry, if it did.
+#[inline(always)]
+pub fn take_stamp(tid: u32) -> Option<(u32, Timing)> {
+    if !measures_latency() {
+        return None;
     }
-    if nr == NO_NR {
-        let regs: *const u8 = ctx.arg(0);
-        nr = syscall_nr(regs);
-        if ret == 0 && is_fork_family(nr) {
-            // The child's return from fork/clone: it did not make the call (its parent did).
-            return 0;
+    let slot = SYSCALL_INFLIGHT.get_ptr_mut(tid & setting!(SYSCALLS_CONFIG.inflight_mask))?;
+    // SAFETY: see on_enter.
+    unsafe {
+        if (*slot).tid != tid || (*slot).start_ns == 0 {
+            return None;
         }
-        if nr == u32::MAX {
-            // orig_ax is -1 at exit only after rt_sigreturn restored a signal frame.
-            nr = setting!(rt_sigreturn_nr);
-        }
+        let timing = Timing {
+            timed: true,
+            ns: bpf_ktime_get_ns().wrapping_sub((*slot).start_ns),
+            shift: (*slot).weight_shift,
+        };
+        (*slot).start_ns = 0;
+        Some(((*slot).nr, timing))
     }
-    record(
-        &SyscallKey {
-            tgid,
-            generation,
-            nr,
-        },
-        is_error(ret),
-        timed,
-        latency_ns,
-        weight_shift,
-    );
-    let regs: *const u8 = ctx.arg(0);
-    crate::fileio::on_exit(
-        tgid,
-        generation,
-        nr,
-        regs,
-        ret,
-        timed,
-        latency_ns,
-        weight_shift,
-    );
-    0
 }
 
-/// Marks "number not known yet"; no architecture has this many syscalls.
-const NO_NR: u32 = u32::MAX - 2;
-
-/// fork, vfork, clone, clone3 (numbers from `CONFIG`; absent ones are NO_SYSCALL).
+/// Adds one call to the (process, syscall) stats of this CPU; when timed, its latency counts
+/// `2^shift` times (it was timed with probability `2^-shift`).
 #[inline(always)]
-fn is_fork_family(nr: u32) -> bool {
-    nr == setting!(clone_nr)
-        || nr == setting!(clone3_nr)
-        || nr == setting!(fork_nr)
-        || nr == setting!(vfork_nr)
-}
-
-/// The syscall number saved in `regs` (`orig_ax` on x86_64, `syscallno` on arm64; the loader
-/// finds the offset in the kernel's BTF).
-#[inline(always)]
-pub fn syscall_nr(regs: *const u8) -> u32 {
-    crate::kernel::btf_field(regs, setting!(regs_syscall_nr_offset))
-}
-
-/// Adds one call to the (process, syscall) stats of this CPU; when `timed`, its latency `ns`
-/// counts `2^shift` times (it was timed with probability `2^-shift`).
-#[inline(always)]
-pub fn record(key: &SyscallKey, error: bool, timed: bool, ns: u64, shift: u32) {
+pub fn record(key: &SyscallKey, error: bool, timing: &Timing) {
     let stats = match SYSCALL_STATS.get_ptr_mut(key) {
         Some(stats) => stats,
         None => {
@@ -192,7 +148,7 @@ pub fn record(key: &SyscallKey, error: bool, timed: bool, ns: u64, shift: u32) {
             match SYSCALL_STATS.get_ptr_mut(key) {
                 Some(stats) => stats,
                 None => {
-                    drops::count(DropReason::SyscallStatsFull);
+                    dropped(SyscallDrop::StatsFull);
                     return;
                 }
             }
@@ -204,11 +160,11 @@ pub fn record(key: &SyscallKey, error: bool, timed: bool, ns: u64, shift: u32) {
         if error {
             (*stats).errors += 1;
         }
-        if timed {
-            let shift = shift & 31;
+        if timing.timed {
+            let shift = timing.shift & 31;
             (*stats).timed_calls += 1;
-            (*stats).duration_ns += ns << shift;
-            let bucket = hist::bucket(ns);
+            (*stats).duration_ns += timing.ns << shift;
+            let bucket = hist::bucket(timing.ns);
             if let Some(count) = (*stats).hist.get_mut(bucket) {
                 *count = count.wrapping_add(1 << shift);
             }
@@ -221,7 +177,12 @@ pub fn record(key: &SyscallKey, error: bool, timed: bool, ns: u64, shift: u32) {
 /// in-flight slot is freed.
 #[inline(always)]
 pub fn on_thread_exit(tgid: u32, generation: u32, tid: u32, nr: u32) {
-    if nr == setting!(exit_nr) || nr == setting!(exit_group_nr) {
+    if nr == setting!(SYSCALLS_CONFIG.exit_nr) || nr == setting!(SYSCALLS_CONFIG.exit_group_nr) {
+        let untimed = Timing {
+            timed: false,
+            ns: 0,
+            shift: 0,
+        };
         record(
             &SyscallKey {
                 tgid,
@@ -229,15 +190,14 @@ pub fn on_thread_exit(tgid: u32, generation: u32, tid: u32, nr: u32) {
                 nr,
             },
             false,
-            false,
-            0,
-            0,
+            &untimed,
         );
     }
-    if setting!(syscall_latency) != 0
-        && let Some(slot) = SYSCALL_INFLIGHT.get_ptr_mut(tid & setting!(inflight_mask))
+    if measures_latency()
+        && let Some(slot) =
+            SYSCALL_INFLIGHT.get_ptr_mut(tid & setting!(SYSCALLS_CONFIG.inflight_mask))
     {
-        // SAFETY: see sys_enter.
+        // SAFETY: see on_enter.
         unsafe {
             if (*slot).tid == tid {
                 (*slot).start_ns = 0;

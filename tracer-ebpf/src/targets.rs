@@ -2,9 +2,12 @@
 //! untraced process ever pays for: one helper call and one inlined array load.
 
 use aya_ebpf::{bindings::BPF_F_MMAPABLE, macros::map, maps::Array};
-use tracer_common::process::{TGIDS_PER_ELEMENT, TRACED_FLAG, generation};
+use tracer_common::process::{ProcessDrop, TGIDS_PER_ELEMENT, TRACED_FLAG, generation};
 
-use crate::{config::setting, drops};
+use crate::{
+    kernel::setting,
+    process::{PROCESS_CONFIG, dropped},
+};
 
 /// One byte per tgid (see `tracer_common::process`). The loader sizes it to pid_max and maps it
 /// into its memory (BPF_F_MMAPABLE) so that it can set one byte without rewriting the other seven,
@@ -38,8 +41,8 @@ pub fn traced_byte(tgid: u32) -> u8 {
 #[inline(always)]
 pub fn set_traced_byte(tgid: u32, byte: u8) -> bool {
     let index = tgid / TGIDS_PER_ELEMENT;
-    if index >= setting!(traced_elements) {
-        drops::count(tracer_common::drops::DropReason::PidOutOfRange);
+    if index >= setting!(PROCESS_CONFIG.traced_elements) {
+        dropped(ProcessDrop::PidOutOfRange);
         return false;
     }
     match TRACED.get_ptr_mut(index) {

@@ -26,11 +26,13 @@ pub trait OfProcess {
     fn process(&self) -> ProcessKey;
 }
 
+/// Implements [`OfProcess`] for kernel keys with `tgid` and `generation` fields (each tracer
+/// for its own keys).
 macro_rules! of_process {
     ($($key:ty),*) => {$(
-        impl OfProcess for $key {
-            fn process(&self) -> ProcessKey {
-                ProcessKey {
+        impl $crate::processes::OfProcess for $key {
+            fn process(&self) -> $crate::processes::ProcessKey {
+                $crate::processes::ProcessKey {
                     tgid: self.tgid,
                     generation: self.generation,
                 }
@@ -38,13 +40,7 @@ macro_rules! of_process {
         }
     )*};
 }
-
-of_process!(
-    tracer_common::syscalls::SyscallKey,
-    tracer_common::fileio::FileIoKey,
-    tracer_common::fileio::FileKey,
-    tracer_common::blockio::BlockKey
-);
+pub(crate) use of_process;
 
 /// Everything the `processes` table says about one traced process.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,7 +66,7 @@ impl ProcessRecord {
 }
 
 /// Live and recently ended traced processes.
-pub struct Registry {
+pub struct Processes {
     live: HashMap<u32, ProcessRecord>,
     /// Ended, still to be reaped from the maps and written: keyed so that lookups by key work
     /// until then.
@@ -82,15 +78,15 @@ pub struct Registry {
     ticks_per_second: u64,
 }
 
-impl Default for Registry {
+impl Default for Processes {
     fn default() -> Self {
-        Registry::new()
+        Processes::new()
     }
 }
 
-impl Registry {
-    pub fn new() -> Registry {
-        Registry {
+impl Processes {
+    pub fn new() -> Processes {
+        Processes {
             live: HashMap::new(),
             ended: BTreeMap::new(),
             recent: VecDeque::new(),
@@ -324,7 +320,7 @@ mod tests {
 
     #[test]
     fn fork_then_exit_moves_a_process_to_ended_with_its_exit_code() {
-        let mut reg = Registry::new();
+        let mut reg = Processes::new();
         let byte = next_traced_byte(0);
         // A PID that cannot exist, so /proc has nothing to add.
         let tgid = u32::MAX - 1;
@@ -345,7 +341,7 @@ mod tests {
 
     #[test]
     fn an_exit_of_another_generation_is_ignored() {
-        let mut reg = Registry::new();
+        let mut reg = Processes::new();
         let tgid = u32::MAX - 2;
         let first = next_traced_byte(0);
         let second = next_traced_byte(first);
@@ -356,7 +352,7 @@ mod tests {
 
     #[test]
     fn an_untraced_exec_is_a_candidate() {
-        let mut reg = Registry::new();
+        let mut reg = Processes::new();
         assert_eq!(reg.apply(&event(ProcessEventKind::Exec, 77, 0)), Some(77));
     }
 

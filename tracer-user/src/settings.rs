@@ -30,22 +30,43 @@ impl LatencyMode {
     }
 }
 
-/// Everything the loader and tracers need to know.
+/// Everything the loader and tracers need to know. A tracer with options of its own keeps them
+/// in a struct here (its flags are parsed in `cli::run`).
 #[derive(Clone, Debug)]
 pub struct Settings {
+    /// The tracers asked for (`--tracers`; the always-on ones are enabled whatever this says).
+    pub tracers: Vec<String>,
     pub syscall_latency: LatencyMode,
     /// Send exec events of every process (some targets are names, so late starters count).
     pub watch_exec: bool,
-    /// The file I/O tracer.
-    pub fileio: bool,
     /// `--files N`: the N files with the most bytes per interval.
     pub files: Option<usize>,
     /// The SQL tracer.
-    pub sql: Option<SqlSettings>,
-    /// The block I/O tracer.
-    pub blockio: bool,
+    pub sql: SqlSettings,
     /// Some blk-mq device does not account I/O: use the block_rq_insert/complete stand-ins.
     pub block_fallback: bool,
+    /// Test-only map sizes (`--map-entries MAP=N`), to make the kernel side's maps overflow.
+    pub map_entries: Vec<(String, u32)>,
+}
+
+impl Settings {
+    /// Settings with every optional tracer off (the base of `calibrate` and of tests).
+    pub fn minimal() -> Settings {
+        Settings {
+            tracers: Vec::new(),
+            syscall_latency: LatencyMode::Off,
+            watch_exec: false,
+            files: None,
+            sql: SqlSettings::default(),
+            block_fallback: false,
+            map_entries: Vec::new(),
+        }
+    }
+
+    /// Whether `--tracers` asked for `name`.
+    pub fn asked_for(&self, name: &str) -> bool {
+        self.tracers.iter().any(|t| t == name)
+    }
 }
 
 /// The SQL tracer's settings.
@@ -59,8 +80,20 @@ pub struct SqlSettings {
     pub text_bytes: usize,
     /// Write one raw statement text (with its literals) per row.
     pub raw_text: bool,
-    /// Bytes of the SQL_EVENTS ring buffer.
+    /// Bytes of the SOCKET_EVENTS ring buffer.
     pub ring_bytes: u32,
+}
+
+impl Default for SqlSettings {
+    fn default() -> Self {
+        SqlSettings {
+            ports: vec![3306, 5432],
+            capture: tracer_common::sockets::CAPTURE_MAX,
+            text_bytes: 256,
+            raw_text: false,
+            ring_bytes: tracer_common::sockets::SOCKET_EVENTS_BYTES,
+        }
+    }
 }
 
 /// Whether some blk-mq block device has I/O accounting off (`queue/iostats` 0): its requests

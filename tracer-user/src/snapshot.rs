@@ -10,8 +10,8 @@ use aya::{
 };
 
 use crate::{
+    kernel::maps::{self, MapAccessError},
     processes::{OfProcess, ProcessKey},
-    tracers::{TracerError, take_map},
 };
 
 /// How two counter sets combine: summing CPUs, or differencing totals over time.
@@ -130,9 +130,8 @@ pub struct StatsMap<K: Pod, V: Pod> {
 
 impl<K: Pod + Eq + Hash + Copy, V: Pod + Counters> StatsMap<K, V> {
     /// Takes the map `name` out of the loaded object.
-    pub fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Self, TracerError> {
-        let map = PerCpuHashMap::try_from(take_map(ebpf, name)?)
-            .map_err(|source| TracerError::Map { map: name, source })?;
+    pub fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Self, MapAccessError> {
+        let map = maps::take_as(ebpf, name)?;
         Ok(StatsMap {
             name,
             map,
@@ -141,7 +140,7 @@ impl<K: Pod + Eq + Hash + Copy, V: Pod + Counters> StatsMap<K, V> {
     }
 
     /// Every key with its value summed over CPUs.
-    pub fn totals(&self) -> Result<Vec<(K, V)>, TracerError> {
+    pub fn totals(&self) -> Result<Vec<(K, V)>, MapAccessError> {
         sum_per_cpu(&self.map).map_err(|source| self.error(source))
     }
 
@@ -151,7 +150,7 @@ impl<K: Pod + Eq + Hash + Copy, V: Pod + Counters> StatsMap<K, V> {
     }
 
     /// Deletes every key for which `doomed` is true, in the kernel and here.
-    pub fn remove(&mut self, doomed: impl Fn(&K) -> bool) -> Result<(), TracerError> {
+    pub fn remove(&mut self, doomed: impl Fn(&K) -> bool) -> Result<(), MapAccessError> {
         let keys: Vec<K> = self
             .map
             .keys()
@@ -168,8 +167,8 @@ impl<K: Pod + Eq + Hash + Copy, V: Pod + Counters> StatsMap<K, V> {
         Ok(())
     }
 
-    fn error(&self, source: MapError) -> TracerError {
-        TracerError::Map {
+    fn error(&self, source: MapError) -> MapAccessError {
+        MapAccessError::Map {
             map: self.name,
             source,
         }
@@ -178,7 +177,7 @@ impl<K: Pod + Eq + Hash + Copy, V: Pod + Counters> StatsMap<K, V> {
 
 impl<K: Pod + Eq + Hash + Copy + OfProcess, V: Pod + Counters> StatsMap<K, V> {
     /// Deletes the entries of processes that ended (their last interval is collected).
-    pub fn reap(&mut self, ended: &[ProcessKey]) -> Result<(), TracerError> {
+    pub fn reap(&mut self, ended: &[ProcessKey]) -> Result<(), MapAccessError> {
         self.remove(|k| ended.contains(&k.process()))
     }
 }

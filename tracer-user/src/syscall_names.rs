@@ -52,7 +52,7 @@ impl Arch {
 
     /// rt_sigreturn, clone, clone3, fork, vfork (`NO_SYSCALL` where the architecture lacks one).
     pub fn special_nrs(self) -> [u32; 5] {
-        use tracer_common::config::NO_SYSCALL;
+        use tracer_common::NO_SYSCALL;
         match self {
             Arch::X86_64 => [15, 56, 435, 57, 58],
             Arch::Aarch64 => [139, 220, 435, NO_SYSCALL, NO_SYSCALL],
@@ -99,7 +99,7 @@ mod tests {
             let names: Vec<String> = arch
                 .special_nrs()
                 .iter()
-                .filter(|&&nr| nr != tracer_common::config::NO_SYSCALL)
+                .filter(|&&nr| nr != tracer_common::NO_SYSCALL)
                 .map(|&nr| arch.syscall_name(nr))
                 .collect();
             let expected: &[&str] = match arch {

@@ -10,158 +10,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use tracer_common::fileio::FileOp;
 
 use super::{
-    SPECS, TableSpec,
+    TableSpec,
     aggregate::{Agg, Groups, aggregate},
     load::Run,
 };
 use crate::analysis::AnalysisError;
-
-/// What a metric measures.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Measure {
-    /// The sum of a counter column, normalized.
-    Counter(&'static str),
-    /// A quantile of the table's latency histogram, in ns (not normalized), taken only when
-    /// both runs have at least `min_samples` calls for the key.
-    Quantile { q: f64, min_samples: i64 },
-}
-
-/// A metric `diff` compares.
-#[derive(Debug)]
-pub struct Metric {
-    /// Stable name, used by `--threshold-for`/`--floor` and in the JSON report.
-    pub id: &'static str,
-    pub table: &'static str,
-    /// What a reader sees.
-    pub title: &'static str,
-    /// Columns that identify the metric's subject (a subset of the table spec's keys).
-    pub keys: &'static [&'static str],
-    /// Only rows whose column has one of these values.
-    pub only: &'static [(&'static str, &'static [&'static str])],
-    pub measure: Measure,
-    /// Relative worsening that counts (0.10: 10 % more per unit).
-    pub threshold: f64,
-    /// Absolute worsening that counts: in the head run's own terms, the count (calls, bytes)
-    /// beyond what the base rate predicts; for quantiles, ns.
-    pub floor: f64,
-    /// A key present only in head is a regression by itself (a new SQL fingerprint).
-    pub new_is_regression: bool,
-}
-
-/// Calls a key needs in both runs before its p97 is compared: the 97th percentile of fewer is
-/// a handful of calls, which one noisy moment on a CI machine moves by milliseconds.
-const MIN_LATENCY_SAMPLES: i64 = 1000;
-
-const SYNC_OPS: &[&str] = &["fsync", "fdatasync", "sync_file_range"];
-
-/// Every metric, in report order.
-pub const METRICS: &[Metric] = &[
-    Metric {
-        id: "sql.calls",
-        table: "sql_statements",
-        title: "SQL statements",
-        keys: &["db_system_name", "db_query_text"],
-        only: &[],
-        measure: Measure::Counter("calls"),
-        threshold: 0.10,
-        floor: 20.0,
-        new_is_regression: true,
-    },
-    Metric {
-        id: "sql.errors",
-        table: "sql_statements",
-        title: "SQL errors",
-        keys: &["db_system_name", "db_query_text"],
-        only: &[],
-        measure: Measure::Counter("errors"),
-        threshold: 0.10,
-        floor: 5.0,
-        new_is_regression: false,
-    },
-    Metric {
-        id: "sql.p97",
-        table: "sql_statements",
-        title: "SQL p97 latency",
-        keys: &["db_system_name", "db_query_text"],
-        only: &[],
-        measure: Measure::Quantile {
-            q: 0.97,
-            min_samples: MIN_LATENCY_SAMPLES,
-        },
-        threshold: 1.0,
-        floor: 1e6,
-        new_is_regression: false,
-    },
-    Metric {
-        id: "syscalls.calls",
-        table: "syscalls",
-        title: "System calls",
-        keys: &["syscall_name"],
-        only: &[],
-        measure: Measure::Counter("calls"),
-        threshold: 0.10,
-        floor: 100.0,
-        new_is_regression: false,
-    },
-    Metric {
-        id: "syscalls.errors",
-        table: "syscalls",
-        title: "Failed system calls",
-        keys: &["syscall_name"],
-        only: &[],
-        measure: Measure::Counter("errors"),
-        threshold: 0.10,
-        floor: 20.0,
-        new_is_regression: false,
-    },
-    Metric {
-        id: "syscalls.p97",
-        table: "syscalls",
-        title: "System call p97 latency",
-        keys: &["syscall_name"],
-        only: &[],
-        measure: Measure::Quantile {
-            q: 0.97,
-            min_samples: MIN_LATENCY_SAMPLES,
-        },
-        threshold: 1.0,
-        floor: 1e6,
-        new_is_regression: false,
-    },
-    Metric {
-        id: "fileio.syncs",
-        table: "fileio",
-        title: "fsync-family calls",
-        keys: &["op"],
-        only: &[("op", SYNC_OPS)],
-        measure: Measure::Counter("calls"),
-        threshold: 0.10,
-        floor: 10.0,
-        new_is_regression: false,
-    },
-    Metric {
-        id: "fileio.write_bytes",
-        table: "fileio",
-        title: "Bytes written to files",
-        keys: &["file_kind"],
-        only: &[("op", &["write"]), ("file_kind", &["file"])],
-        measure: Measure::Counter("bytes"),
-        threshold: 0.10,
-        floor: 1048576.0,
-        new_is_regression: false,
-    },
-    Metric {
-        id: "blockio.write_bytes",
-        table: "blockio",
-        title: "Bytes written to block devices",
-        keys: &["device"],
-        only: &[("op", &["write"])],
-        measure: Measure::Counter("bytes"),
-        threshold: 0.10,
-        floor: 1048576.0,
-        new_is_regression: false,
-    },
-];
+pub use crate::tracers::views::{Measure, Metric};
+use crate::tracers::views::{metrics, table_spec};
 
 /// A metric's effective settings after the command line's overrides.
 #[derive(Clone, Debug)]
@@ -284,10 +139,8 @@ fn values(
     groups: &Groups,
     exclude_io_syscalls: bool,
 ) -> Result<Values, AnalysisError> {
-    let spec: &'static TableSpec = SPECS
-        .iter()
-        .find(|s| s.table == metric.table)
-        .expect("every metric's table has a spec");
+    let spec: &'static TableSpec =
+        table_spec(metric.table).expect("every metric's table has a spec");
     let agg = aggregate(run, spec, groups, false)?;
     let col = |name: &str| spec.keys.iter().position(|k| *k == name);
     let key_at: Vec<usize> = metric
@@ -412,7 +265,7 @@ pub fn judge(
     }
 }
 
-/// Every metric's changes between two runs. `limits` has one entry per metric of METRICS.
+/// Every metric's changes between two runs. `limits` has one entry per metric of `metrics()`.
 pub fn compare(
     base: &Run,
     head: &Run,
@@ -426,7 +279,7 @@ pub fn compare(
     // patch that doubles a service's queries is one finding, not three.
     let exclude_io = base.tables.contains_key("fileio") && head.tables.contains_key("fileio");
     let mut out = Vec::new();
-    for (metric, limits) in METRICS.iter().zip(limits) {
+    for (metric, limits) in metrics().iter().copied().zip(limits) {
         if !base.tables.contains_key(metric.table) || !head.tables.contains_key(metric.table) {
             continue;
         }
@@ -490,7 +343,7 @@ mod tests {
     use super::*;
 
     fn metric(id: &str) -> &'static Metric {
-        METRICS.iter().find(|m| m.id == id).unwrap()
+        metrics().iter().copied().find(|m| m.id == id).unwrap()
     }
 
     fn limits(m: &Metric) -> Limits {
@@ -591,21 +444,5 @@ mod tests {
         // 100 µs → 300 µs: 3x, but 0.2 ms is below the 1 ms floor.
         let (.., v) = judge(m, &l, Some((1e5, 1000)), Some((3e5, 1000)), 1.0, 1.0);
         assert_eq!(v, Verdict::Same);
-    }
-
-    #[test]
-    fn every_metric_is_defined_on_its_tables_spec() {
-        for m in METRICS {
-            let spec = SPECS.iter().find(|s| s.table == m.table).unwrap();
-            for k in m.keys.iter().chain(m.only.iter().map(|(c, _)| c)) {
-                assert!(spec.keys.contains(k), "{}: {k}", m.id);
-            }
-            match m.measure {
-                Measure::Counter(c) => assert!(spec.counters.contains(&c), "{}", m.id),
-                Measure::Quantile { .. } => assert!(spec.histogram.is_some(), "{}", m.id),
-            }
-        }
-        let ids: BTreeSet<_> = METRICS.iter().map(|m| m.id).collect();
-        assert_eq!(ids.len(), METRICS.len());
     }
 }

@@ -7,11 +7,35 @@ use clap::Args;
 
 use crate::{
     exit::ExitCode,
-    kernel::{btf::KernelBtf, privileges},
-    loader,
+    kernel::{
+        btf::{BtfError, KernelBtf},
+        privileges::{self, PrivilegeError},
+    },
+    loader::{self, Attach, KernelSetup, LoadError},
     probes::CALIBRATION,
-    settings::{LatencyMode, Settings},
+    settings::Settings,
+    tracers,
 };
+
+#[derive(Debug, thiserror::Error)]
+enum CalibrateError {
+    #[error(transparent)]
+    Privilege(#[from] PrivilegeError),
+    #[error(transparent)]
+    Btf(#[from] BtfError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+}
+
+impl CalibrateError {
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            CalibrateError::Privilege(_) => ExitCode::NotPermitted,
+            CalibrateError::Btf(_) => ExitCode::KernelUnsupported,
+            CalibrateError::Load(e) => e.exit_code(),
+        }
+    }
+}
 
 #[derive(Debug, Args)]
 pub struct CalibrateArgs {
@@ -26,24 +50,26 @@ pub struct CalibrateArgs {
 }
 
 pub fn main(args: CalibrateArgs) -> ExitCode {
-    let result = (|| -> Result<(), crate::run::RunError> {
+    let result = (|| -> Result<(), CalibrateError> {
         privileges::check()?;
         let kbtf = KernelBtf::open(&args.kernel_btf)?;
-        let settings = Settings {
-            syscall_latency: LatencyMode::Off,
-            watch_exec: false,
-            fileio: false,
-            files: None,
-            sql: None,
-            blockio: false,
-            block_fallback: false,
-        };
-        let probes: Vec<_> = CALIBRATION
+        // The object's globals must be set for it to load, even though the empty programs read
+        // none of them.
+        let settings = Settings::minimal();
+        let mut setup = KernelSetup::new(&settings, &kbtf)?;
+        for r in tracers::enabled(&settings) {
+            (r.setup)(&mut setup)?;
+        }
+        let probes: Vec<Attach> = CALIBRATION
             .iter()
             .filter(|p| !args.exit_only || p.tracepoint == "sys_exit")
             .filter(|p| args.block || p.tracepoint.starts_with("sys_"))
+            .map(|probe| Attach {
+                tracer: "calibrate",
+                probe,
+            })
             .collect();
-        let _loaded = loader::load_with(&settings, &kbtf, &probes)?;
+        let _loaded = loader::load(setup, &probes)?;
         println!("ready");
         let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
         let mut sig = 0;

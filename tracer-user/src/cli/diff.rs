@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::{
     analysis::{
         AnalysisError,
-        compare::{self, Change, Limits, METRICS, Measure, Per, Verdict},
+        compare::{self, Change, Limits, Measure, Per, Verdict},
         load::Run,
     },
     exit::ExitCode,
@@ -59,7 +59,7 @@ pub struct DiffArgs {
 
 fn metrics_help() -> String {
     let mut s = String::from("Metrics (default threshold, floor):\n");
-    for m in METRICS {
+    for m in crate::tracers::views::metrics() {
         let floor = match m.measure {
             Measure::Quantile { .. } => report::duration(m.floor),
             Measure::Counter(_) => m.floor.to_string(),
@@ -90,12 +90,16 @@ fn parse_percent(s: &str) -> Result<f64, String> {
 }
 
 fn metric_id(id: &str) -> Result<String, String> {
-    if METRICS.iter().any(|m| m.id == id) {
+    if crate::tracers::views::metrics().iter().any(|m| m.id == id) {
         Ok(id.to_owned())
     } else {
         Err(format!(
             "unknown metric {id:?} (one of {})",
-            METRICS.iter().map(|m| m.id).collect::<Vec<_>>().join(", ")
+            crate::tracers::views::metrics()
+                .iter()
+                .map(|m| m.id)
+                .collect::<Vec<_>>()
+                .join(", ")
         ))
     }
 }
@@ -138,7 +142,7 @@ pub fn main(args: DiffArgs) -> ExitCode {
 }
 
 fn limits(args: &DiffArgs) -> Vec<Limits> {
-    METRICS
+    crate::tracers::views::metrics()
         .iter()
         .map(|m| {
             let mut threshold = match (m.measure, args.threshold) {
@@ -178,7 +182,11 @@ pub fn diff(args: &DiffArgs) -> Result<(String, bool), AnalysisError> {
             .cmp(&b.verdict)
             .then_with(|| {
                 // Within a verdict: metric order, then the biggest relative change first.
-                let at = |c: &Change| METRICS.iter().position(|m| m.id == c.metric.id);
+                let at = |c: &Change| {
+                    crate::tracers::views::metrics()
+                        .iter()
+                        .position(|m| m.id == c.metric.id)
+                };
                 at(a).cmp(&at(b))
             })
             .then_with(|| {
@@ -346,7 +354,7 @@ fn json_report(
         "base_denominator": bd,
         "head_denominator": hd,
         "regressed": regressed,
-        "limits": METRICS.iter().zip(limits).map(|(m, l)| json!({
+        "limits": crate::tracers::views::metrics().iter().zip(limits).map(|(m, l)| json!({
             "metric": m.id, "threshold": l.threshold, "floor": l.floor,
         })).collect::<Vec<_>>(),
         "regressions": pick(&[Verdict::Regression, Verdict::New]),

@@ -95,39 +95,37 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// The tracers a run can use. The syscall tracer always runs (the others build on it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum TracerName {
-    /// System calls: count, errors, latency.
-    Syscalls,
-    /// Read/write-family syscalls by kind of descriptor, fsync & co.
-    Fileio,
-    /// Block requests per device and op, writeback included.
-    Blockio,
-    /// MySQL/MariaDB and PostgreSQL statements over TCP and Unix sockets.
-    Sql,
-}
-
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Tracers")]
 pub struct TracerArgs {
-    /// Tracers to run, comma-separated (syscalls always runs).
+    /// Tracers to run, comma-separated (syscalls always runs; the others build on it).
     #[arg(
         long,
-        value_enum,
         value_delimiter = ',',
-        default_value = "syscalls,fileio,blockio,sql"
+        default_value = crate::tracers::default_selection(),
+        value_parser = clap::builder::PossibleValuesParser::new(crate::tracers::selectable()),
     )]
-    pub tracers: Vec<TracerName>,
+    pub tracers: Vec<String>,
     /// Also write the N files with the most bytes per process and interval (`files` table).
     #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "20", value_parser = clap::value_parser!(u16).range(1..))]
     pub files: Option<u16>,
+    /// Test only: the size of a kernel map (entries), to make it overflow on purpose.
+    /// Repeatable.
+    #[arg(long, value_name = "MAP=N", value_parser = parse_map_entries, hide = true)]
+    pub map_entries: Vec<(String, u32)>,
 }
 
-impl TracerArgs {
-    pub fn has(&self, t: TracerName) -> bool {
-        t == TracerName::Syscalls || self.tracers.contains(&t)
-    }
+fn parse_map_entries(s: &str) -> Result<(String, u32), String> {
+    let (map, n) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: write MAP=N, e.g. SYSCALL_STATS=64"))?;
+    let n: u32 = n
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{n:?} is not a positive number of entries"))?;
+    Ok((map.trim().to_owned(), n))
 }
 
 #[derive(Debug, Args)]
@@ -158,7 +156,7 @@ fn parse_capture(s: &str) -> Result<u32, String> {
         .trim()
         .parse()
         .map_err(|_| format!("{s:?} is not a number"))?;
-    if !(1024..=tracer_common::sql::SQL_CAPTURE_MAX).contains(&n) || !n.is_power_of_two() {
+    if !(1024..=tracer_common::sockets::CAPTURE_MAX).contains(&n) || !n.is_power_of_two() {
         return Err("must be a power of two from 1024 to 16384".to_owned());
     }
     Ok(n)

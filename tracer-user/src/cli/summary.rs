@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::{
     analysis::{
-        SPECS, TableSpec,
+        TableSpec,
         aggregate::{Agg, Groups, aggregate},
         load::Run,
     },
@@ -96,7 +96,7 @@ pub fn summary(args: &SummaryArgs) -> Result<String, crate::analysis::AnalysisEr
             ));
         }
     }
-    for spec in SPECS {
+    for spec in crate::tracers::views::table_specs() {
         if !run.tables.contains_key(spec.table) {
             continue;
         }

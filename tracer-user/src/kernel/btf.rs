@@ -132,6 +132,19 @@ impl KernelBtf {
             .ok_or_else(missing)
     }
 
+    /// Whether the kernel knows BPF helper `name` (`enum bpf_func_id` lists the helpers a kernel
+    /// has, e.g. `get_current_task_btf` for `BPF_FUNC_get_current_task_btf`).
+    pub fn has_helper(&self, name: &str) -> bool {
+        self.enum_value("bpf_func_id", &format!("BPF_FUNC_{name}"))
+            .is_ok()
+    }
+
+    /// Whether `bpf_get_current_task_btf` exists (Linux ≥ 5.11): task fields can then be read
+    /// with plain loads instead of probe reads.
+    pub fn has_helper_current_task_btf(&self) -> bool {
+        self.has_helper("get_current_task_btf")
+    }
+
     /// The byte offset reached by following `path` (`"file.f_path", "path.dentry"`, …): the sum
     /// of each `struct.field` offset.
     pub fn path_offset(&self, path: &[(&str, &str)]) -> Result<u32, BtfError> {

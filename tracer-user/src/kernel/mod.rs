@@ -1,6 +1,8 @@
-//! Facts about the running kernel and our privileges, checked before anything is loaded.
+//! Facts about the running kernel and our privileges, checked before anything is loaded, and
+//! access to the loaded programs' maps.
 
 pub mod btf;
+pub mod maps;
 pub mod privileges;
 
 use std::{fs, io, path::Path};

@@ -196,6 +196,7 @@ pub fn pass_signal(pid: u32, sig: i32) {
 }
 
 /// Waits (blocking) for `pid` and returns its wait status.
+#[cfg(test)]
 pub fn wait(pid: u32) -> io::Result<i32> {
     let mut status = 0;
     loop {
@@ -203,6 +204,25 @@ pub fn wait(pid: u32) -> io::Result<i32> {
         let r = unsafe { libc::waitpid(pid as i32, &mut status, 0) };
         if r >= 0 {
             return Ok(status);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// The wait status of our child `pid` if it has exited, without blocking.
+pub fn try_wait(pid: u32) -> io::Result<Option<i32>> {
+    let mut status = 0;
+    loop {
+        // SAFETY: a non-blocking wait for our own child.
+        let r = unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) };
+        if r > 0 {
+            return Ok(Some(status));
+        }
+        if r == 0 {
+            return Ok(None);
         }
         let err = io::Error::last_os_error();
         if err.kind() != io::ErrorKind::Interrupted {

@@ -2,20 +2,21 @@
 //! the maps into Arrow batches and the sink; between intervals follow process events.
 
 pub mod child;
+mod rings;
 mod session;
+mod tracking;
 
 use std::{path::PathBuf, time::SystemTime};
 
 use crate::{
-    cli::run::{RunArgs, TracerName},
+    cli::run::RunArgs,
     exit::ExitCode,
     kernel::{
         self,
         btf::{BtfError, KernelBtf},
         privileges::{self, PrivilegeError},
     },
-    loader::{self, LoadError},
-    processes::Registry,
+    loader::{self, Attach, KernelSetup, LoadError},
     settings::Settings,
     sink::{
         Sink, SinkError,
@@ -23,9 +24,11 @@ use crate::{
         metadata::{RunMetadata, SCHEMA_VERSION},
         output::{self, OutputError},
     },
-    targets::{self, TargetError, TargetSpec, TracedReason, traced::TracedMap},
-    tracers::{self, TracerError},
+    targets::{self, TargetError, TargetSpec, TracedReason, procfs::ProcInfo},
+    tracers::{self, Registration, TracerError, drops::DropsTable},
 };
+use session::{Output, Plan, Session, Tracing};
+use tracking::{Tracking, TrackingError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -47,14 +50,14 @@ pub enum RunError {
     Command(#[from] child::CommandError),
     #[error(transparent)]
     Tracer(#[from] TracerError),
+    #[error(transparent)]
+    Tracking(#[from] TrackingError),
     #[error("cannot write {path}: {source}")]
     Metadata {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot map the TRACED table: {0}")]
-    TracedMap(std::io::Error),
     #[error("cannot start the event loop: {0}")]
     Runtime(std::io::Error),
 }
@@ -70,7 +73,7 @@ impl RunError {
             RunError::Output(_) => ExitCode::OutputUnusable,
             RunError::Sink(_) | RunError::Metadata { .. } => ExitCode::OutputFailed,
             RunError::Command(e) => e.exit_code(),
-            RunError::Tracer(_) | RunError::TracedMap(_) | RunError::Runtime(_) => {
+            RunError::Tracer(_) | RunError::Tracking(_) | RunError::Runtime(_) => {
                 ExitCode::Internal
             }
         }
@@ -95,6 +98,46 @@ pub fn main(args: RunArgs, argv: Vec<String>) -> ExitCode {
 
 fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_micros(t).to_string()
+}
+
+/// The settings of a run, from its flags and the machine.
+fn settings(args: &RunArgs, watch_exec: bool) -> Settings {
+    Settings {
+        tracers: args.tracers.tracers.clone(),
+        syscall_latency: args.syscalls.mode(),
+        watch_exec,
+        files: args.tracers.files.map(usize::from),
+        sql: args.sql.settings(),
+        block_fallback: crate::settings::block_devices_without_iostats(),
+        map_entries: args.tracers.map_entries.clone(),
+    }
+}
+
+/// Loads the kernel side for `settings`: every enabled registration sets up its part, then its
+/// wanted probes are attached. Returns the loaded object and the enabled registrations.
+pub fn load(
+    settings: &Settings,
+    kbtf: &KernelBtf,
+) -> Result<(loader::Loaded, Vec<&'static Registration>, u32), RunError> {
+    let enabled = tracers::enabled(settings);
+    let mut setup = KernelSetup::new(settings, kbtf)?;
+    for r in &enabled {
+        (r.setup)(&mut setup)?;
+    }
+    let pid_max = setup.pid_max;
+    let probes: Vec<Attach> = enabled
+        .iter()
+        .flat_map(|r| {
+            r.probes
+                .iter()
+                .filter(|p| (p.wanted)(settings))
+                .map(|probe| Attach {
+                    tracer: r.name,
+                    probe,
+                })
+        })
+        .collect();
+    Ok((loader::load(setup, &probes)?, enabled, pid_max))
 }
 
 async fn execute(args: RunArgs, argv: Vec<String>) -> Result<ExitCode, RunError> {
@@ -127,60 +170,72 @@ async fn execute(args: RunArgs, argv: Vec<String>) -> Result<ExitCode, RunError>
         })
         .collect();
     let initial = targets::resolve(&args.targets.pids, &targets::snapshot(), args.targets.wait)?;
-
-    let settings = Settings {
-        syscall_latency: args.syscalls.mode(),
-        watch_exec: !names.is_empty(),
-        fileio: args.tracers.has(TracerName::Fileio) || args.tracers.files.is_some(),
-        files: args.tracers.files.map(usize::from),
-        sql: args
-            .tracers
-            .has(TracerName::Sql)
-            .then(|| args.sql.settings()),
-        blockio: args.tracers.has(TracerName::Blockio),
-        block_fallback: crate::settings::block_devices_without_iostats(),
-    };
-    let mut loaded = loader::load(&settings, &kbtf)?;
-    let traced = TracedMap::new(
-        tracers::take_map(&mut loaded.ebpf, tracer_common::maps::TRACED)?,
-        loaded.traced_elements,
-    )
-    .map_err(RunError::TracedMap)?;
+    let settings = settings(&args, !names.is_empty());
+    let (mut loaded, enabled, pid_max) = load(&settings, &kbtf)?;
 
     // The tracers fill their tables in the kernel (syscall classes, sampling periods) before any
     // target is marked: a short command would otherwise run before them.
-    let (tracers, drops) = tracers::build(&mut loaded.ebpf, &settings, loaded.arch)?;
-    let mut registry = Registry::new();
+    let collectors = tracers::build(&mut loaded.ebpf, &settings, loaded.arch, &enabled)?;
+    let drops = DropsTable::new(&mut loaded.ebpf, &enabled)?;
+    let mut tracking = Tracking::new(&mut loaded.ebpf, pid_max, names)?;
     for (info, reason) in &initial {
-        if let Ok(generation) = traced.mark(info.pid) {
-            registry.add_from_proc(info, generation, reason.clone());
-        }
+        tracking.trace(info, reason.clone());
     }
     // A target that exited between resolution and marking never sends an exit event.
-    for tgid in registry.sweep_vanished() {
-        traced.unmark(tgid);
-    }
-    let _ = registry.take_ended();
-    if registry.live_count() == 0 && names.is_empty() && command.is_none() {
+    tracking.sweep();
+    let _ = tracking.take_ended();
+    if tracking.processes.live_count() == 0 && !tracking.watches_names() && command.is_none() {
         let pid = initial.first().map_or(0, |(p, _)| p.pid);
         return Err(TargetError::Exited { pid }.into());
     }
-
     let child = match &command {
         Some(cmd) => Some(cmd.spawn(|pid| {
-            if let Ok(generation) = traced.mark(pid) {
-                let info = targets::procfs::read(pid).unwrap_or(targets::procfs::ProcInfo {
-                    pid,
-                    ppid: std::process::id(),
-                    ..Default::default()
-                });
-                registry.add_from_proc(&info, generation, TracedReason::Command);
-            }
+            let info = targets::procfs::read(pid).unwrap_or(ProcInfo {
+                pid,
+                ppid: std::process::id(),
+                ..Default::default()
+            });
+            tracking.trace(&info, TracedReason::Command);
         })?),
         None => None,
     };
 
-    output::create(&out_dir)?;
+    let output = open_output(&args, argv, &out_dir, host, started, &settings, &enabled)?;
+    tracing::info!(output = %out_dir.display(), processes = tracking.processes.live_count(), "tracing");
+    let session = Session {
+        tracing: Tracing {
+            loaded,
+            tracking,
+            tracers: collectors,
+            drops,
+        },
+        output,
+        plan: Plan {
+            interval: args.timing.interval,
+            duration: args.timing.duration,
+            pids_only: command.is_none()
+                && args
+                    .targets
+                    .pids
+                    .iter()
+                    .all(|t| matches!(t, TargetSpec::Pid(_))),
+            child,
+        },
+    };
+    session.run().await
+}
+
+/// Creates the output directory, run.json and the sink with every enabled table.
+fn open_output(
+    args: &RunArgs,
+    argv: Vec<String>,
+    out_dir: &std::path::Path,
+    host: String,
+    started: SystemTime,
+    settings: &Settings,
+    enabled: &[&'static Registration],
+) -> Result<Output, RunError> {
+    output::create(out_dir)?;
     let (kernel_release, kernel_version) = kernel::release_and_version();
     let meta = RunMetadata {
         tool: "scalp-bpf",
@@ -189,7 +244,7 @@ async fn execute(args: RunArgs, argv: Vec<String>) -> Result<ExitCode, RunError>
         host,
         kernel_release,
         kernel_version,
-        arch: loaded.arch.name(),
+        arch: crate::syscall_names::Arch::host().map_or("unknown", |a| a.name()),
         boot_id: kernel::boot_id(),
         run_start: rfc3339(started),
         run_end: None,
@@ -207,43 +262,26 @@ async fn execute(args: RunArgs, argv: Vec<String>) -> Result<ExitCode, RunError>
         drops: Vec::new(),
         units: args.output.units,
     };
-    meta.write(&out_dir).map_err(|source| RunError::Metadata {
+    meta.write(out_dir).map_err(|source| RunError::Metadata {
         path: out_dir.join("run.json"),
         source,
     })?;
     let meta_bytes = std::fs::metadata(out_dir.join("run.json")).map_or(0, |m| m.len());
-    let mut schemas: Vec<_> = tracers.iter().flat_map(|t| t.tables()).collect();
-    schemas.push((tracers::drops::TABLE, tracers::drops::schema()));
-    schemas.push((tracers::processes::TABLE, tracers::processes::schema()));
+    let schemas = enabled
+        .iter()
+        .flat_map(|r| r.tables.iter().map(|t| (t.name, (t.schema)())))
+        .collect();
     let sink = Sink::new(
-        &out_dir,
+        out_dir,
         schemas,
         &meta.key_values(),
         args.output.flush_every.unwrap_or(args.timing.interval),
         args.timing.interval,
     )?;
-    tracing::info!(output = %out_dir.display(), processes = registry.live_count(), "tracing");
-
-    let session = session::Session {
-        loaded,
-        traced,
-        registry,
-        tracers,
-        drops,
+    Ok(Output {
         sink,
         meta,
-        names,
-        pids_only: command.is_none()
-            && args
-                .targets
-                .pids
-                .iter()
-                .all(|t| matches!(t, TargetSpec::Pid(_))),
-        child,
-        interval: args.timing.interval,
-        duration: args.timing.duration,
         budget: args.output.max_size.0.map(Budget::new),
         meta_bytes,
-    };
-    session.run().await
+    })
 }

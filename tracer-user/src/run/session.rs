@@ -1,180 +1,187 @@
-//! The running session: the event loop and the way out.
+//! The running session: the event loop (intervals, rings, signals, the command) and the way out.
 
 use std::{
+    os::fd::AsRawFd as _,
     path::PathBuf,
     time::{Duration, SystemTime},
 };
 
-use aya::maps::{MapData, RingBuf};
 use tokio::{
-    io::unix::AsyncFd,
     signal::unix::{Signal, SignalKind, signal},
-    task::JoinHandle,
     time::{Instant, MissedTickBehavior},
 };
-use tracer_common::{maps::PROCESS_EVENTS, process::ProcessEvent};
 
-use super::{RunError, child, rfc3339};
+use super::{
+    RunError, child, rfc3339,
+    rings::{Rings, Source},
+    tracking::Tracking,
+};
 use crate::{
     exit::ExitCode,
     loader::Loaded,
-    processes::{ProcessKey, Registry},
+    processes::{ProcessKey, ProcessRecord},
     sink::{
         Sink,
         budget::Budget,
         metadata::{DropTotal, RunMetadata},
     },
-    targets::{self, TracedReason, matcher, traced::TracedMap},
-    tracers::{self, Interval, Tracer, processes},
+    tracers::{self, DropCount, Interval, drops::DropsTable},
 };
 
-/// How long a traced command gets to exit after we passed it a SIGINT/SIGTERM.
+/// How long a traced command gets to exit after we passed it a SIGINT/SIGTERM; after that (or a
+/// second signal) tracing stops and the command is left running, untraced.
 const COMMAND_GRACE: Duration = Duration::from_secs(10);
-/// How often a tracer's event ring is drained between the kernel's (rare) wakeups.
+/// How often the tracers' event rings are drained between the kernel's (rare) wakeups.
 const EVENT_POLL: Duration = Duration::from_millis(20);
 /// Room kept, for `--max-size`, for each traced process's row in the processes table (written
 /// when the run stops) and for run.json growing at the end.
 const PROCESS_ROW_BYTES: u64 = 512;
 const RUN_JSON_GROWTH: u64 = 4 << 10;
 
-pub struct Session {
+/// What is loaded and collected.
+pub struct Tracing {
+    /// Keeps the programs attached and the maps alive.
     pub loaded: Loaded,
-    pub traced: TracedMap,
-    pub registry: Registry,
-    pub tracers: Vec<Box<dyn Tracer>>,
-    pub drops: tracers::drops::DropsTracer,
+    pub tracking: Tracking,
+    /// The enabled tracers' collectors, with their names.
+    pub tracers: tracers::Collectors,
+    pub drops: DropsTable,
+}
+
+/// Where it goes.
+pub struct Output {
     pub sink: Sink,
     pub meta: RunMetadata,
-    /// Name targets: late starters matching them are picked up.
-    pub names: Vec<String>,
-    /// Only PIDs were given: stop when they have all ended.
-    pub pids_only: bool,
-    pub child: Option<u32>,
-    pub interval: Duration,
-    pub duration: Option<Duration>,
     /// `--max-size`, if any.
     pub budget: Option<Budget>,
     /// Size of run.json when the run started.
     pub meta_bytes: u64,
 }
 
+/// When it ends.
+pub struct Plan {
+    pub interval: Duration,
+    pub duration: Option<Duration>,
+    /// Only PIDs were given: stop when they have all ended.
+    pub pids_only: bool,
+    /// The command started with `-- CMD`.
+    pub child: Option<u32>,
+}
+
+pub struct Session {
+    pub tracing: Tracing,
+    pub output: Output,
+    pub plan: Plan,
+}
+
 /// Why the loop ended.
 enum Stop {
     Duration,
     MaxSize,
+    /// A signal; the command (if any) did not exit within the grace period.
     Signal(&'static str, i32),
     CommandExited(i32),
     TargetsEnded,
     Failed(RunError),
 }
 
+/// Signals the session listens to.
+struct Signals {
+    int: Signal,
+    term: Signal,
+    child: Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals, RunError> {
+        let on = |kind| signal(kind).map_err(RunError::Runtime);
+        Ok(Signals {
+            int: on(SignalKind::interrupt())?,
+            term: on(SignalKind::terminate())?,
+            child: on(SignalKind::child())?,
+        })
+    }
+}
+
 impl Session {
     pub async fn run(mut self) -> Result<ExitCode, RunError> {
-        let ring = RingBuf::try_from(tracers::take_map(&mut self.loaded.ebpf, PROCESS_EVENTS)?)
-            .map_err(|source| tracers::TracerError::Map {
-                map: PROCESS_EVENTS,
-                source,
-            })?;
-        let mut events = readable(ring)?;
-        let mut logs = match self.loaded.logger.take() {
-            Some(logger) => Some(readable(logger)?),
-            None => None,
-        };
-        // A tracer's own ring buffer (the SQL tracer's), drained as it fills.
-        let event_tracer = self.tracers.iter().position(|t| t.event_fd().is_some());
-        let mut tracer_events = match event_tracer.and_then(|i| self.tracers[i].event_fd()) {
-            Some(fd) => Some(readable(FdRef(fd))?),
-            None => None,
-        };
-        // The kernel wakes us for that ring only when it fills up (a wakeup per record would
-        // cost the traced process more than the capture itself); otherwise it is polled.
+        let mut signals = Signals::new()?;
+        let rings = self.rings()?;
+        let poll_rings = self
+            .tracing
+            .tracers
+            .iter()
+            .any(|(_, t)| !t.rings().is_empty());
+        // The kernel wakes us for the tracers' rings only when they fill up (a wakeup per record
+        // would cost the traced process more than the capture itself); otherwise they are polled.
         let mut poll = tokio::time::interval(EVENT_POLL);
         poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Runtime)?;
-        let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Runtime)?;
-        let mut child_wait: Option<JoinHandle<std::io::Result<i32>>> = self
-            .child
-            .map(|pid| tokio::task::spawn_blocking(move || child::wait(pid)));
 
         let start = Instant::now();
-        let mut ticker = tokio::time::interval_at(start + self.interval, self.interval);
+        let mut ticker = tokio::time::interval_at(start + self.plan.interval, self.plan.interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let deadline = self.duration.map(|d| start + d);
-        let mut interval_start = self.registry.now_unix_ns();
+        let deadline = self.plan.duration.map(|d| start + d);
+        let mut interval_start = self.tracing.tracking.processes.now_unix_ns();
         let mut grace: Option<Instant> = None;
         let mut received: Option<(&'static str, i32)> = None;
 
         let stop = loop {
+            // The command may have exited before SIGCHLD was watched.
+            if let Some(status) = self.command_status() {
+                break Stop::CommandExited(status);
+            }
             tokio::select! {
                 _ = ticker.tick() => {
-                    if let Err(e) = self.tick(&mut events, &mut interval_start) {
+                    if let Err(e) = self.end_interval(&mut interval_start) {
                         break Stop::Failed(e);
                     }
                     if self.over_budget() {
                         break Stop::MaxSize;
                     }
-                    if self.pids_only && self.registry.live_count() == 0 {
+                    if self.plan.pids_only && self.tracing.tracking.processes.live_count() == 0 {
                         break Stop::TargetsEnded;
                     }
                 }
-                _ = poll.tick(), if tracer_events.is_some() => {
-                    if let Some(i) = event_tracer {
-                        self.tracers[i].drain(&self.registry);
-                    }
-                }
-                guard = events.readable_mut() => {
-                    if let Ok(mut guard) = guard {
-                        self.drain_events(guard.get_inner_mut());
-                        guard.clear_ready();
-                    }
-                }
-                guard = async { tracer_events.as_mut().expect("guarded").readable_mut().await }, if tracer_events.is_some() => {
-                    if let (Ok(mut guard), Some(i)) = (guard, event_tracer) {
-                        self.tracers[i].drain(&self.registry);
-                        guard.clear_ready();
-                    }
-                }
-                guard = async { logs.as_mut().expect("guarded").readable_mut().await }, if logs.is_some() => {
-                    if let Ok(mut guard) = guard {
-                        guard.get_inner_mut().flush();
-                        guard.clear_ready();
-                    }
-                }
-                _ = sigint.recv() => {
+                _ = poll.tick(), if poll_rings => self.drain_tracers(),
+                source = rings.readable() => self.drain(source),
+                _ = signals.int.recv() => {
                     if let Some(stop) = self.on_signal("SIGINT", libc::SIGINT, &mut grace, &mut received) { break stop; }
                 }
-                _ = sigterm.recv() => {
+                _ = signals.term.recv() => {
                     if let Some(stop) = self.on_signal("SIGTERM", libc::SIGTERM, &mut grace, &mut received) { break stop; }
                 }
+                _ = signals.child.recv() => {}
                 _ = sleep_until(deadline) => break Stop::Duration,
                 _ = sleep_until(grace) => {
                     let (name, sig) = received.unwrap_or(("SIGTERM", libc::SIGTERM));
                     break Stop::Signal(name, sig);
                 }
-                status = async { child_wait.as_mut().expect("guarded").await }, if child_wait.is_some() => {
-                    match status {
-                        Ok(Ok(status)) => break Stop::CommandExited(status),
-                        _ => break Stop::CommandExited(1 << 8),
-                    }
-                }
             }
         };
-        drop(logs);
-        drop(tracer_events);
-        // Tracing stopped before the command ended: it goes on untraced, and scalp-bpf waits for
-        // it (its exit code is the run's), with the programs unloaded.
-        let untraced = match (&stop, self.child, child_wait) {
-            (Stop::MaxSize | Stop::Failed(_), Some(pid), Some(wait)) => Some((pid, wait)),
-            _ => None,
+        drop(rings);
+        let child = self.plan.child;
+        let command_done = matches!(stop, Stop::CommandExited(_));
+        let (untraced, left_running) = match (&stop, child) {
+            // Tracing stopped before the command ended: it goes on untraced, and scalp-bpf waits
+            // for it (its exit code is the run's), with the programs unloaded.
+            (Stop::MaxSize | Stop::Failed(_), Some(pid)) => (Some(pid), None),
+            // It did not exit within the grace period of a signal: it is left running.
+            (Stop::Signal(name, _), Some(pid)) if !command_done => (None, Some((pid, *name))),
+            _ => (None, None),
         };
-        let finished = self.finish(stop, &mut events, interval_start);
-        drop(events);
-        let Some((pid, wait)) = untraced else {
+        let finished = self.finish(stop, interval_start);
+        if let Some((pid, name)) = left_running {
+            eprintln!(
+                "scalp-bpf: the command (PID {pid}) was still running {}s after {name} (it may ignore the signal); tracing stopped, it goes on untraced",
+                COMMAND_GRACE.as_secs()
+            );
+        }
+        let Some(pid) = untraced else {
             return finished.map(|f| f.code);
         };
         match finished {
             Ok(mut f) => {
-                let code = wait_untraced(pid, wait, &mut sigint, &mut sigterm).await;
+                let code = wait_untraced(pid, &mut signals).await;
                 f.meta.command_exit_code = Some(i32::from(code.code()));
                 if let Err(e) = f.meta.write(&f.root) {
                     tracing::warn!("cannot update run.json with the command's exit code: {e}");
@@ -184,26 +191,82 @@ impl Session {
             Err(e) => {
                 // Said now, not when the command ends.
                 eprintln!("scalp-bpf: {e}");
-                wait_untraced(pid, wait, &mut sigint, &mut sigterm).await;
+                wait_untraced(pid, &mut signals).await;
                 Ok(e.exit_code())
             }
         }
     }
 
+    /// Every ring the loop waits on.
+    fn rings(&self) -> Result<Rings, RunError> {
+        let mut rings = Rings::default();
+        rings
+            .add(Source::Processes, self.tracing.tracking.ring())
+            .map_err(RunError::Runtime)?;
+        if let Some(logger) = &self.tracing.loaded.logger {
+            rings
+                .add(Source::Logs, logger.as_raw_fd())
+                .map_err(RunError::Runtime)?;
+        }
+        for (i, (_, tracer)) in self.tracing.tracers.iter().enumerate() {
+            for fd in tracer.rings() {
+                rings
+                    .add(Source::Tracer(i), fd)
+                    .map_err(RunError::Runtime)?;
+            }
+        }
+        Ok(rings)
+    }
+
+    fn drain(&mut self, source: Source) {
+        let t = &mut self.tracing;
+        match source {
+            Source::Processes => t.tracking.drain(),
+            Source::Logs => {
+                if let Some(logger) = &mut t.loaded.logger {
+                    logger.flush();
+                }
+            }
+            Source::Tracer(i) => {
+                if let Some((_, tracer)) = t.tracers.get_mut(i) {
+                    tracer.drain(&t.tracking.processes);
+                }
+            }
+        }
+    }
+
+    fn drain_tracers(&mut self) {
+        let t = &mut self.tracing;
+        for (_, tracer) in &mut t.tracers {
+            tracer.drain(&t.tracking.processes);
+        }
+    }
+
+    /// The command's wait status once it has exited (not blocking).
+    fn command_status(&self) -> Option<i32> {
+        let pid = self.plan.child?;
+        match child::try_wait(pid) {
+            Ok(status) => status,
+            // Not our child any more (cannot happen): treat as failed.
+            Err(_) => Some(1 << 8),
+        }
+    }
+
     /// `--max-size`: whether the next interval could take the output past the limit.
     fn over_budget(&mut self) -> bool {
-        let Some(budget) = &mut self.budget else {
+        let o = &mut self.output;
+        let Some(budget) = &mut o.budget else {
             return false;
         };
-        let used = self.sink.bytes() + self.meta_bytes;
-        let reserve = self.sink.finish_reserve()
-            + self.registry.live_count() as u64 * PROCESS_ROW_BYTES
+        let used = o.sink.bytes() + o.meta_bytes;
+        let reserve = o.sink.finish_reserve()
+            + self.tracing.tracking.processes.live_count() as u64 * PROCESS_ROW_BYTES
             + RUN_JSON_GROWTH;
         budget.exhausted(used, reserve)
     }
 
-    /// First SIGINT/SIGTERM: with a command, pass it on and wait for the command (bounded);
-    /// without, stop. A second signal stops at once.
+    /// First SIGINT/SIGTERM: with a command, pass it on and wait for the command (bounded by
+    /// [`COMMAND_GRACE`]); without, stop. A second signal stops at once.
     fn on_signal(
         &mut self,
         name: &'static str,
@@ -211,7 +274,7 @@ impl Session {
         grace: &mut Option<Instant>,
         received: &mut Option<(&'static str, i32)>,
     ) -> Option<Stop> {
-        match (self.child, received.is_some()) {
+        match (self.plan.child, received.is_some()) {
             (Some(pid), false) => {
                 child::pass_signal(pid, sig);
                 *received = Some((name, sig));
@@ -222,195 +285,94 @@ impl Session {
         }
     }
 
-    /// End of an interval: events first (so ended processes are known), then every tracer's
-    /// rows, then the processes that ended, then name rescans.
-    fn tick(
-        &mut self,
-        events: &mut AsyncFd<RingBuf<MapData>>,
-        interval_start: &mut i64,
-    ) -> Result<(), RunError> {
-        self.drain_events(events.get_mut());
-        for tgid in self.registry.sweep_vanished() {
-            self.traced.unmark(tgid);
-        }
+    /// End of an interval: events first (so ended processes are known), then every table's rows,
+    /// then name rescans.
+    fn end_interval(&mut self, interval_start: &mut i64) -> Result<(), RunError> {
+        self.tracing.tracking.drain();
+        self.tracing.tracking.sweep();
         self.collect(interval_start)?;
-        if !self.names.is_empty() {
-            self.rescan();
-        }
-        self.sink.rotate_if_due()?;
+        self.tracing.tracking.rescan();
+        self.output.sink.rotate_if_due()?;
         Ok(())
     }
 
+    /// Reads every tracer's maps at the same instant, then builds and writes the interval's
+    /// rows; processes that ended are written and reaped from the maps.
     fn collect(&mut self, interval_start: &mut i64) -> Result<(), RunError> {
-        let end = self.registry.now_unix_ns();
+        let t = &mut self.tracing;
+        let processes = &t.tracking.processes;
+        let end = processes.now_unix_ns();
         let interval = Interval {
             start_unix_ns: *interval_start,
             end_unix_ns: end,
         };
         *interval_start = end;
-        let mut user_drops = Vec::new();
-        for tracer in &mut self.tracers {
-            for (table, batch) in tracer.collect(&interval, &self.registry)? {
-                self.sink.write(table, &batch)?;
+        for (_, tracer) in &mut t.tracers {
+            tracer.snapshot(processes)?;
+        }
+        t.drops.snapshot()?;
+        let mut user_drops: Vec<DropCount> = Vec::new();
+        for (_, tracer) in &mut t.tracers {
+            for (table, batch) in tracer.batches(&interval, processes)? {
+                self.output.sink.write(table, &batch)?;
             }
             user_drops.extend(tracer.take_drops());
         }
-        if let Some(batch) = self.drops.collect(&interval, user_drops)? {
-            self.sink.write(tracers::drops::TABLE, &batch)?;
+        if let Some(batch) = t.drops.batch(&interval, user_drops)? {
+            self.output.sink.write(tracers::drops::TABLE, &batch)?;
         }
-        let ended = self.registry.take_ended();
+        let ended = t.tracking.take_ended();
         if !ended.is_empty() {
             let keys: Vec<ProcessKey> = ended.iter().map(|r| r.key).collect();
-            for tracer in &mut self.tracers {
+            for (_, tracer) in &mut t.tracers {
                 tracer.reap(&keys)?;
             }
-            self.write_processes(&ended)?;
+            write_processes(&mut self.output.sink, &ended)?;
         }
         Ok(())
-    }
-
-    fn write_processes(
-        &mut self,
-        records: &[crate::processes::ProcessRecord],
-    ) -> Result<(), RunError> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        let batch = processes::batch(records).map_err(|source| tracers::TracerError::Arrow {
-            table: processes::TABLE,
-            source,
-        })?;
-        self.sink.write(processes::TABLE, &batch)?;
-        Ok(())
-    }
-
-    fn drain_events(&mut self, ring: &mut RingBuf<MapData>) {
-        while let Some(item) = ring.next() {
-            if item.len() < size_of::<ProcessEvent>() {
-                continue;
-            }
-            // SAFETY: the record holds a ProcessEvent written by the kernel side (checked length;
-            // read_unaligned makes no alignment assumption).
-            let event: ProcessEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-            drop(item);
-            if let Some(candidate) = self.registry.apply(&event) {
-                self.consider(candidate);
-            }
-        }
-    }
-
-    /// An untraced process exec'd (or a rescan found it): trace it if it matches a name.
-    fn consider(&mut self, pid: u32) {
-        if self.names.is_empty() || pid == std::process::id() || self.registry.is_live(pid) {
-            return;
-        }
-        let Ok(info) = targets::procfs::read(pid) else {
-            return;
-        };
-        if let Some(name) = self.names.iter().find(|n| matcher::matches(n, &info))
-            && let Ok(generation) = self.traced.mark(pid)
-        {
-            tracing::info!(pid, name = %name, "late starter traced");
-            self.registry
-                .add_from_proc(&info, generation, TracedReason::Target(name.clone()));
-        }
-    }
-
-    fn rescan(&mut self) {
-        for pid in targets::procfs::all_pids() {
-            if self.traced.get(pid) & tracer_common::process::TRACED_FLAG == 0 {
-                self.consider(pid);
-            }
-        }
     }
 
     /// The way out, whatever the reason: last events, last interval, every process, every part
     /// closed, run.json complete.
-    fn finish(
-        mut self,
-        stop: Stop,
-        events: &mut AsyncFd<RingBuf<MapData>>,
-        mut interval_start: i64,
-    ) -> Result<Finished, RunError> {
-        let mut failure = None;
-        let mut command_status = None;
-        let max_size = matches!(stop, Stop::MaxSize);
-        let (reason, code) = match stop {
-            Stop::Duration => ("duration".to_owned(), ExitCode::Ok),
-            Stop::MaxSize => ("max size".to_owned(), ExitCode::Ok),
-            Stop::TargetsEnded => ("targets ended".to_owned(), ExitCode::Ok),
-            Stop::Signal(name, sig) => (
-                format!("signal {name}"),
-                if self.child.is_some() {
-                    ExitCode::Command((128 + sig) as u8)
-                } else {
-                    ExitCode::Ok
-                },
-            ),
-            Stop::CommandExited(status) => {
-                command_status = Some(status);
-                let code = child::exit_code_of(status);
-                self.meta.command_exit_code = Some(i32::from(code));
-                ("command exited".to_owned(), ExitCode::Command(code))
-            }
-            Stop::Failed(e) => {
-                let r = format!("error: {e}");
-                failure = Some(e);
-                (r, ExitCode::OutputFailed)
-            }
-        };
+    fn finish(mut self, stop: Stop, mut interval_start: i64) -> Result<Finished, RunError> {
+        let end = End::of(stop, self.plan.child.is_some());
+        let mut failure = end.failure;
+        if let Some(status) = end.command_status {
+            self.output.meta.command_exit_code = Some(i32::from(child::exit_code_of(status)));
+        }
         if failure.is_none() {
             // The command's exit event is in the ring by the time waitpid returns.
-            self.drain_events(events.get_mut());
-            if let (Some(pid), Some(status)) = (self.child, command_status) {
-                self.registry.set_exit_status(pid, status);
+            self.tracing.tracking.drain();
+            if let (Some(pid), Some(status)) = (self.plan.child, end.command_status) {
+                self.tracing.tracking.processes.set_exit_status(pid, status);
             }
             let result = self.collect(&mut interval_start).and_then(|()| {
-                let all = self.registry.take_all();
-                self.write_processes(&all)
+                let all = self.tracing.tracking.processes.take_all();
+                write_processes(&mut self.output.sink, &all)
             });
             if let Err(e) = result {
                 failure = Some(e);
             }
         }
-        self.meta.run_end = Some(rfc3339(SystemTime::now()));
-        self.meta.end_reason = Some(reason);
-        self.meta.drops = self
+        let o = &mut self.output;
+        o.meta.run_end = Some(rfc3339(SystemTime::now()));
+        o.meta.end_reason = Some(end.reason);
+        o.meta.drops = self
+            .tracing
             .drops
             .run_totals()
             .into_iter()
-            .chain(self.tracers.iter().flat_map(|t| t.run_drops()))
+            .chain(self.tracing.tracers.iter().flat_map(|(_, t)| t.run_drops()))
             .map(|(tracer, reason, count)| DropTotal {
                 tracer: tracer.to_owned(),
                 reason: reason.to_owned(),
                 count,
             })
             .collect();
-        let kv: Vec<(String, String)> = self
-            .meta
-            .key_values()
-            .into_iter()
-            .filter(|(k, _)| k == "scalp.run_end" || k == "scalp.run")
-            .collect();
-        match failure {
-            None => {
-                if let Err(e) = self.sink.finish(&kv) {
-                    self.sink.abandon();
-                    failure = Some(e.into());
-                }
-            }
-            // Writing failed: the interval in progress is dropped, what was closed stays.
-            Some(RunError::Sink(_)) => self.sink.abandon(),
-            Some(_) => {
-                // Close what can be closed; drop parts that cannot be completed.
-                if self.sink.finish(&kv).is_err() {
-                    self.sink.abandon();
-                }
-            }
-        }
-        let root = self.sink.root().to_owned();
-        let meta_result = self.meta.write(&root);
-        for d in &self.meta.drops {
+        close_sink(o, &mut failure);
+        let root = o.sink.root().to_owned();
+        let meta_result = o.meta.write(&root);
+        for d in &o.meta.drops {
             eprintln!("scalp-bpf: dropped {} ({} {})", d.count, d.tracer, d.reason);
         }
         if let Some(e) = failure {
@@ -420,9 +382,9 @@ impl Session {
             path: root.join("run.json"),
             source,
         })?;
-        if let (Some(budget), true) = (&self.budget, max_size) {
-            let command = match self.child {
-                Some(pid) if command_status.is_none() => {
+        if let (Some(budget), true) = (&o.budget, end.max_size) {
+            let command = match self.plan.child {
+                Some(pid) if end.command_status.is_none() => {
                     format!("; the command (PID {pid}) goes on untraced, waiting for it")
                 }
                 _ => String::new(),
@@ -432,7 +394,7 @@ impl Session {
                 budget.limit()
             );
         }
-        let tables: Vec<String> = self
+        let tables: Vec<String> = o
             .sink
             .stats()
             .iter()
@@ -444,11 +406,101 @@ impl Session {
             tables.join(", ")
         );
         Ok(Finished {
-            code,
-            meta: self.meta,
+            code: end.code,
+            meta: self.output.meta,
             root,
         })
     }
+}
+
+/// What a stop means for the run's end: its reason in run.json, scalp-bpf's exit code.
+struct End {
+    reason: String,
+    code: ExitCode,
+    /// The command's wait status, when it exited.
+    command_status: Option<i32>,
+    max_size: bool,
+    failure: Option<RunError>,
+}
+
+impl End {
+    fn of(stop: Stop, with_command: bool) -> End {
+        let end = |reason: &str, code| End {
+            reason: reason.to_owned(),
+            code,
+            command_status: None,
+            max_size: false,
+            failure: None,
+        };
+        match stop {
+            Stop::Duration => end("duration", ExitCode::Ok),
+            Stop::MaxSize => End {
+                max_size: true,
+                ..end("max size", ExitCode::Ok)
+            },
+            Stop::TargetsEnded => end("targets ended", ExitCode::Ok),
+            Stop::Signal(name, sig) => end(
+                &format!("signal {name}"),
+                if with_command {
+                    ExitCode::Command((128 + sig) as u8)
+                } else {
+                    ExitCode::Ok
+                },
+            ),
+            Stop::CommandExited(status) => End {
+                command_status: Some(status),
+                ..end(
+                    "command exited",
+                    ExitCode::Command(child::exit_code_of(status)),
+                )
+            },
+            Stop::Failed(e) => End {
+                reason: format!("error: {e}"),
+                failure: Some(e),
+                ..end("", ExitCode::OutputFailed)
+            },
+        }
+    }
+}
+
+/// Closes every part; after a write failure, drops the parts in progress so only complete
+/// files remain.
+fn close_sink(o: &mut Output, failure: &mut Option<RunError>) {
+    let kv: Vec<(String, String)> = o
+        .meta
+        .key_values()
+        .into_iter()
+        .filter(|(k, _)| k == "scalp.run_end" || k == "scalp.run")
+        .collect();
+    match failure {
+        None => {
+            if let Err(e) = o.sink.finish(&kv) {
+                o.sink.abandon();
+                *failure = Some(e.into());
+            }
+        }
+        // Writing failed: the interval in progress is dropped, what was closed stays.
+        Some(RunError::Sink(_)) => o.sink.abandon(),
+        Some(_) => {
+            // Close what can be closed; drop parts that cannot be completed.
+            if o.sink.finish(&kv).is_err() {
+                o.sink.abandon();
+            }
+        }
+    }
+}
+
+fn write_processes(sink: &mut Sink, records: &[ProcessRecord]) -> Result<(), RunError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let batch =
+        tracers::processes::batch(records).map_err(|source| tracers::TracerError::Arrow {
+            table: tracers::processes::TABLE,
+            source,
+        })?;
+    sink.write(tracers::processes::TABLE, &batch)?;
+    Ok(())
 }
 
 /// What a finished session leaves for the way out.
@@ -460,24 +512,18 @@ struct Finished {
 
 /// Waits for a command that goes on after tracing stopped; returns its exit code. The first
 /// SIGINT/SIGTERM is passed on to it, a second one stops waiting.
-async fn wait_untraced(
-    pid: u32,
-    mut wait: JoinHandle<std::io::Result<i32>>,
-    sigint: &mut Signal,
-    sigterm: &mut Signal,
-) -> ExitCode {
+async fn wait_untraced(pid: u32, signals: &mut Signals) -> ExitCode {
     let mut passed_on = false;
     loop {
+        match child::try_wait(pid) {
+            Ok(Some(status)) => return ExitCode::Command(child::exit_code_of(status)),
+            Ok(None) => {}
+            Err(_) => return ExitCode::Command(1),
+        }
         let sig = tokio::select! {
-            status = &mut wait => {
-                let status = match status {
-                    Ok(Ok(status)) => status,
-                    _ => 1 << 8,
-                };
-                return ExitCode::Command(child::exit_code_of(status));
-            }
-            _ = sigint.recv() => libc::SIGINT,
-            _ = sigterm.recv() => libc::SIGTERM,
+            _ = signals.child.recv() => continue,
+            _ = signals.int.recv() => libc::SIGINT,
+            _ = signals.term.recv() => libc::SIGTERM,
         };
         if passed_on {
             return ExitCode::Command((128 + sig) as u8);
@@ -485,23 +531,6 @@ async fn wait_untraced(
         child::pass_signal(pid, sig);
         passed_on = true;
     }
-}
-
-/// A descriptor owned by a tracer that outlives the session's event loop.
-struct FdRef(std::os::fd::RawFd);
-
-impl std::os::fd::AsRawFd for FdRef {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.0
-    }
-}
-
-/// Registers a map's fd with the reactor for readability.
-fn readable<T: std::os::fd::AsRawFd>(inner: T) -> Result<AsyncFd<T>, RunError> {
-    // SAFETY: `inner` (a ring buffer map or the aya-log reader) owns its fd and keeps it open and
-    // unchanged until it is dropped, which happens only with the AsyncFd.
-    unsafe { AsyncFd::register_with_interest(inner, tokio::io::Interest::READABLE) }
-        .map_err(|e| RunError::Runtime(e.into_parts().1))
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -12,26 +12,166 @@ use aya::{
     Ebpf,
     maps::{Array, MapData},
 };
-use tracer_common::{
-    blockio::{
-        Attribution, BlockInflight, BlockKey, BlockStats, FLAG_FUA, FLAG_META, FLAG_PREFLUSH,
-        FLAG_SYNC,
-    },
-    maps::{BLOCK_INFLIGHT, BLOCK_STATS},
+use tracer_common::blockio::{
+    self as common, Attribution, BLOCK_INFLIGHT, BLOCK_STATS, BlockDrop, BlockInflight,
+    BlockIoConfig, BlockKey, BlockStats, FLAG_FUA, FLAG_META, FLAG_PREFLUSH, FLAG_SYNC,
 };
 
 use super::{
-    Interval, Tracer, TracerError,
+    Build, Interval, KernelDrops, Registration, Table, Tracer, TracerError,
     columns::{HistogramColumn, IntervalProcessColumns, batch, histogram, interval_process_fields},
-    take_map,
+    views::{Measure, Metric, TableSpec},
 };
 use crate::{
     devices::{DeviceNames, kernel_dev},
-    processes::{OfProcess, ProcessKey, Registry},
+    kernel::{btf::BtfError, maps},
+    loader::KernelSetup,
+    probes::{Probe, always},
+    processes::{OfProcess, ProcessKey, Processes},
+    settings::Settings,
     snapshot::{Counters, Op, StatsMap},
 };
 
+crate::processes::of_process!(BlockKey);
+
 pub const TABLE: &str = "blockio";
+
+pub static REGISTRATION: Registration = Registration {
+    name: "blockio",
+    selectable: true,
+    wanted: |s| s.asked_for("blockio"),
+    probes: PROBES,
+    tables: &[Table {
+        name: TABLE,
+        schema,
+        summary: Some(TableSpec {
+            table: TABLE,
+            title: "Block I/O",
+            keys: &["device", "op", "attribution"],
+            counters: &[
+                "requests",
+                "bytes",
+                "errors",
+                "queue_ns_sum",
+                "device_ns_sum",
+            ],
+            histogram: Some("device_histogram"),
+            default_sort: "bytes",
+            rank: 2,
+        }),
+    }],
+    metrics: &[Metric {
+        id: "blockio.write_bytes",
+        table: TABLE,
+        title: "Bytes written to block devices",
+        keys: &["device"],
+        only: &[("op", &["write"])],
+        measure: Measure::Counter("bytes"),
+        threshold: 0.10,
+        floor: 1048576.0,
+        new_is_regression: false,
+        rank: 8,
+    }],
+    drops: Some(KernelDrops::of::<BlockDrop>),
+    setup,
+    hooks: super::no_hooks,
+    build,
+};
+
+fn fallback(s: &Settings) -> bool {
+    s.block_fallback
+}
+
+/// Submission, issue, completion, the rare requeue/merge/error, and the writeback hand-over.
+/// block_rq_insert and block_rq_complete stand in for block_io_start/done only when some device
+/// does not account I/O (they would cost two program runs per request).
+const PROBES: &[Probe] = &[
+    Probe {
+        program: "block_io_start",
+        tracepoint: "block_io_start",
+        wanted: always,
+    },
+    Probe {
+        program: "block_rq_insert",
+        tracepoint: "block_rq_insert",
+        wanted: fallback,
+    },
+    Probe {
+        program: "block_rq_issue",
+        tracepoint: "block_rq_issue",
+        wanted: always,
+    },
+    Probe {
+        program: "block_rq_requeue",
+        tracepoint: "block_rq_requeue",
+        wanted: always,
+    },
+    Probe {
+        program: "block_rq_merge",
+        tracepoint: "block_rq_merge",
+        wanted: always,
+    },
+    Probe {
+        program: "block_rq_error",
+        tracepoint: "block_rq_error",
+        wanted: always,
+    },
+    Probe {
+        program: "block_rq_complete",
+        tracepoint: "block_rq_complete",
+        wanted: fallback,
+    },
+    Probe {
+        program: "block_io_done",
+        tracepoint: "block_io_done",
+        wanted: always,
+    },
+    Probe {
+        program: "writeback_dirty_folio",
+        tracepoint: "writeback_dirty_folio",
+        wanted: always,
+    },
+    Probe {
+        program: "writeback_single_inode_start",
+        tracepoint: "writeback_single_inode_start",
+        wanted: always,
+    },
+    Probe {
+        program: "writeback_single_inode",
+        tracepoint: "writeback_single_inode",
+        wanted: always,
+    },
+];
+
+fn setup(k: &mut KernelSetup<'_>) -> Result<(), BtfError> {
+    let b = k.btf;
+    let off = |s: &str, f: &str| b.field_offset(s, f);
+    let bit = |name: &str| b.enum_value("req_flag_bits", name);
+    let config = BlockIoConfig {
+        fallback: u32::from(k.settings.block_fallback),
+        task_flags_offset: off("task_struct", "flags")?,
+        rq_part_offset: off("request", "part")?,
+        rq_data_len_offset: off("request", "__data_len")?,
+        rq_cmd_flags_offset: off("request", "cmd_flags")?,
+        bdev_dev_offset: off("block_device", "bd_dev")?,
+        rq_q_offset: off("request", "q")?,
+        queue_disk_offset: off("request_queue", "disk")?,
+        disk_part0_offset: off("gendisk", "part0")?,
+        mapping_host_offset: off("address_space", "host")?,
+        req_sync_bit: bit("__REQ_SYNC")?,
+        req_fua_bit: bit("__REQ_FUA")?,
+        req_preflush_bit: bit("__REQ_PREFLUSH")?,
+        req_meta_bit: bit("__REQ_META")?,
+        task_btf: u32::from(b.has_helper_current_task_btf()),
+        _pad: 0,
+    };
+    k.global(common::CONFIG, &config);
+    Ok(())
+}
+
+fn build(ebpf: &mut Ebpf, _: &Build<'_>) -> super::Built {
+    Ok(Some(Box::new(BlockIoTracer::new(ebpf)?)))
+}
 
 static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     let mut fields = interval_process_fields();
@@ -96,6 +236,7 @@ impl Counters for BlockStats {
 
 pub struct BlockIoTracer {
     stats: StatsMap<BlockKey, BlockStats>,
+    totals: Vec<(BlockKey, BlockStats)>,
     inflight: Array<MapData, BlockInflight>,
     devices: DeviceNames,
 }
@@ -104,28 +245,25 @@ impl BlockIoTracer {
     pub fn new(ebpf: &mut Ebpf) -> Result<Self, TracerError> {
         Ok(BlockIoTracer {
             stats: StatsMap::take(ebpf, BLOCK_STATS)?,
-            inflight: Array::try_from(take_map(ebpf, BLOCK_INFLIGHT)?).map_err(|source| {
-                TracerError::Map {
-                    map: BLOCK_INFLIGHT,
-                    source,
-                }
-            })?,
+            totals: Vec::new(),
+            inflight: maps::take_as(ebpf, BLOCK_INFLIGHT)?,
             devices: DeviceNames::default(),
         })
     }
 }
 
 impl Tracer for BlockIoTracer {
-    fn tables(&self) -> Vec<(&'static str, SchemaRef)> {
-        vec![(TABLE, schema())]
+    fn snapshot(&mut self, _processes: &Processes) -> Result<(), TracerError> {
+        self.totals = self.stats.totals()?;
+        Ok(())
     }
 
-    fn collect(
+    fn batches(
         &mut self,
         interval: &Interval,
-        processes: &Registry,
+        processes: &Processes,
     ) -> Result<Vec<(&'static str, RecordBatch)>, TracerError> {
-        let mut totals = self.stats.totals()?;
+        let mut totals = std::mem::take(&mut self.totals);
         totals.sort_by_key(|(k, _)| *k);
         let mut process = IntervalProcessColumns::default();
         let mut device = StringBuilder::new();
@@ -203,14 +341,14 @@ impl Tracer for BlockIoTracer {
     }
 
     fn reap(&mut self, _ended: &[ProcessKey]) -> Result<(), TracerError> {
-        // Nothing left to do: `collect` already dropped the entries of every process that is
+        // Nothing left to do: `batches` already dropped the entries of every process that is
         // not live, the ones that just ended included (writeback of an ended process's pages can
         // complete later; those rows carry no process name, the identity stays in
         // process_pid/process_start_time).
         Ok(())
     }
 
-    fn run_drops(&self) -> Vec<(&'static str, &'static str, u64)> {
+    fn run_drops(&self) -> Vec<super::DropCount> {
         let unfinished = self
             .inflight
             .iter()

@@ -8,31 +8,104 @@ use arrow_array::{
     builder::{Int64Builder, StringBuilder},
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use aya::{
-    Ebpf,
-    maps::{Array, MapData},
-};
+use aya::Ebpf;
 use tracer_common::{
-    fileio::{FileIoKey, FileIoStats, FileKind, FileOp, class},
-    maps::{FILEIO_OPS, FILEIO_STATS},
-    sql::shape,
-    syscalls::SAMPLE_SHIFT_NRS,
+    dispatch::{HOOK_FILEIO, KIND_MASK, KIND_RESOLVE, KIND_SHIFT, RESOLVE_FD},
+    fileio::{FILEIO_STATS, FileIoDrop, FileIoKey, FileIoStats, FileKind, FileOp},
 };
 
 use super::{
-    Interval, Tracer, TracerError,
+    Build, Interval, KernelDrops, Registration, Table, Tracer, TracerError,
     columns::{
         IntervalProcessColumns, LatencyColumns, batch, interval_process_fields, latency_fields,
     },
-    take_map,
+    dispatch::facts,
+    views::{Measure, Metric, TableSpec},
 };
 use crate::{
-    processes::{OfProcess, ProcessKey, Registry},
+    processes::{OfProcess, ProcessKey, Processes},
+    settings::Settings,
     snapshot::{Counters, Op, StatsMap},
-    syscall_names::Arch,
 };
 
+crate::processes::of_process!(FileIoKey);
+
 pub const TABLE: &str = "fileio";
+
+const SYNC_OPS: &[&str] = &["fsync", "fdatasync", "sync_file_range"];
+
+pub static REGISTRATION: Registration = Registration {
+    name: "fileio",
+    selectable: true,
+    // `--files` counts per file what this tracer counts per kind: it needs the same hooks.
+    wanted: |s| s.asked_for("fileio") || s.files.is_some(),
+    probes: &[],
+    tables: &[Table {
+        name: TABLE,
+        schema,
+        summary: Some(TableSpec {
+            table: TABLE,
+            title: "File I/O",
+            keys: &["file_kind", "op"],
+            counters: &["calls", "errors", "bytes", "duration_ns_sum"],
+            histogram: Some("duration_histogram"),
+            default_sort: "bytes",
+            rank: 1,
+        }),
+    }],
+    metrics: &[
+        Metric {
+            id: "fileio.syncs",
+            table: TABLE,
+            title: "fsync-family calls",
+            keys: &["op"],
+            only: &[("op", SYNC_OPS)],
+            measure: Measure::Counter("calls"),
+            threshold: 0.10,
+            floor: 10.0,
+            new_is_regression: false,
+            rank: 6,
+        },
+        Metric {
+            id: "fileio.write_bytes",
+            table: TABLE,
+            title: "Bytes written to files",
+            keys: &["file_kind"],
+            only: &[("op", &["write"]), ("file_kind", &["file"])],
+            measure: Measure::Counter("bytes"),
+            threshold: 0.10,
+            floor: 1048576.0,
+            new_is_regression: false,
+            rank: 7,
+        },
+    ],
+    drops: Some(KernelDrops::of::<FileIoDrop>),
+    setup: super::no_setup,
+    hooks,
+    build,
+};
+
+/// Every read/write/sync-family syscall, resolving the descriptor when the syscall does not
+/// imply its kind.
+fn hooks(_: &Settings, name: &str) -> u32 {
+    let facts = facts(name);
+    if facts == 0 {
+        return 0;
+    }
+    let resolve = if (facts & KIND_MASK) >> KIND_SHIFT == KIND_RESOLVE {
+        RESOLVE_FD
+    } else {
+        0
+    };
+    HOOK_FILEIO | resolve
+}
+
+fn build(ebpf: &mut Ebpf, _: &Build<'_>) -> super::Built {
+    Ok(Some(Box::new(FileIoTracer {
+        stats: StatsMap::take(ebpf, FILEIO_STATS)?,
+        totals: Vec::new(),
+    })))
+}
 
 static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     let mut fields = interval_process_fields();
@@ -72,70 +145,23 @@ impl Counters for FileIoStats {
     }
 }
 
-/// The FILEIO_OPS table for an architecture: per syscall number its class
-/// (`tracer_common::fileio::class`).
-pub fn ops_table(arch: Arch) -> [u16; SAMPLE_SHIFT_NRS as usize] {
-    let mut table = [0u16; SAMPLE_SHIFT_NRS as usize];
-    for (nr, slot) in table.iter_mut().enumerate() {
-        let name = arch.syscall_name(nr as u32);
-        if let Some(op) = FileOp::of_syscall(&name) {
-            let kind = match FileOp::implied_kind(&name) {
-                Some(FileKind::File) => class::KIND_FILE,
-                Some(FileKind::Socket) => class::KIND_SOCKET,
-                _ => class::KIND_RESOLVE,
-            };
-            let not_bytes = if name.ends_with("mmsg") {
-                class::NOT_BYTES
-            } else {
-                0
-            };
-            let buffer = shape::of_syscall(&name) << shape::SHIFT;
-            *slot = op as u16 | (kind << class::KIND_SHIFT) | not_bytes | buffer;
-        }
-    }
-    table
-}
-
 pub struct FileIoTracer {
     stats: StatsMap<FileIoKey, FileIoStats>,
-}
-
-/// Fills the kernel's table of syscall classes (FILEIO_OPS).
-pub fn fill_ops(ebpf: &mut Ebpf, arch: Arch) -> Result<(), TracerError> {
-    let map_err = |source| TracerError::Map {
-        map: FILEIO_OPS,
-        source,
-    };
-    let mut ops: Array<MapData, [u16; 4]> =
-        Array::try_from(take_map(ebpf, FILEIO_OPS)?).map_err(map_err)?;
-    for (i, chunk) in ops_table(arch).chunks_exact(4).enumerate() {
-        let value: [u16; 4] = chunk.try_into().expect("chunks of 4");
-        if value != [0; 4] {
-            ops.set(i as u32, value, 0).map_err(map_err)?;
-        }
-    }
-    Ok(())
-}
-
-impl FileIoTracer {
-    pub fn new(ebpf: &mut Ebpf) -> Result<Self, TracerError> {
-        Ok(FileIoTracer {
-            stats: StatsMap::take(ebpf, FILEIO_STATS)?,
-        })
-    }
+    totals: Vec<(FileIoKey, FileIoStats)>,
 }
 
 impl Tracer for FileIoTracer {
-    fn tables(&self) -> Vec<(&'static str, SchemaRef)> {
-        vec![(TABLE, schema())]
+    fn snapshot(&mut self, _processes: &Processes) -> Result<(), TracerError> {
+        self.totals = self.stats.totals()?;
+        Ok(())
     }
 
-    fn collect(
+    fn batches(
         &mut self,
         interval: &Interval,
-        processes: &Registry,
+        processes: &Processes,
     ) -> Result<Vec<(&'static str, RecordBatch)>, TracerError> {
-        let mut totals = self.stats.totals()?;
+        let mut totals = std::mem::take(&mut self.totals);
         totals.sort_by_key(|(k, _)| *k);
         let mut process = IntervalProcessColumns::default();
         let mut kind = StringBuilder::new();
@@ -175,38 +201,51 @@ impl Tracer for FileIoTracer {
     }
 
     fn reap(&mut self, ended: &[ProcessKey]) -> Result<(), TracerError> {
-        self.stats.reap(ended)
+        Ok(self.stats.reap(ended)?)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use tracer_common::dispatch::{
+        KIND_FILE, KIND_SOCKET, NOT_BYTES, OP_MASK, SHAPE_MASK, SHAPE_SHIFT, SYSCALL_NRS, shape,
+    };
+
     use super::*;
+    use crate::syscall_names::Arch;
 
     #[test]
-    fn the_ops_table_covers_the_read_write_families() {
+    fn the_read_write_families_are_hooked_on_both_architectures() {
         for arch in [Arch::X86_64, Arch::Aarch64] {
-            let table = ops_table(arch);
-            let op_of = |name: &str| {
-                let nr = (0..SAMPLE_SHIFT_NRS).find(|nr| arch.syscall_name(*nr) == name);
-                nr.map(|nr| table[nr as usize])
+            let class_of = |name: &str| {
+                let nr = (0..SYSCALL_NRS).find(|nr| arch.syscall_name(*nr) == name);
+                nr.map(|nr| hooks(&Settings::minimal(), &arch.syscall_name(nr)) | facts(name))
             };
-            let file = class::KIND_FILE << class::KIND_SHIFT;
-            let socket = class::KIND_SOCKET << class::KIND_SHIFT;
-            let contiguous = shape::CONTIGUOUS << shape::SHIFT;
-            let iovec = shape::IOVEC << shape::SHIFT;
-            let mmsg = shape::MMSGHDR << shape::SHIFT;
+            let file = KIND_FILE << KIND_SHIFT;
+            let socket = KIND_SOCKET << KIND_SHIFT;
+            let contiguous = shape::CONTIGUOUS << SHAPE_SHIFT;
+            let iovec = shape::IOVEC << SHAPE_SHIFT;
+            let mmsg = shape::MMSGHDR << SHAPE_SHIFT;
             assert_eq!(
-                op_of("pwrite64"),
-                Some(FileOp::Write as u16 | file | contiguous)
+                class_of("pwrite64"),
+                Some(HOOK_FILEIO | FileOp::Write as u32 | file | contiguous)
             );
-            assert_eq!(op_of("readv"), Some(FileOp::Read as u16 | iovec));
-            assert_eq!(op_of("fdatasync"), Some(FileOp::Fdatasync as u16 | file));
             assert_eq!(
-                op_of("sendmmsg"),
-                Some(FileOp::Send as u16 | socket | class::NOT_BYTES | mmsg)
+                class_of("readv"),
+                Some(HOOK_FILEIO | RESOLVE_FD | FileOp::Read as u32 | iovec)
             );
-            assert_eq!(op_of("getppid"), Some(0));
+            assert_eq!(
+                class_of("fdatasync"),
+                Some(HOOK_FILEIO | FileOp::Fdatasync as u32 | file)
+            );
+            assert_eq!(
+                class_of("sendmmsg"),
+                Some(HOOK_FILEIO | FileOp::Send as u32 | socket | NOT_BYTES | mmsg)
+            );
+            assert_eq!(class_of("getppid"), Some(0));
+            let read = class_of("read").expect("read exists");
+            assert_eq!(read & OP_MASK, FileOp::Read as u32);
+            assert_eq!((read & SHAPE_MASK) >> SHAPE_SHIFT, shape::CONTIGUOUS);
         }
     }
 }

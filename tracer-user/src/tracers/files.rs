@@ -14,21 +14,82 @@ use arrow_array::{
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use aya::Ebpf;
 use tracer_common::{
-    fileio::{FileKey, FileStats},
-    maps::FILE_STATS,
+    dispatch::{HOOK_FILES, KIND_MASK, KIND_SHIFT, KIND_SOCKET, RESOLVE_FD},
+    fileio::{self as common, FILE_STATS, FileIoConfig, FileKey, FileStats, FilesDrop},
 };
 
 use super::{
-    Interval, Tracer, TracerError,
+    Build, Interval, KernelDrops, Registration, Table, Tracer, TracerError,
     columns::{IntervalProcessColumns, batch, interval_process_fields},
+    dispatch::facts,
+    views::TableSpec,
 };
 use crate::{
     devices::kernel_dev,
-    processes::{OfProcess, ProcessKey, Registry, comm_string},
+    kernel::btf::BtfError,
+    loader::KernelSetup,
+    processes::{OfProcess, ProcessKey, Processes, comm_string},
+    settings::Settings,
     snapshot::{Counters, Op, StatsMap},
 };
 
+crate::processes::of_process!(FileKey);
+
 pub const TABLE: &str = "files";
+
+pub static REGISTRATION: Registration = Registration {
+    name: "files",
+    // Enabled by `--files N`, not by `--tracers`.
+    selectable: false,
+    wanted: |s| s.files.is_some(),
+    probes: &[],
+    tables: &[Table {
+        name: TABLE,
+        schema,
+        summary: Some(TableSpec {
+            table: TABLE,
+            title: "Files",
+            keys: &["file_path"],
+            counters: &["read_bytes", "write_bytes", "reads", "writes"],
+            histogram: None,
+            default_sort: "write_bytes",
+            rank: 4,
+        }),
+    }],
+    metrics: &[],
+    drops: Some(KernelDrops::of::<FilesDrop>),
+    setup,
+    hooks,
+    build,
+};
+
+fn setup(k: &mut KernelSetup<'_>) -> Result<(), BtfError> {
+    let b = k.btf;
+    k.global(
+        common::CONFIG,
+        &FileIoConfig {
+            file_dentry_offset: b.path_offset(&[("file", "f_path"), ("path", "dentry")])?,
+            dentry_name_offset: b.path_offset(&[("dentry", "d_name"), ("qstr", "name")])?,
+            inode_sb_offset: b.field_offset("inode", "i_sb")?,
+            sb_dev_offset: b.field_offset("super_block", "s_dev")?,
+        },
+    );
+    Ok(())
+}
+
+/// The read/write families on anything that may be a file: the file itself is needed.
+fn hooks(_: &Settings, name: &str) -> u32 {
+    let facts = facts(name);
+    if facts == 0 || (facts & KIND_MASK) >> KIND_SHIFT == KIND_SOCKET {
+        return 0;
+    }
+    HOOK_FILES | RESOLVE_FD
+}
+
+fn build(ebpf: &mut Ebpf, b: &Build<'_>) -> super::Built {
+    let top = b.settings.files.unwrap_or(20);
+    Ok(Some(Box::new(FilesTracer::new(ebpf, top)?)))
+}
 
 /// Intervals without I/O after which a file's kernel entry is dropped (its counts are all
 /// written; new I/O starts a fresh entry).
@@ -97,6 +158,7 @@ impl Counters for FileStats {
 
 pub struct FilesTracer {
     stats: StatsMap<FileKey, FileStats>,
+    totals: Vec<(FileKey, FileStats)>,
     top: usize,
     /// Paths found so far, per (pid, dev, ino).
     paths: HashMap<(u32, u32, u64), String>,
@@ -107,6 +169,7 @@ impl FilesTracer {
     pub fn new(ebpf: &mut Ebpf, top: usize) -> Result<Self, TracerError> {
         Ok(FilesTracer {
             stats: StatsMap::take(ebpf, FILE_STATS)?,
+            totals: Vec::new(),
             top,
             paths: HashMap::new(),
             idle: HashMap::new(),
@@ -140,16 +203,17 @@ impl FilesTracer {
 }
 
 impl Tracer for FilesTracer {
-    fn tables(&self) -> Vec<(&'static str, SchemaRef)> {
-        vec![(TABLE, schema())]
+    fn snapshot(&mut self, _processes: &Processes) -> Result<(), TracerError> {
+        self.totals = self.stats.totals()?;
+        Ok(())
     }
 
-    fn collect(
+    fn batches(
         &mut self,
         interval: &Interval,
-        processes: &Registry,
+        processes: &Processes,
     ) -> Result<Vec<(&'static str, RecordBatch)>, TracerError> {
-        let totals = self.stats.totals()?;
+        let totals = std::mem::take(&mut self.totals);
         let mut changed: Vec<(FileKey, FileStats)> = Vec::new();
         for (key, total) in totals {
             match self.stats.delta(key, total) {

@@ -1,4 +1,6 @@
-//! The `processes` table: every traced process once per run.
+//! Process tracking's registration and the `processes` table (every traced process once per
+//! run). The session drives the tracking itself (`run::tracking`): it owns the process events
+//! and the processes every other tracer's rows refer to.
 
 use std::sync::{Arc, LazyLock};
 
@@ -7,11 +9,82 @@ use arrow_array::{
     builder::{Int32Builder, StringBuilder, TimestampMicrosecondBuilder},
 };
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
+use tracer_common::process::{
+    self as common, ProcessConfig, ProcessDrop, TGIDS_PER_ELEMENT, TRACED,
+};
 
-use super::columns::timestamp;
-use crate::processes::ProcessRecord;
+use super::{KernelDrops, Registration, Table, columns::timestamp};
+use crate::{
+    kernel::btf::BtfError,
+    loader::KernelSetup,
+    probes::{Probe, always},
+    processes::ProcessRecord,
+};
 
 pub const TABLE: &str = "processes";
+
+pub static REGISTRATION: Registration = Registration {
+    name: "process",
+    selectable: false,
+    wanted: super::always,
+    probes: &[
+        Probe {
+            program: "sched_process_fork",
+            tracepoint: "sched_process_fork",
+            wanted: always,
+        },
+        Probe {
+            program: "sched_process_exec",
+            tracepoint: "sched_process_exec",
+            wanted: always,
+        },
+        Probe {
+            program: "sched_process_exit",
+            tracepoint: "sched_process_exit",
+            wanted: always,
+        },
+    ],
+    tables: &[Table {
+        name: TABLE,
+        schema,
+        summary: None,
+    }],
+    metrics: &[],
+    drops: Some(KernelDrops::of::<ProcessDrop>),
+    setup,
+    hooks: super::no_hooks,
+    build: super::no_collector,
+};
+
+fn setup(k: &mut KernelSetup<'_>) -> Result<(), BtfError> {
+    let b = k.btf;
+    let off = |s: &str, f: &str| b.field_offset(s, f);
+    let traced_elements = k.pid_max.div_ceil(TGIDS_PER_ELEMENT);
+    let config = ProcessConfig {
+        traced_elements,
+        watch_exec: u32::from(k.settings.watch_exec),
+        exit_has_group_dead: u32::from(b.require_tracepoint("sched_process_exit")? >= 2),
+        regs_syscall_nr_offset: off("pt_regs", k.arch.regs_syscall_nr_field())?,
+        task_pid_offset: off("task_struct", "pid")?,
+        task_tgid_offset: off("task_struct", "tgid")?,
+        task_start_boottime_offset: off("task_struct", "start_boottime")?,
+        task_exit_code_offset: off("task_struct", "exit_code")?,
+        task_signal_offset: off("task_struct", "signal")?,
+        signal_live_offset: off("signal_struct", "live")?,
+        task_mm_offset: off("task_struct", "mm")?,
+        mm_arg_start_offset: off("mm_struct", "arg_start")?,
+        mm_arg_end_offset: off("mm_struct", "arg_end")?,
+        _pad: 0,
+    };
+    k.global(common::CONFIG, &config);
+    k.map_entries(TRACED, traced_elements);
+    Ok(())
+}
+
+/// Number of `TRACED` elements for a pid_max.
+pub fn traced_elements(pid_max: u32) -> u32 {
+    pid_max.div_ceil(TGIDS_PER_ELEMENT)
+}
 
 static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![

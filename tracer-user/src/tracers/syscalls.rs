@@ -15,26 +15,134 @@ use aya::{
     maps::{Array, MapData},
 };
 use tracer_common::{
+    dispatch::SYSCALL_NRS,
     hist::BUCKETS,
-    maps::{SYSCALL_SAMPLE_SHIFT, SYSCALL_STATS},
-    syscalls::{MAX_SAMPLE_SHIFT, SAMPLE_SHIFT_NRS, SyscallKey, SyscallStats},
+    syscalls::{
+        self as common, MAX_SAMPLE_SHIFT, SYSCALL_INFLIGHT, SYSCALL_SAMPLE_SHIFT, SYSCALL_STATS,
+        SyscallDrop, SyscallKey, SyscallStats, SyscallsConfig,
+    },
 };
 
 use super::{
-    Interval, Tracer, TracerError,
+    Build, Interval, KernelDrops, Registration, Table, Tracer, TracerError,
     columns::{
         IntervalProcessColumns, LatencyColumns, batch, interval_process_fields, latency_fields,
     },
-    take_map,
+    views::{MIN_LATENCY_SAMPLES, Measure, Metric, TableSpec},
 };
 use crate::{
-    processes::{OfProcess, ProcessKey, Registry},
-    settings::LatencyMode,
+    kernel::{
+        btf::BtfError,
+        maps::{self, MapAccessError},
+    },
+    loader::KernelSetup,
+    processes::{OfProcess, ProcessKey, Processes},
+    settings::{LatencyMode, Settings},
     snapshot::{Counters, Op, StatsMap},
     syscall_names::Arch,
 };
 
+crate::processes::of_process!(SyscallKey);
+
 pub const TABLE: &str = "syscalls";
+
+/// Largest in-flight table: 2^16 slots (1 MiB). Smaller pid_max gets one slot per PID.
+const MAX_INFLIGHT_SLOTS: u32 = 1 << 16;
+
+pub static REGISTRATION: Registration = Registration {
+    name: "syscalls",
+    selectable: true,
+    // The others build on it: it always runs.
+    wanted: super::always,
+    // sys_enter and sys_exit belong to the dispatch; this tracer's hooks run inside them.
+    probes: &[],
+    tables: &[Table {
+        name: TABLE,
+        schema,
+        summary: Some(TableSpec {
+            table: TABLE,
+            title: "System calls",
+            keys: &["syscall_name"],
+            counters: &["calls", "errors", "duration_ns_sum"],
+            histogram: Some("duration_histogram"),
+            default_sort: "calls",
+            rank: 0,
+        }),
+    }],
+    metrics: &[
+        Metric {
+            id: "syscalls.calls",
+            table: TABLE,
+            title: "System calls",
+            keys: &["syscall_name"],
+            only: &[],
+            measure: Measure::Counter("calls"),
+            threshold: 0.10,
+            floor: 100.0,
+            new_is_regression: false,
+            rank: 3,
+        },
+        Metric {
+            id: "syscalls.errors",
+            table: TABLE,
+            title: "Failed system calls",
+            keys: &["syscall_name"],
+            only: &[],
+            measure: Measure::Counter("errors"),
+            threshold: 0.10,
+            floor: 20.0,
+            new_is_regression: false,
+            rank: 4,
+        },
+        Metric {
+            id: "syscalls.p97",
+            table: TABLE,
+            title: "System call p97 latency",
+            keys: &["syscall_name"],
+            only: &[],
+            measure: Measure::Quantile {
+                q: 0.97,
+                min_samples: MIN_LATENCY_SAMPLES,
+            },
+            threshold: 1.0,
+            floor: 1e6,
+            new_is_regression: false,
+            rank: 5,
+        },
+    ],
+    drops: Some(KernelDrops::of::<SyscallDrop>),
+    setup,
+    hooks: super::no_hooks,
+    build,
+};
+
+fn setup(k: &mut KernelSetup<'_>) -> Result<(), BtfError> {
+    let inflight_slots = k.pid_max.next_power_of_two().min(MAX_INFLIGHT_SLOTS);
+    k.global(
+        common::CONFIG,
+        &SyscallsConfig {
+            inflight_mask: inflight_slots - 1,
+            latency: u32::from(k.settings.syscall_latency.measures()),
+            exit_nr: k.arch.exit_nr(),
+            exit_group_nr: k.arch.exit_group_nr(),
+        },
+    );
+    k.map_entries(SYSCALL_INFLIGHT, inflight_slots);
+    Ok(())
+}
+
+fn build(ebpf: &mut Ebpf, b: &Build<'_>) -> super::Built {
+    Ok(Some(Box::new(SyscallTracer::new(
+        ebpf,
+        b.arch,
+        b.settings.syscall_latency,
+    )?)))
+}
+
+/// Whether syscall latency is measured (sys_enter must be attached).
+pub fn measures_latency(s: &Settings) -> bool {
+    s.syscall_latency.measures()
+}
 
 static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     let mut fields = interval_process_fields();
@@ -74,6 +182,8 @@ impl Counters for SyscallStats {
 
 pub struct SyscallTracer {
     stats: StatsMap<SyscallKey, SyscallStats>,
+    /// The totals read at the last snapshot.
+    totals: Vec<(SyscallKey, SyscallStats)>,
     sampling: Sampling,
     arch: Arch,
 }
@@ -81,16 +191,12 @@ pub struct SyscallTracer {
 impl SyscallTracer {
     pub fn new(ebpf: &mut Ebpf, arch: Arch, mode: LatencyMode) -> Result<Self, TracerError> {
         let stats = StatsMap::take(ebpf, SYSCALL_STATS)?;
-        let shifts = Array::try_from(take_map(ebpf, SYSCALL_SAMPLE_SHIFT)?).map_err(|source| {
-            TracerError::Map {
-                map: SYSCALL_SAMPLE_SHIFT,
-                source,
-            }
-        })?;
+        let shifts = maps::take_as(ebpf, SYSCALL_SAMPLE_SHIFT)?;
         let mut sampling = Sampling::new(shifts, mode);
         sampling.apply()?;
         Ok(SyscallTracer {
             stats,
+            totals: Vec::new(),
             sampling,
             arch,
         })
@@ -102,8 +208,8 @@ struct Sampling {
     map: Array<MapData, [u8; 8]>,
     mode: LatencyMode,
     /// log2 of the sampling period per syscall number, as last written.
-    shifts: [u8; SAMPLE_SHIFT_NRS as usize],
-    written: Option<[u8; SAMPLE_SHIFT_NRS as usize]>,
+    shifts: [u8; SYSCALL_NRS as usize],
+    written: Option<[u8; SYSCALL_NRS as usize]>,
 }
 
 impl Sampling {
@@ -116,7 +222,7 @@ impl Sampling {
         Sampling {
             map,
             mode,
-            shifts: [initial; SAMPLE_SHIFT_NRS as usize],
+            shifts: [initial; SYSCALL_NRS as usize],
             written: None,
         }
     }
@@ -133,7 +239,7 @@ impl Sampling {
     }
 
     /// Writes the elements that changed.
-    fn apply(&mut self) -> Result<(), TracerError> {
+    fn apply(&mut self) -> Result<(), MapAccessError> {
         for (i, chunk) in self.shifts.chunks_exact(8).enumerate() {
             let value: [u8; 8] = chunk.try_into().expect("chunks of 8");
             if self.written.is_some_and(|w| w[i * 8..i * 8 + 8] == value) {
@@ -141,10 +247,7 @@ impl Sampling {
             }
             self.map
                 .set(i as u32, value, 0)
-                .map_err(|source| TracerError::Map {
-                    map: SYSCALL_SAMPLE_SHIFT,
-                    source,
-                })?;
+                .map_err(MapAccessError::of(SYSCALL_SAMPLE_SHIFT))?;
         }
         self.written = Some(self.shifts);
         Ok(())
@@ -173,16 +276,17 @@ struct Rows {
 }
 
 impl Tracer for SyscallTracer {
-    fn tables(&self) -> Vec<(&'static str, SchemaRef)> {
-        vec![(TABLE, schema())]
+    fn snapshot(&mut self, _processes: &Processes) -> Result<(), TracerError> {
+        self.totals = self.stats.totals()?;
+        Ok(())
     }
 
-    fn collect(
+    fn batches(
         &mut self,
         interval: &Interval,
-        processes: &Registry,
+        processes: &Processes,
     ) -> Result<Vec<(&'static str, RecordBatch)>, TracerError> {
-        let mut totals = self.stats.totals()?;
+        let mut totals = std::mem::take(&mut self.totals);
         totals.sort_by_key(|(k, _)| (k.tgid, k.generation, k.nr));
         let mut rows = Rows::default();
         let mut calls_per_nr: HashMap<u32, u64> = HashMap::new();
@@ -219,7 +323,7 @@ impl Tracer for SyscallTracer {
     }
 
     fn reap(&mut self, ended: &[ProcessKey]) -> Result<(), TracerError> {
-        self.stats.reap(ended)
+        Ok(self.stats.reap(ended)?)
     }
 }
 

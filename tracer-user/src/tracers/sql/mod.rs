@@ -9,7 +9,142 @@ pub mod postgres;
 pub mod tables;
 mod tracer;
 
+use aya::Ebpf;
 pub use tracer::SqlTracer;
+use tracer_common::{
+    dispatch::{HOOK_SOCKETS, KIND_FILE, KIND_MASK, KIND_SHIFT, RESOLVE_FD, SHAPE_MASK},
+    sockets::{self as common, SOCKET_EVENTS, SOCKET_SCRATCH, SocketDrop, SocketsConfig},
+};
+
+use super::{
+    Build, KernelDrops, Registration, Table,
+    dispatch::facts,
+    views::{MIN_LATENCY_SAMPLES, Measure, Metric, TableSpec},
+};
+use crate::{kernel::btf::BtfError, loader::KernelSetup, settings::Settings};
+
+pub static REGISTRATION: Registration = Registration {
+    name: "sql",
+    selectable: true,
+    wanted: |s| s.asked_for("sql"),
+    probes: &[],
+    tables: &[
+        Table {
+            name: tables::STATEMENTS,
+            schema: tables::statements_schema,
+            summary: Some(TableSpec {
+                table: tables::STATEMENTS,
+                title: "SQL statements",
+                keys: &["db_system_name", "db_query_text", "db_response_status_code"],
+                counters: &[
+                    "calls",
+                    "errors",
+                    "duration_ns_sum",
+                    "bytes_sent",
+                    "bytes_received",
+                ],
+                histogram: Some("duration_histogram"),
+                default_sort: "calls",
+                rank: 3,
+            }),
+        },
+        Table {
+            name: tables::CONNECTIONS,
+            schema: tables::connections_schema,
+            summary: None,
+        },
+    ],
+    metrics: &[
+        Metric {
+            id: "sql.calls",
+            table: tables::STATEMENTS,
+            title: "SQL statements",
+            keys: &["db_system_name", "db_query_text"],
+            only: &[],
+            measure: Measure::Counter("calls"),
+            threshold: 0.10,
+            floor: 20.0,
+            new_is_regression: true,
+            rank: 0,
+        },
+        Metric {
+            id: "sql.errors",
+            table: tables::STATEMENTS,
+            title: "SQL errors",
+            keys: &["db_system_name", "db_query_text"],
+            only: &[],
+            measure: Measure::Counter("errors"),
+            threshold: 0.10,
+            floor: 5.0,
+            new_is_regression: false,
+            rank: 1,
+        },
+        Metric {
+            id: "sql.p97",
+            table: tables::STATEMENTS,
+            title: "SQL p97 latency",
+            keys: &["db_system_name", "db_query_text"],
+            only: &[],
+            measure: Measure::Quantile {
+                q: 0.97,
+                min_samples: MIN_LATENCY_SAMPLES,
+            },
+            threshold: 1.0,
+            floor: 1e6,
+            new_is_regression: false,
+            rank: 2,
+        },
+    ],
+    drops: Some(KernelDrops::of::<SocketDrop>),
+    setup,
+    hooks,
+    build,
+};
+
+fn setup(k: &mut KernelSetup<'_>) -> Result<(), BtfError> {
+    let b = k.btf;
+    let off = |s: &str, f: &str| b.field_offset(s, f);
+    let sk = |f: &str| b.path_offset(&[("sock", "__sk_common"), ("sock_common", f)]);
+    let sql = &k.settings.sql;
+    let config = SocketsConfig {
+        capture: sql.capture,
+        wakeup_bytes: sql.ring_bytes / 4,
+        file_private_data_offset: off("file", "private_data")?,
+        socket_sk_offset: off("socket", "sk")?,
+        sk_family_offset: sk("skc_family")?,
+        sk_dport_offset: sk("skc_dport")?,
+        sk_num_offset: sk("skc_num")?,
+        sk_daddr_offset: sk("skc_daddr")?,
+        sk_rcv_saddr_offset: sk("skc_rcv_saddr")?,
+        // Kernels without IPv6 lack these; IPv6 connections then show no addresses.
+        sk_v6_daddr_offset: sk("skc_v6_daddr").unwrap_or(0),
+        sk_v6_rcv_saddr_offset: sk("skc_v6_rcv_saddr").unwrap_or(0),
+        unix_peer_offset: off("unix_sock", "peer")?,
+        unix_addr_offset: off("unix_sock", "addr")?,
+        unix_address_len_offset: off("unix_address", "len")?,
+        unix_address_name_offset: off("unix_address", "name")?,
+    };
+    k.global(common::CONFIG, &config);
+    k.map_entries(SOCKET_SCRATCH, k.nr_cpus);
+    k.map_entries(SOCKET_EVENTS, sql.ring_bytes);
+    Ok(())
+}
+
+/// Send/receive syscalls with a user buffer, on anything that may be a socket.
+fn hooks(_: &Settings, name: &str) -> u32 {
+    let facts = facts(name);
+    if facts & SHAPE_MASK == 0 || (facts & KIND_MASK) >> KIND_SHIFT == KIND_FILE {
+        return 0;
+    }
+    HOOK_SOCKETS | RESOLVE_FD
+}
+
+fn build(ebpf: &mut Ebpf, b: &Build<'_>) -> super::Built {
+    Ok(Some(Box::new(SqlTracer::new(
+        ebpf,
+        b.settings.sql.clone(),
+    )?)))
+}
 
 /// What one send or receive syscall moved on a connection.
 #[derive(Clone, Copy, Debug)]

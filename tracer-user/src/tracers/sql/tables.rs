@@ -11,7 +11,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use tracer_common::hist::BUCKETS;
 
 use crate::{
-    processes::{ProcessKey, Registry},
+    processes::{ProcessKey, Processes},
     tracers::{
         Interval, TracerError,
         columns::{
@@ -178,7 +178,7 @@ impl ServerColumns {
 
 pub fn statements_batch(
     interval: &Interval,
-    processes: &Registry,
+    processes: &Processes,
     rows: &[(StatementKey, StatementSums)],
 ) -> Result<RecordBatch, TracerError> {
     let mut process = IntervalProcessColumns::default();
@@ -229,7 +229,7 @@ pub fn statements_batch(
 
 pub fn connections_batch(
     interval: &Interval,
-    processes: &Registry,
+    processes: &Processes,
     rows: &[ConnectionRow],
 ) -> Result<RecordBatch, TracerError> {
     let mut process = IntervalProcessColumns::default();

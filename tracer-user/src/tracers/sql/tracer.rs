@@ -8,15 +8,16 @@ use std::{
 };
 
 use arrow_array::RecordBatch;
-use arrow_schema::SchemaRef;
 use aya::{
     Ebpf,
     maps::{Array, MapData, RingBuf},
 };
 use tracer_common::{
     hist,
-    maps::{SQL_EVENTS, SQL_PORTS},
-    sql::{DIR_SENT, SQL_HEADER_BYTES, SqlConnInfo, SqlEventHeader, SqlEventKind, SqlProtocol},
+    sockets::{
+        CAPTURE_PORTS, ConnInfo, DIR_SENT, EventKind, HEADER_BYTES, Protocol as Wire,
+        SOCKET_EVENTS, SocketEventHeader,
+    },
 };
 
 use super::{
@@ -26,13 +27,14 @@ use super::{
     postgres::Postgres,
     tables::{
         CONNECTIONS, ConnectionRow, STATEMENTS, Server, StatementKey, StatementSums,
-        connections_batch, connections_schema, statements_batch, statements_schema,
+        connections_batch, statements_batch,
     },
 };
 use crate::{
-    processes::{ProcessKey, Registry},
+    kernel::maps::{self, MapAccessError},
+    processes::{ProcessKey, Processes},
     settings::SqlSettings,
-    tracers::{Interval, Tracer, TracerError, take_map},
+    tracers::{DropCount, Interval, Tracer, TracerError},
 };
 
 /// Fingerprints remembered (statements repeat: prepared ones and ORMs' templates).
@@ -60,8 +62,8 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(process: ProcessKey, protocol: SqlProtocol, text_bytes: usize) -> Connection {
-        let postgres = protocol == SqlProtocol::Postgres;
+    fn new(process: ProcessKey, protocol: Wire, text_bytes: usize) -> Connection {
+        let postgres = protocol == Wire::Postgres;
         let parser: Box<dyn Protocol> = if postgres {
             Box::new(Postgres::new(text_bytes))
         } else {
@@ -124,17 +126,17 @@ struct Decoder {
 
 impl SqlTracer {
     pub fn new(ebpf: &mut Ebpf, settings: SqlSettings) -> Result<Self, TracerError> {
-        let map_err = |map| move |source| TracerError::Map { map, source };
-        let ring = RingBuf::try_from(take_map(ebpf, SQL_EVENTS)?).map_err(map_err(SQL_EVENTS))?;
-        let mut ports: Array<MapData, u64> =
-            Array::try_from(take_map(ebpf, SQL_PORTS)?).map_err(map_err(SQL_PORTS))?;
+        let ring = maps::take_as(ebpf, SOCKET_EVENTS)?;
+        let mut ports: Array<MapData, u64> = maps::take_as(ebpf, CAPTURE_PORTS)?;
         let mut bits = [0u64; 1024];
         for p in &settings.ports {
             bits[usize::from(*p) / 64] |= 1 << (p % 64);
         }
         for (i, b) in bits.iter().enumerate() {
             if *b != 0 {
-                ports.set(i as u32, *b, 0).map_err(map_err(SQL_PORTS))?;
+                ports
+                    .set(i as u32, *b, 0)
+                    .map_err(MapAccessError::of(CAPTURE_PORTS))?;
             }
         }
         Ok(SqlTracer {
@@ -154,30 +156,30 @@ impl SqlTracer {
 
 impl Decoder {
     fn record(&mut self, r: &[u8]) {
-        if r.len() < SQL_HEADER_BYTES {
+        if r.len() < HEADER_BYTES {
             return;
         }
         // SAFETY: length checked; read_unaligned makes no alignment assumption.
-        let h: SqlEventHeader = unsafe { std::ptr::read_unaligned(r.as_ptr().cast()) };
-        let body = &r[SQL_HEADER_BYTES..];
-        if h.kind == SqlEventKind::Connection as u8 {
+        let h: SocketEventHeader = unsafe { std::ptr::read_unaligned(r.as_ptr().cast()) };
+        let body = &r[HEADER_BYTES..];
+        if h.kind == EventKind::Connection as u8 {
             self.connection_event(&h, body);
-        } else if h.kind == SqlEventKind::Data as u8 {
+        } else if h.kind == EventKind::Data as u8 {
             self.data_event(&h, body);
         }
     }
 
-    fn connection_event(&mut self, h: &SqlEventHeader, body: &[u8]) {
-        if body.len() < size_of::<SqlConnInfo>() {
+    fn connection_event(&mut self, h: &SocketEventHeader, body: &[u8]) {
+        if body.len() < size_of::<ConnInfo>() {
             return;
         }
         // SAFETY: length checked; read_unaligned makes no alignment assumption.
-        let info: SqlConnInfo = unsafe { std::ptr::read_unaligned(body.as_ptr().cast()) };
+        let info: ConnInfo = unsafe { std::ptr::read_unaligned(body.as_ptr().cast()) };
         let process = ProcessKey {
             tgid: h.tgid,
             generation: h.generation,
         };
-        let protocol = SqlProtocol::try_from(h.protocol).unwrap_or(SqlProtocol::Unknown);
+        let protocol = Wire::try_from(h.protocol).unwrap_or(Wire::Unknown);
         let mut c = Connection::new(process, protocol, self.settings.text_bytes);
         match h.family {
             2 => {
@@ -209,7 +211,7 @@ impl Decoder {
         self.connections.insert(h.conn, c);
     }
 
-    fn data_event(&mut self, h: &SqlEventHeader, body: &[u8]) {
+    fn data_event(&mut self, h: &SocketEventHeader, body: &[u8]) {
         let process = ProcessKey {
             tgid: h.tgid,
             generation: h.generation,
@@ -220,7 +222,7 @@ impl Decoder {
             // forgot it: endpoints unknown.
             Connection::new(
                 process,
-                SqlProtocol::try_from(h.protocol).unwrap_or(SqlProtocol::Unknown),
+                Wire::try_from(h.protocol).unwrap_or(Wire::Unknown),
                 text_bytes,
             )
         });
@@ -306,30 +308,27 @@ impl Decoder {
 }
 
 impl Tracer for SqlTracer {
-    fn tables(&self) -> Vec<(&'static str, SchemaRef)> {
-        vec![
-            (STATEMENTS, statements_schema()),
-            (CONNECTIONS, connections_schema()),
-        ]
+    fn rings(&self) -> Vec<RawFd> {
+        vec![self.ring.as_raw_fd()]
     }
 
-    fn event_fd(&self) -> Option<RawFd> {
-        Some(self.ring.as_raw_fd())
-    }
-
-    fn drain(&mut self, _processes: &Registry) {
+    fn drain(&mut self, _processes: &Processes) {
         // Decoded in place: the records stay in the ring until decoded.
         while let Some(item) = self.ring.next() {
             self.state.record(&item);
         }
     }
 
-    fn collect(
+    fn snapshot(&mut self, processes: &Processes) -> Result<(), TracerError> {
+        self.drain(processes);
+        Ok(())
+    }
+
+    fn batches(
         &mut self,
         interval: &Interval,
-        processes: &Registry,
+        processes: &Processes,
     ) -> Result<Vec<(&'static str, RecordBatch)>, TracerError> {
-        self.drain(processes);
         let mut out = Vec::new();
         let mut rows: Vec<(StatementKey, StatementSums)> = self.state.statements.drain().collect();
         rows.sort_by(|a, b| a.0.cmp(&b.0));
@@ -392,7 +391,7 @@ impl Tracer for SqlTracer {
         Ok(())
     }
 
-    fn take_drops(&mut self) -> Vec<(&'static str, &'static str, u64)> {
+    fn take_drops(&mut self) -> Vec<DropCount> {
         vec![(
             "sql",
             "stream_desync",

@@ -1,8 +1,8 @@
-//! The SQL tracer's kernel side. For every send/receive syscall of a traced process on a socket
-//! (found by the file I/O path in sys_exit), decide once per socket whether it is a SQL connection
-//! (TCP: the server port is in `SQL_PORTS`; Unix: the first messages look like MySQL or
-//! PostgreSQL), then copy what the syscall moved, up to the capture size, into `SQL_EVENTS`.
-//! Parsing happens in user space.
+//! The socket capture's hook (called by [`crate::dispatch`] at sys_exit for send/receive
+//! syscalls on sockets). For every such syscall of a traced process, decide once per socket
+//! whether its traffic is captured (TCP: the server port is in `CAPTURE_PORTS`; Unix: the first
+//! messages look like MySQL or PostgreSQL), then copy what the syscall moved, up to the capture
+//! size, into `SOCKET_EVENTS`. Parsing happens in user space.
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
@@ -11,40 +11,52 @@ use aya_ebpf::{
         generated::{bpf_probe_read_user, bpf_ringbuf_output, bpf_ringbuf_query},
     },
     macros::map,
-    maps::{Array, LruHashMap, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    drops::DropReason,
-    maps::{SQL_EVENTS_BYTES, SQL_SOCKS_ENTRIES},
-    sql::{
-        DIR_RECEIVED, DIR_SENT, SOCK_OTHER, SOCK_PENDING, SOCK_SQL, SQL_CAPTURE_MAX,
-        SQL_HEADER_BYTES, SqlConnInfo, SqlEventHeader, SqlEventKind, SqlProtocol, SqlSock,
-        UNIX_PATH_BYTES, shape,
+    dispatch::{SHAPE_MASK, SHAPE_SHIFT, shape},
+    drops::Reasons as _,
+    fileio::{FileKind, FileOp},
+    sockets::{
+        CAPTURE_MAX, ConnInfo, DIR_RECEIVED, DIR_SENT, EventKind, HEADER_BYTES, Protocol,
+        SOCK_CAPTURE, SOCK_OTHER, SOCK_PENDING, SOCKET_EVENTS_BYTES, SOCKET_VERDICTS_ENTRIES,
+        SocketDrop, SocketEventHeader, SocketVerdict, SocketsConfig, UNIX_PATH_BYTES,
     },
 };
 
 use crate::{
-    config::setting,
-    drops,
-    kernel::{btf_field, read_at, read_ptr},
+    dispatch::{self, Call},
+    kernel::{config_global, count_drop, read_at, read_ptr, setting},
 };
 
-#[map]
-static SQL_SOCKS: LruHashMap<u64, SqlSock> = LruHashMap::with_max_entries(SQL_SOCKS_ENTRIES, 0);
+config_global!(SOCKETS_CONFIG: SocketsConfig);
 
 #[map]
-static SQL_PORTS: Array<u64> = Array::with_max_entries(1024, 0);
+static SOCKET_VERDICTS: LruHashMap<u64, SocketVerdict> =
+    LruHashMap::with_max_entries(SOCKET_VERDICTS_ENTRIES, 0);
 
 #[map]
-static SQL_EVENTS: RingBuf = RingBuf::with_byte_size(SQL_EVENTS_BYTES, 0);
+static CAPTURE_PORTS: Array<u64> = Array::with_max_entries(1024, 0);
 
-const CAP: usize = SQL_CAPTURE_MAX as usize;
-const SCRATCH_BYTES: usize = SQL_HEADER_BYTES + 2 * CAP;
+#[map]
+static SOCKET_EVENTS: RingBuf = RingBuf::with_byte_size(SOCKET_EVENTS_BYTES, 0);
+
+#[map]
+static SOCKETS_DROPS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(SocketDrop::ALL.len() as u32, 0);
+
+#[inline(always)]
+fn dropped(reason: SocketDrop) {
+    count_drop(&SOCKETS_DROPS, reason.index());
+}
+
+const CAP: usize = CAPTURE_MAX as usize;
+const SCRATCH_BYTES: usize = HEADER_BYTES + 2 * CAP;
 
 /// One scratch record per CPU (an array indexed by CPU: per-CPU maps cap values at 32 KiB).
 /// The loader sizes it to the number of possible CPUs.
 #[map]
-static SQL_SCRATCH: Array<[u8; SCRATCH_BYTES]> = Array::with_max_entries(1, 0);
+static SOCKET_SCRATCH: Array<[u8; SCRATCH_BYTES]> = Array::with_max_entries(1, 0);
 
 const AF_UNIX: u16 = 1;
 const AF_INET: u16 = 2;
@@ -53,46 +65,41 @@ const AF_INET6: u16 = 10;
 /// Sniff attempts on a Unix socket before it is declared not SQL.
 const MAX_TRIES: u8 = 4;
 
-/// A send or receive of `ret` bytes by a traced process on a socket.
+/// A send or receive by a traced process on a socket.
 #[inline(always)]
-#[allow(
-    clippy::too_many_arguments,
-    reason = "inlined into sys_exit, which has all of these"
-)]
-pub fn on_socket(
-    tgid: u32,
-    generation: u32,
-    file: *const u8,
-    inode: *const u8,
-    class: u16,
-    sending: bool,
-    regs: *const u8,
-    ret: i64,
-) {
-    let buffer_shape = (class & shape::MASK) >> shape::SHIFT;
-    if buffer_shape == shape::NONE || ret <= 0 {
+pub fn on_exit(call: &Call) {
+    if call.kind != FileKind::Socket {
         return;
     }
-    let Some(ino) = read_at::<u64>(inode, setting!(inode_ino_offset)) else {
+    let (Some(file), Some(inode)) = (call.file, call.inode) else {
+        return;
+    };
+    let buffer_shape = (call.class & SHAPE_MASK) >> SHAPE_SHIFT;
+    if buffer_shape == shape::NONE || call.ret <= 0 {
+        return;
+    }
+    let sending = call.op == FileOp::Write as u8 || call.op == FileOp::Send as u8;
+    let (tgid, generation) = (call.tgid, call.generation);
+    let Some(ino) = read_at::<u64>(inode, dispatch::inode_ino_offset()) else {
         return;
     };
     // SAFETY: a copy out of the map value.
-    let known = unsafe { SQL_SOCKS.get(&ino) }.copied();
+    let known = unsafe { SOCKET_VERDICTS.get(&ino) }.copied();
     if known.is_some_and(|s| s.class == SOCK_OTHER) {
         return;
     }
     // SAFETY: no preconditions.
     let cpu = unsafe { bpf_get_smp_processor_id() };
-    let Some(scratch) = SQL_SCRATCH.get_ptr_mut(cpu) else {
+    let Some(scratch) = SOCKET_SCRATCH.get_ptr_mut(cpu) else {
         return;
     };
     let scratch = scratch as *mut u8;
-    let (len, copied) = capture(scratch, buffer_shape, regs, ret);
+    let (len, copied) = capture(scratch, buffer_shape, call);
     let mut sock = match known {
         Some(s) => s,
-        None => SqlSock {
+        None => SocketVerdict {
             class: SOCK_PENDING,
-            protocol: SqlProtocol::Unknown as u8,
+            protocol: Protocol::Unknown as u8,
             tries: 0,
             family: 0,
             _pad: 0,
@@ -100,10 +107,10 @@ pub fn on_socket(
     };
     if sock.class == SOCK_PENDING {
         classify(&mut sock, file, scratch, copied, len, sending);
-        if SQL_SOCKS.insert(&ino, &sock, 0).is_err() {
-            drops::count(DropReason::SqlSocketMapFull);
+        if SOCKET_VERDICTS.insert(&ino, &sock, 0).is_err() {
+            dropped(SocketDrop::VerdictMapFull);
         }
-        if sock.class != SOCK_SQL {
+        if sock.class != SOCK_CAPTURE {
             return;
         }
         emit_connection(tgid, generation, ino, &sock, file, scratch);
@@ -114,13 +121,13 @@ pub fn on_socket(
 /// Copies up to the capture size of what the syscall moved into the scratch data area.
 /// Returns (bytes moved, bytes copied).
 #[inline(always)]
-fn capture(scratch: *mut u8, buffer_shape: u16, regs: *const u8, ret: i64) -> (u32, u32) {
-    let mut len = ret as u64;
-    let arg1: u64 = btf_field(regs, setting!(regs_arg1_offset));
-    let arg2: u64 = btf_field(regs, setting!(regs_arg2_offset));
+fn capture(scratch: *mut u8, buffer_shape: u32, call: &Call) -> (u32, u32) {
+    let mut len = call.ret as u64;
+    let arg1 = dispatch::arg(call, 1);
+    let arg2 = dispatch::arg(call, 2);
     let (iov, iov_count) = match buffer_shape {
         shape::CONTIGUOUS => {
-            let limit = (setting!(sql_capture) as u64).min(len);
+            let limit = (setting!(SOCKETS_CONFIG.capture) as u64).min(len);
             let n = copy_user(scratch, 0, arg1, limit);
             return (len as u32, n);
         }
@@ -139,7 +146,7 @@ fn capture(scratch: *mut u8, buffer_shape: u16, regs: *const u8, ret: i64) -> (u
         }
         _ => return (len as u32, 0),
     };
-    let limit = (setting!(sql_capture) as u64).min(len);
+    let limit = (setting!(SOCKETS_CONFIG.capture) as u64).min(len);
     let mut copied: u32 = 0;
     for i in 0..4u64 {
         if i >= iov_count || copied as u64 >= limit {
@@ -168,7 +175,7 @@ fn copy_user(scratch: *mut u8, offset: u32, src: u64, n: u64) -> u32 {
     // reads user memory through a fault-safe path.
     let r = unsafe {
         bpf_probe_read_user(
-            scratch.add(SQL_HEADER_BYTES + offset) as *mut core::ffi::c_void,
+            scratch.add(HEADER_BYTES + offset) as *mut core::ffi::c_void,
             n as u32,
             src as *const core::ffi::c_void,
         )
@@ -186,49 +193,51 @@ fn read_user<T>(base: *const u8, offset: usize) -> Option<T> {
 #[inline(always)]
 fn head(scratch: *mut u8) -> [u8; 8] {
     // SAFETY: the header and the first 8 data bytes are inside the scratch record.
-    unsafe { core::ptr::read_unaligned(scratch.add(SQL_HEADER_BYTES) as *const [u8; 8]) }
+    unsafe { core::ptr::read_unaligned(scratch.add(HEADER_BYTES) as *const [u8; 8]) }
 }
 
 /// Decides what a pending socket is.
 #[inline(always)]
 fn classify(
-    sock: &mut SqlSock,
+    sock: &mut SocketVerdict,
     file: *const u8,
     scratch: *mut u8,
     copied: u32,
     len: u32,
     sending: bool,
 ) {
-    let sk = read_ptr(file, setting!(file_private_data_offset))
-        .and_then(|s| read_ptr(s, setting!(socket_sk_offset)));
+    let sk = read_ptr(file, setting!(SOCKETS_CONFIG.file_private_data_offset))
+        .and_then(|s| read_ptr(s, setting!(SOCKETS_CONFIG.socket_sk_offset)));
     let Some(sk) = sk else {
         sock.class = SOCK_OTHER;
         return;
     };
-    let family = read_at::<u16>(sk, setting!(sk_family_offset)).unwrap_or(0);
+    let family = read_at::<u16>(sk, setting!(SOCKETS_CONFIG.sk_family_offset)).unwrap_or(0);
     sock.family = family as u8;
     let sniffed = if copied >= 8 {
         sniff(head(scratch), len, sending)
     } else {
-        SqlProtocol::Unknown
+        Protocol::Unknown
     };
     match family {
         AF_INET | AF_INET6 => {
-            let port = u16::from_be(read_at::<u16>(sk, setting!(sk_dport_offset)).unwrap_or(0));
-            if !port_is_sql(port) {
+            let port = u16::from_be(
+                read_at::<u16>(sk, setting!(SOCKETS_CONFIG.sk_dport_offset)).unwrap_or(0),
+            );
+            if !port_is_captured(port) {
                 sock.class = SOCK_OTHER;
                 return;
             }
-            sock.class = SOCK_SQL;
+            sock.class = SOCK_CAPTURE;
             sock.protocol = match (sniffed, port) {
-                (SqlProtocol::Unknown, 3306) => SqlProtocol::Mysql as u8,
-                (SqlProtocol::Unknown, 5432) => SqlProtocol::Postgres as u8,
+                (Protocol::Unknown, 3306) => Protocol::Mysql as u8,
+                (Protocol::Unknown, 5432) => Protocol::Postgres as u8,
                 (p, _) => p as u8,
             };
         }
         AF_UNIX => {
-            if sniffed != SqlProtocol::Unknown {
-                sock.class = SOCK_SQL;
+            if sniffed != Protocol::Unknown {
+                sock.class = SOCK_CAPTURE;
                 sock.protocol = sniffed as u8;
             } else {
                 sock.tries += 1;
@@ -242,8 +251,8 @@ fn classify(
 }
 
 #[inline(always)]
-fn port_is_sql(port: u16) -> bool {
-    match SQL_PORTS.get(u32::from(port) / 64) {
+fn port_is_captured(port: u16) -> bool {
+    match CAPTURE_PORTS.get(u32::from(port) / 64) {
         Some(bits) => bits & (1u64 << (port % 64)) != 0,
         None => false,
     }
@@ -257,18 +266,18 @@ fn port_is_sql(port: u16) -> bool {
 /// then a protocol code), or a typed message whose length fits; from the server an
 /// authentication request.
 #[inline(always)]
-fn sniff(b: [u8; 8], len: u32, sending: bool) -> SqlProtocol {
+fn sniff(b: [u8; 8], len: u32, sending: bool) -> Protocol {
     let my_len = u32::from(b[0]) | u32::from(b[1]) << 8 | u32::from(b[2]) << 16;
     let seq = b[3];
     if my_len + 4 == len {
         if sending && seq == 0 && matches!(b[4], 0x01..=0x03 | 0x0e | 0x16..=0x1a | 0x1f) {
-            return SqlProtocol::Mysql;
+            return Protocol::Mysql;
         }
         if sending && seq == 1 && len >= 36 {
-            return SqlProtocol::Mysql;
+            return Protocol::Mysql;
         }
         if !sending && seq == 0 && b[4] == 0x0a {
-            return SqlProtocol::Mysql;
+            return Protocol::Mysql;
         }
     }
     // Constant indexes only: a computed one would leave a bounds check the verifier rejects.
@@ -281,15 +290,15 @@ fn sniff(b: [u8; 8], len: u32, sending: bool) -> SqlProtocol {
     );
     if sending {
         if be0 == len && matches!(be4, 0x0003_0000 | 80_877_103 | 80_877_104) {
-            return SqlProtocol::Postgres;
+            return Protocol::Postgres;
         }
         if client_type && be1 >= 4 && be1 < len {
-            return SqlProtocol::Postgres;
+            return Protocol::Postgres;
         }
     } else if b[0] == b'R' && be1 >= 8 && be1 < len {
-        return SqlProtocol::Postgres;
+        return Protocol::Postgres;
     }
-    SqlProtocol::Unknown
+    Protocol::Unknown
 }
 
 /// Sends a Connection event: the endpoints of a newly recognized connection.
@@ -298,12 +307,12 @@ fn emit_connection(
     tgid: u32,
     generation: u32,
     ino: u64,
-    sock: &SqlSock,
+    sock: &SocketVerdict,
     file: *const u8,
     scratch: *mut u8,
 ) {
-    let header = SqlEventHeader {
-        kind: SqlEventKind::Connection as u8,
+    let header = SocketEventHeader {
+        kind: EventKind::Connection as u8,
         direction: 0,
         protocol: sock.protocol,
         family: sock.family,
@@ -314,16 +323,16 @@ fn emit_connection(
         // SAFETY: no preconditions.
         time_ns: unsafe { bpf_ktime_get_ns() },
         len: 0,
-        captured: core::mem::size_of::<SqlConnInfo>() as u32,
+        captured: core::mem::size_of::<ConnInfo>() as u32,
     };
     // The connection record goes after the first CAP data bytes, which the data event that
     // follows still needs.
-    let record_at = SQL_HEADER_BYTES + CAP;
+    let record_at = HEADER_BYTES + CAP;
     // SAFETY: the record (header + info, 188 bytes) fits in the second half of the data area.
     let info = unsafe {
         let base = scratch.add(record_at);
-        core::ptr::write_unaligned(base as *mut SqlEventHeader, header);
-        &mut *(base.add(SQL_HEADER_BYTES) as *mut SqlConnInfo)
+        core::ptr::write_unaligned(base as *mut SocketEventHeader, header);
+        &mut *(base.add(HEADER_BYTES) as *mut ConnInfo)
     };
     info.server_port = 0;
     info.client_port = 0;
@@ -331,55 +340,63 @@ fn emit_connection(
     info.server_addr = [0; 16];
     info.client_addr = [0; 16];
     info.path = [0; UNIX_PATH_BYTES];
-    let sk = read_ptr(file, setting!(file_private_data_offset))
-        .and_then(|s| read_ptr(s, setting!(socket_sk_offset)));
+    let sk = read_ptr(file, setting!(SOCKETS_CONFIG.file_private_data_offset))
+        .and_then(|s| read_ptr(s, setting!(SOCKETS_CONFIG.socket_sk_offset)));
     if let Some(sk) = sk {
         match u16::from(sock.family) {
             AF_INET => {
-                info.server_port =
-                    u16::from_be(read_at::<u16>(sk, setting!(sk_dport_offset)).unwrap_or(0));
-                info.client_port = read_at::<u16>(sk, setting!(sk_num_offset)).unwrap_or(0);
-                let d = read_at::<[u8; 4]>(sk, setting!(sk_daddr_offset)).unwrap_or([0; 4]);
-                let s = read_at::<[u8; 4]>(sk, setting!(sk_rcv_saddr_offset)).unwrap_or([0; 4]);
+                info.server_port = u16::from_be(
+                    read_at::<u16>(sk, setting!(SOCKETS_CONFIG.sk_dport_offset)).unwrap_or(0),
+                );
+                info.client_port =
+                    read_at::<u16>(sk, setting!(SOCKETS_CONFIG.sk_num_offset)).unwrap_or(0);
+                let d = read_at::<[u8; 4]>(sk, setting!(SOCKETS_CONFIG.sk_daddr_offset))
+                    .unwrap_or([0; 4]);
+                let s = read_at::<[u8; 4]>(sk, setting!(SOCKETS_CONFIG.sk_rcv_saddr_offset))
+                    .unwrap_or([0; 4]);
                 info.server_addr[..4].copy_from_slice(&d);
                 info.client_addr[..4].copy_from_slice(&s);
             }
             AF_INET6 => {
-                info.server_port =
-                    u16::from_be(read_at::<u16>(sk, setting!(sk_dport_offset)).unwrap_or(0));
-                info.client_port = read_at::<u16>(sk, setting!(sk_num_offset)).unwrap_or(0);
+                info.server_port = u16::from_be(
+                    read_at::<u16>(sk, setting!(SOCKETS_CONFIG.sk_dport_offset)).unwrap_or(0),
+                );
+                info.client_port =
+                    read_at::<u16>(sk, setting!(SOCKETS_CONFIG.sk_num_offset)).unwrap_or(0);
                 info.server_addr =
-                    read_at::<[u8; 16]>(sk, setting!(sk_v6_daddr_offset)).unwrap_or([0; 16]);
+                    read_at::<[u8; 16]>(sk, setting!(SOCKETS_CONFIG.sk_v6_daddr_offset))
+                        .unwrap_or([0; 16]);
                 info.client_addr =
-                    read_at::<[u8; 16]>(sk, setting!(sk_v6_rcv_saddr_offset)).unwrap_or([0; 16]);
+                    read_at::<[u8; 16]>(sk, setting!(SOCKETS_CONFIG.sk_v6_rcv_saddr_offset))
+                        .unwrap_or([0; 16]);
             }
             _ => {
                 // The server's path is the peer's bound address.
-                if let Some(peer) = read_ptr(sk, setting!(unix_peer_offset))
-                    && let Some(addr) = read_ptr(peer, setting!(unix_addr_offset))
+                if let Some(peer) = read_ptr(sk, setting!(SOCKETS_CONFIG.unix_peer_offset))
+                    && let Some(addr) = read_ptr(peer, setting!(SOCKETS_CONFIG.unix_addr_offset))
                 {
                     // sockaddr_un: a 2-byte family, then the path.
                     info.path = read_at::<[u8; UNIX_PATH_BYTES]>(
                         addr,
-                        setting!(unix_address_name_offset) + 2,
+                        setting!(SOCKETS_CONFIG.unix_address_name_offset) + 2,
                     )
                     .unwrap_or([0; UNIX_PATH_BYTES]);
                 }
             }
         }
     }
-    let size = SQL_HEADER_BYTES + core::mem::size_of::<SqlConnInfo>();
+    let size = HEADER_BYTES + core::mem::size_of::<ConnInfo>();
     // SAFETY: the record is `size` bytes of the scratch buffer.
     let r = unsafe {
         bpf_ringbuf_output(
-            &SQL_EVENTS as *const RingBuf as *mut core::ffi::c_void,
+            &SOCKET_EVENTS as *const RingBuf as *mut core::ffi::c_void,
             scratch.add(record_at) as *mut core::ffi::c_void,
             size as u64,
             wakeup_flag(),
         )
     };
     if r != 0 {
-        drops::count(DropReason::SqlEventLost);
+        dropped(SocketDrop::EventLost);
     }
 }
 
@@ -389,11 +406,11 @@ fn wakeup_flag() -> u64 {
     // SAFETY: a query on our own ring buffer map.
     let waiting = unsafe {
         bpf_ringbuf_query(
-            &SQL_EVENTS as *const RingBuf as *mut core::ffi::c_void,
+            &SOCKET_EVENTS as *const RingBuf as *mut core::ffi::c_void,
             u64::from(BPF_RB_AVAIL_DATA),
         )
     };
-    if waiting >= u64::from(setting!(sql_wakeup_bytes)) {
+    if waiting >= u64::from(setting!(SOCKETS_CONFIG.wakeup_bytes)) {
         u64::from(BPF_RB_FORCE_WAKEUP)
     } else {
         u64::from(BPF_RB_NO_WAKEUP)
@@ -410,7 +427,7 @@ fn emit_data(
     tgid: u32,
     generation: u32,
     ino: u64,
-    sock: &SqlSock,
+    sock: &SocketVerdict,
     sending: bool,
     len: u32,
     copied: u32,
@@ -421,8 +438,8 @@ fn emit_data(
     } else {
         copied
     };
-    let header = SqlEventHeader {
-        kind: SqlEventKind::Data as u8,
+    let header = SocketEventHeader {
+        kind: EventKind::Data as u8,
         direction: if sending { DIR_SENT } else { DIR_RECEIVED },
         protocol: sock.protocol,
         family: sock.family,
@@ -436,18 +453,18 @@ fn emit_data(
         captured: copied,
     };
     // SAFETY: the header fits at the start of the scratch record.
-    unsafe { core::ptr::write_unaligned(scratch as *mut SqlEventHeader, header) };
-    let size = SQL_HEADER_BYTES as u64 + u64::from(copied);
-    // SAFETY: the record is the first `size` ≤ SQL_HEADER_BYTES + CAP bytes of the scratch buffer.
+    unsafe { core::ptr::write_unaligned(scratch as *mut SocketEventHeader, header) };
+    let size = HEADER_BYTES as u64 + u64::from(copied);
+    // SAFETY: the record is the first `size` ≤ HEADER_BYTES + CAP bytes of the scratch buffer.
     let r = unsafe {
         bpf_ringbuf_output(
-            &SQL_EVENTS as *const RingBuf as *mut core::ffi::c_void,
+            &SOCKET_EVENTS as *const RingBuf as *mut core::ffi::c_void,
             scratch as *mut core::ffi::c_void,
             size,
             wakeup_flag(),
         )
     };
     if r != 0 {
-        drops::count(DropReason::SqlEventLost);
+        dropped(SocketDrop::EventLost);
     }
 }
