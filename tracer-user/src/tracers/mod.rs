@@ -2,11 +2,13 @@
 //! interval's rows as an Arrow batch for its table. Adding a tracer means a module here, its
 //! kernel module in tracer-ebpf, its types in tracer-common, and one line in [`build`].
 
+pub mod amqp;
 pub mod blockio;
 pub mod columns;
 pub mod drops;
 pub mod fileio;
 pub mod files;
+pub mod memcached;
 pub mod processes;
 pub mod sql;
 pub mod syscalls;
