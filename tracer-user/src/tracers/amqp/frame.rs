@@ -6,7 +6,9 @@
 //! header that falls into an uncaptured stretch loses the stream. It is found again at the
 //! start of a later syscall: py-amqp reads a frame as three receives (7-byte header, payload,
 //! frame-end) and every client writes whole frames, so syscalls start at frame boundaries. A
-//! header taken that way is tentative until its frame-end byte is seen to be 0xCE.
+//! header taken that way is tentative until its frame-end byte is seen to be 0xCE. For clients
+//! that read in larger buffers, the first whole frame (checked end to end) inside a syscall is
+//! taken instead.
 
 /// Frame types (AMQP 0-9-1 §4.2.3; 8 is RabbitMQ's and the spec's heartbeat value).
 pub const METHOD: u8 = 1;
@@ -55,6 +57,47 @@ pub fn plausible_header(h: &[u8]) -> Option<(u8, u16, u32)> {
         _ => false,
     };
     ok.then_some((kind, channel, size))
+}
+
+/// What the bytes at a position are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Check {
+    /// A whole frame of this many bytes: plausible header, known method or content class,
+    /// 0xCE where the size puts it.
+    Frame(usize),
+    /// A plausible start whose end is past the bytes given.
+    Start,
+    No,
+}
+
+/// Checks for a frame at the start of `data`.
+pub fn check(data: &[u8]) -> Check {
+    let Some((kind, _, size)) = plausible_header(data) else {
+        return Check::No;
+    };
+    let payload = &data[7..];
+    if payload.len() >= 4 {
+        let ids = [payload[0], payload[1], payload[2], payload[3]];
+        let known = match kind {
+            METHOD => super::method::method_name(
+                u16::from_be_bytes([ids[0], ids[1]]),
+                u16::from_be_bytes([ids[2], ids[3]]),
+            )
+            .is_some(),
+            // Basic class (60), weight 0.
+            HEADER => ids == [0, 60, 0, 0],
+            _ => true,
+        };
+        if !known {
+            return Check::No;
+        }
+    }
+    let end = 7 + size as usize;
+    match data.get(end) {
+        Some(&FRAME_END) => Check::Frame(end + 1),
+        Some(_) => Check::No,
+        None => Check::Start,
+    }
 }
 
 enum State {
@@ -130,18 +173,25 @@ impl FrameReader {
         time_ns: u64,
         out: &mut Vec<Frame>,
     ) -> Result<(), Loss> {
+        let mut data = data;
         if self.is_lost() {
-            // A syscall starts at a frame boundary (see the module docs): try one here.
-            if plausible_header(data).is_none() {
-                return Err(Loss::BadHeader);
+            // py-amqp's syscalls start at frame boundaries (see the module docs): a plausible
+            // header there is taken, to be confirmed by its frame-end. Clients that read in
+            // larger buffers start anywhere: a whole, checked frame further in is taken.
+            match check(data) {
+                Check::Start | Check::Frame(_) => self.tentative = true,
+                Check::No => {
+                    let found = (1..data.len())
+                        .find(|&i| matches!(check(&data[i..]), Check::Frame(_)))
+                        .ok_or(Loss::BadHeader)?;
+                    data = &data[found..];
+                }
             }
             self.state = State::Header {
                 buf: [0; 7],
                 have: 0,
             };
-            self.tentative = true;
         }
-        let mut data = data;
         while !data.is_empty() {
             match &mut self.state {
                 State::Lost => return Err(Loss::BadHeader),

@@ -41,7 +41,7 @@ pub use rpc::{Direction, RpcCounts, RpcRecord, RpcTracker};
 
 #[cfg(test)]
 use crate::tracers::sql::Chunk;
-use frame::{FRAME_END, HEADER, METHOD, PROTOCOL_HEADER, plausible_header};
+use frame::{Check, PROTOCOL_HEADER};
 
 /// How a connection was recognized.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,27 +62,16 @@ pub fn sniff(data: &[u8]) -> Option<Sniffed> {
     }
     let mut at = 0;
     let mut checked = 0;
+    // A header cut by the end of the bytes is no evidence either way.
     while data.len() - at >= 7 {
-        let (kind, _, size) = plausible_header(&data[at..])?;
-        let payload = &data[at + 7..];
-        let ids_known = |n: usize| payload.len() < n;
-        match kind {
-            METHOD if !ids_known(4) => {
-                let class = u16::from_be_bytes([payload[0], payload[1]]);
-                let method = u16::from_be_bytes([payload[2], payload[3]]);
-                method::method_name(class, method)?;
+        match frame::check(&data[at..]) {
+            Check::Frame(n) => {
+                checked += 1;
+                at += n;
             }
-            // class 60 (basic), weight 0.
-            HEADER if !ids_known(4) && payload[..4] != [0, 60, 0, 0] => return None,
-            _ => {}
+            Check::Start => break,
+            Check::No => return None,
         }
-        let end = at + 7 + size as usize;
-        match data.get(end) {
-            Some(&FRAME_END) => checked += 1,
-            Some(_) => return None,
-            None => break,
-        }
-        at = end + 1;
     }
     (checked > 0).then_some(Sniffed::MidStream)
 }

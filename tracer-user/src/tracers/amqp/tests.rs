@@ -404,3 +404,39 @@ fn close_codes_and_other_methods_come_out_as_events() {
     ));
     assert!(c.closed());
 }
+
+#[test]
+fn picked_up_mid_stream_inside_large_reads() {
+    // A client reading 100 bytes at a time (not frame by frame), picked up 37 bytes into the
+    // stream: the first whole frame inside a read is found, the message it starts is lost only
+    // if it was under way.
+    let one = |i: u64| {
+        message(
+            build::deliver(i, "openstack", "scalp_rpc"),
+            call_body("echo", &format!("m{i}")).as_bytes(),
+            None,
+            131072,
+        )
+    };
+    let stream: Vec<u8> = (1..=20).flat_map(one).collect();
+    let mut c = AmqpConnection::new(false, 65536);
+    let mut ev = Vec::new();
+    for (i, part) in stream[37..].chunks(100).enumerate() {
+        c.feed(&chunk(false, i as u64, part), &mut ev);
+    }
+    let got = messages(ev);
+    let counts = c.take_counts();
+    assert_eq!(counts.desyncs, 0);
+    // The first message was under way: its header and body frames are skipped; every later
+    // one is whole.
+    assert_eq!(got.len(), 19);
+    assert!(matches!(
+        got[0].method,
+        Method::Deliver {
+            delivery_tag: 2,
+            ..
+        }
+    ));
+    assert!(got.iter().all(|m| m.body_whole));
+    assert!(counts.skipped_frames <= 2, "{counts:?}");
+}
