@@ -111,8 +111,8 @@ pub struct AmqpConnection {
 
 impl AmqpConnection {
     /// `from_start`: the connection's first bytes will be fed (else it was picked up mid-stream
-    /// and frames are looked for at syscall starts). Message bodies are kept up to `body_cap`
-    /// bytes (oslo.messaging's JSON is read from them).
+    /// and frames are looked for, see [`FrameReader::push`]). Message bodies are kept up to
+    /// `body_cap` bytes (oslo.messaging's JSON is read from them; 64 KiB is plenty).
     pub fn new(from_start: bool, body_cap: usize) -> AmqpConnection {
         // Method and header frames are small; a body frame is kept up to the body cap.
         let keep = body_cap.max(4096);

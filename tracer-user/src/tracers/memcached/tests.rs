@@ -425,3 +425,92 @@ fn real_traffic_picked_up_mid_stream() {
         assert!(lost <= 4 * skip, "skip {skip}: {lost} lost");
     }
 }
+
+#[test]
+fn every_command_with_each_of_its_answers() {
+    // A request, its response, and what the op must say: (command, hits, misses, error).
+    type Case<'a> = (&'a [u8], &'a [u8], (&'a str, u32, u32, bool));
+    let cases: &[Case] = &[
+        (
+            b"gat 60 a b\r\n",
+            b"VALUE a 0 1\r\nx\r\nEND\r\n",
+            ("gat", 1, 1, false),
+        ),
+        (
+            b"gats 60 a\r\n",
+            b"VALUE a 0 1 5\r\nx\r\nEND\r\n",
+            ("gats", 1, 0, false),
+        ),
+        (
+            b"cas a 0 0 1 99\r\nx\r\n",
+            b"EXISTS\r\n",
+            ("cas", 0, 0, false),
+        ),
+        (
+            b"cas a 0 0 1 99\r\nx\r\n",
+            b"NOT_FOUND\r\n",
+            ("cas", 0, 0, false),
+        ),
+        (
+            b"append a 0 0 1\r\nx\r\n",
+            b"NOT_STORED\r\n",
+            ("append", 0, 0, false),
+        ),
+        (
+            b"prepend a 0 0 1\r\nx\r\n",
+            b"STORED\r\n",
+            ("prepend", 0, 0, false),
+        ),
+        (
+            b"replace a 0 0 1\r\nx\r\n",
+            b"STORED\r\n",
+            ("replace", 0, 0, false),
+        ),
+        (b"decr n 1\r\n", b"0\r\n", ("decr", 1, 0, false)),
+        (b"touch a 10\r\n", b"NOT_FOUND\r\n", ("touch", 0, 1, false)),
+        (b"flush_all\r\n", b"OK\r\n", ("flush_all", 0, 0, false)),
+        (b"verbosity 1\r\n", b"OK\r\n", ("verbosity", 0, 0, false)),
+        (b"stats reset\r\n", b"RESET\r\n", ("stats", 0, 0, false)),
+        (
+            b"me a\r\n",
+            b"ME a exp=-1 la=2 cas=3 fetch=no cls=1 size=63\r\n",
+            ("me", 1, 0, false),
+        ),
+        (b"me b\r\n", b"EN\r\n", ("me", 0, 1, false)),
+        (b"mg a\r\n", b"HD\r\n", ("mg", 1, 0, false)),
+        (
+            b"mg a k v t\r\n",
+            b"VA 1 ka t-1\r\nx\r\n",
+            ("mg", 1, 0, false),
+        ),
+        (b"ms a 1 MR\r\nx\r\n", b"NF\r\n", ("ms", 0, 0, false)),
+        (
+            b"ms a 1 MR q\r\nx\r\nmn\r\n",
+            b"NF\r\nMN\r\n",
+            ("ms", 0, 0, false),
+        ),
+        (b"ms a 1 q\r\nx\r\nmn\r\n", b"MN\r\n", ("ms", 0, 0, false)),
+        (b"ma n q\r\nmn\r\n", b"MN\r\n", ("ma", 1, 0, false)),
+        (b"ma n q\r\nmn\r\n", b"NF\r\nMN\r\n", ("ma", 0, 1, false)),
+        (b"ma n v MD\r\n", b"VA 1\r\n4\r\n", ("ma", 1, 0, false)),
+        (
+            b"get a\r\n",
+            b"SERVER_ERROR out of memory\r\n",
+            ("get", 0, 0, true),
+        ),
+    ];
+    for (request, response, expected) in cases {
+        let (ops, counts, pending) = run(None, &[(true, request), (false, response)]);
+        let first = (ops[0].command, ops[0].hits, ops[0].misses, ops[0].error);
+        assert_eq!(first, *expected, "{:?}", String::from_utf8_lossy(request));
+        assert_eq!(
+            (counts, pending),
+            (CacheCounts::default(), 0),
+            "{request:?}"
+        );
+        assert_eq!(
+            ops.iter().map(|o| o.bytes_received).sum::<u64>(),
+            response.len() as u64
+        );
+    }
+}

@@ -297,7 +297,8 @@ impl TextParser {
     fn complete(&mut self, t: u64, out: &mut Vec<CacheOp>) {
         if let Some(mut p) = self.pending.pop_front() {
             p.op.end_ns = Some(t);
-            if p.req.expect == Expect::Values {
+            // A failed retrieval found nothing, and missed nothing either (as memcached counts).
+            if p.req.expect == Expect::Values && !p.op.error {
                 p.op.misses = p.op.keys.saturating_sub(p.op.hits);
             }
             out.push(p.op);
