@@ -105,3 +105,20 @@ def test_memcached_stats_agree_with_the_cache_workload(memcached):
     assert did["tcp"]["get"] == {"calls": 20, "hits": 15, "misses": 9, "errors": 0}
     assert did["unix"]["get"] == {"calls": 16, "hits": 13, "misses": 7, "errors": 0}
     assert did["tcp"]["set"]["calls"] == 13 and did["unix"]["set"]["calls"] == 12
+
+
+def test_cache_workload_holds_its_connections_open_before_working(memcached):
+    held = Held("--port", memcached.port, "--socket", memcached.socket, "--n", 4, script=WORKLOADS / "cache.py")
+    try:
+        # Four connections (pymemcache over TCP and the socket, raw meta and binary) are up.
+        assert memcached.stats()["curr_connections"] >= 4
+        before = (memcached.stats(), memcached.stats(unix=True))
+        held.go()
+        did = json.loads(held.readline())
+        assert held.finish() == 0
+    finally:
+        held.kill()
+    after = (memcached.stats(), memcached.stats(unix=True))
+    for i, transport in enumerate(("tcp", "unix")):
+        delta = counter_delta(before[i], after[i])
+        assert {k: delta[k] for k in did["stats"][transport]} == did["stats"][transport], transport
