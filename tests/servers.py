@@ -1,5 +1,5 @@
-"""Real database servers for the SQL tests, from Debian's packages, started here on 127.0.0.1
-and on Unix sockets in a scratch directory, and stopped afterwards.
+"""Real servers for the tests, from Debian's packages (MariaDB, PostgreSQL, RabbitMQ, memcached),
+started here on 127.0.0.1 and on Unix sockets in a scratch directory, and stopped afterwards.
 
     python3 tests/servers.py start   # leave them running (for development)
     python3 tests/servers.py stop
@@ -160,6 +160,195 @@ class Postgres:
                             "-m", "fast", "-w", "stop"], capture_output=True)
 
 
+class RabbitMQ:
+    """A private RabbitMQ node (Debian's rabbitmq-server) on 127.0.0.1: its own node name, data,
+    logs, Erlang cookie, distribution and epmd ports, so it neither sees nor disturbs a system
+    node on 5672/25672/4369. No plugins: counters come from `rabbitmqctl`."""
+
+    def __init__(self, base=None, port=5672):
+        self.base = pathlib.Path(base or BASE / f"rabbitmq-{port}")
+        self.port = port
+        self.dist_port = port + 20000
+        self.epmd_port = port + 30000
+        self.node = f"scalp{port}@localhost"
+        self.user, self.password = "scalp", PASSWORD
+        self.url = f"rabbit://{self.user}:{self.password}@127.0.0.1:{port}/"
+        self.startup_s = None
+
+    def _env(self):
+        env = dict(os.environ)
+        env.update({
+            # The cookie lives in $HOME: the server and rabbitmqctl must share it.
+            "HOME": str(self.base),
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_USE_LONGNAME": "false",
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "ERL_EPMD_PORT": str(self.epmd_port),
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+            "RABBITMQ_MNESIA_BASE": str(self.base / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.base / "log"),
+            "RABBITMQ_CONFIG_FILE": str(self.base / "rabbitmq.conf"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.base / "enabled_plugins"),
+            "RABBITMQ_PID_FILE": str(self.base / "rabbitmq.pid"),
+            "RABBITMQ_CONF_ENV_FILE": str(self.base / "rabbitmq-env.conf"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(self.base / "advanced.config"),
+        })
+        return env
+
+    def ctl(self, *args, timeout=60):
+        """Runs rabbitmqctl against this node; returns its stdout."""
+        r = subprocess.run(["/usr/lib/rabbitmq/bin/rabbitmqctl", "-n", self.node, *args], env=self._env(),
+                           check=True, capture_output=True, text=True, timeout=timeout)
+        return r.stdout
+
+    def start(self):
+        self.stop()
+        if not port_free(self.port):
+            raise RuntimeError(f"port {self.port} is taken by another server")
+        if self.base.exists():
+            shutil.rmtree(self.base)
+        (self.base / "log").mkdir(parents=True)
+        (self.base / "rabbitmq.conf").write_text(
+            f"listeners.tcp.1 = 127.0.0.1:{self.port}\n"
+            f"default_user = {self.user}\ndefault_pass = {self.password}\n"
+            "loopback_users = none\n")
+        (self.base / "enabled_plugins").write_text("[].\n")
+        (self.base / "rabbitmq-env.conf").write_text("")
+        (self.base / "advanced.config").write_text("[].\n")
+        (self.base / ".erlang.cookie").write_text(f"scalp-test-{self.port}")
+        (self.base / ".erlang.cookie").chmod(0o400)
+        t0 = time.monotonic()
+        # Our own epmd, started here so that stop() can end it (one the node starts by itself
+        # outlives it as a daemon named only "epmd -daemon").
+        subprocess.run(["epmd", "-port", str(self.epmd_port), "-address", "127.0.0.1", "-daemon"], check=True)
+        self.proc = subprocess.Popen(["/usr/lib/rabbitmq/bin/rabbitmq-server"], env=self._env(),
+                                     stdout=open(self.base / "stdout.log", "wb"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        wait_for(self.port, "rabbitmq-server", timeout=120)
+        self.ctl("await_startup", timeout=120)
+        self.startup_s = time.monotonic() - t0
+        return self
+
+    def counters(self):
+        """The broker's own global counters (rabbit_global_counters, since 3.9) for AMQP 0-9-1,
+        summed over queue types: messages_received_total (publishes), messages_routed_total,
+        messages_unroutable_dropped_total, messages_delivered_total (to consumers and Basic.Get),
+        messages_acknowledged_total, messages_get_empty_total, … as a dict of ints."""
+        script = ("maps:foreach(fun(Labels, Counters) -> "
+                  "case lists:member({protocol, amqp091}, Labels) of true -> "
+                  "maps:foreach(fun(K, V) -> io:format(\"~s ~b~n\", [K, V]) end, Counters); "
+                  "false -> ok end end, rabbit_global_counters:overview()).")
+        out = {}
+        for line in self.ctl("eval", script).splitlines():
+            k, _, v = line.partition(" ")
+            if v.isdigit():
+                out[k] = out.get(k, 0) + int(v)
+        return out
+
+    def queues(self):
+        """{queue name: (messages ready, consumers)}."""
+        out = {}
+        for line in self.ctl("list_queues", "-q", "--no-table-headers", "name", "messages_ready",
+                             "consumers").splitlines():
+            parts = line.split("\t")
+            if len(parts) == 3 and parts[1].isdigit():
+                out[parts[0]] = (int(parts[1]), int(parts[2]))
+        return out
+
+    def stop(self):
+        pid_file = self.base / "rabbitmq.pid"
+        proc = getattr(self, "proc", None)
+        if pid_file.exists() or proc is not None:
+            subprocess.run(["/usr/lib/rabbitmq/bin/rabbitmqctl", "-n", self.node, "shutdown"], env=self._env(),
+                           capture_output=True, timeout=120)
+        if proc is not None:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+                proc.wait()
+            self.proc = None
+        # A node left by an earlier run (its rabbitmqctl could not reach it): by its data path.
+        subprocess.run(["pkill", "-9", "-f", f"-mnesia dir \"{self.base}/"], capture_output=True)
+        subprocess.run(["epmd", "-port", str(self.epmd_port), "-kill"], capture_output=True)
+
+
+class Memcached:
+    """Two memcached processes (Debian's memcached): one on TCP 127.0.0.1:port, one on a Unix
+    socket in the scratch directory (memcached's -s turns TCP off, so one process cannot do
+    both). Each keeps its own `stats`."""
+
+    def __init__(self, base=None, port=11211):
+        self.base = pathlib.Path(base or BASE / f"memcached-{port}")
+        self.port = port
+        self.socket = self.base / "memcached.sock"
+        self.procs = []
+        self.startup_s = None
+
+    def start(self):
+        self.stop()
+        if not port_free(self.port):
+            raise RuntimeError(f"port {self.port} is taken by another server")
+        if self.base.exists():
+            shutil.rmtree(self.base)
+        self.base.mkdir(parents=True)
+        shutil.chown(self.base, "memcache", "memcache")
+        t0 = time.monotonic()
+        common = ["memcached", "-u", "memcache", "-m", "64", "-c", "256", "-t", "2"]
+        for where in (["-l", "127.0.0.1", "-p", str(self.port), "-U", "0"], ["-s", str(self.socket), "-a", "0770"]):
+            self.procs.append(subprocess.Popen(common + where, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                               start_new_session=True))
+        (self.base / "pids").write_text(" ".join(str(p.pid) for p in self.procs))
+        wait_for(self.port, "memcached")
+        wait_for(self.socket, "memcached")
+        self.startup_s = time.monotonic() - t0
+        return self
+
+    def _ask(self, unix, command):
+        family = socket.AF_UNIX if unix else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(str(self.socket) if unix else ("127.0.0.1", self.port))
+            s.sendall(command)
+            data = b""
+            while not data.endswith(b"END\r\n"):
+                more = s.recv(65536)
+                if not more:
+                    break
+                data += more
+        return data
+
+    def stats(self, unix=False):
+        """`stats` of the TCP (or Unix socket) server as a dict of ints: cmd_get, get_hits,
+        get_misses, cmd_set, delete_hits, delete_misses, cmd_touch, curr_connections, …"""
+        out = {}
+        for line in self._ask(unix, b"stats\r\n").decode().splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == "STAT" and parts[2].isdigit():
+                out[parts[1]] = int(parts[2])
+        return out
+
+    def stop(self):
+        procs, self.procs = self.procs, []
+        pids = self.base / "pids"
+        if not procs and pids.exists():
+            # Left by an earlier run of this directory.
+            for pid in pids.read_text().split():
+                try:
+                    # Only if the pid is still a memcached (pids are reused).
+                    if pathlib.Path(f"/proc/{pid}/comm").read_text().strip() == "memcached":
+                        os.kill(int(pid), 15)
+                except (OSError, ValueError):
+                    pass
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=30)
+        if pids.exists():
+            pids.unlink()
+
+
 def pick_port(preferred):
     """The preferred port if free, else the first free one of preferred+10000, +10001, …"""
     for port in [preferred, *range(preferred + 10000, preferred + 10020)]:
@@ -170,7 +359,7 @@ def pick_port(preferred):
 
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "start"
-    servers = [MariaDB(), Postgres()]
+    servers = [MariaDB(), Postgres(), RabbitMQ(), Memcached()]
     for s in servers:
         s.start() if what == "start" else s.stop()
     print(what, "ok")

@@ -34,6 +34,7 @@ fn packages(profile: Profile) -> Vec<&'static str> {
             "postgresql",
             "postgresql-contrib",
             "memcached",
+            "rabbitmq-server",
             "fio",
             "bpftool",
             "bpftrace",

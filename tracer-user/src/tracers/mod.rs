@@ -8,12 +8,14 @@
 //! (tracer-common/src/<name>.rs), its module here, its schema file (schemas/<table>.toml), and
 //! one line in [`REGISTRY`] (see the README's "Adding a tracer").
 
+pub mod amqp;
 pub mod blockio;
 pub mod columns;
 pub mod dispatch;
 pub mod drops;
 pub mod fileio;
 pub mod files;
+pub mod memcached;
 pub mod processes;
 pub mod sql;
 pub mod syscalls;
