@@ -7,6 +7,7 @@ pub mod columns;
 pub mod drops;
 pub mod fileio;
 pub mod files;
+pub mod http;
 pub mod processes;
 pub mod sql;
 pub mod syscalls;
