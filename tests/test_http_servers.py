@@ -137,3 +137,22 @@ def test_servers_stop_cleanly(db):
         assert s.proc.returncode is not None
     alive = [p for p in pids if subprocess.run(["kill", "-0", str(p)], capture_output=True).returncode == 0]
     assert alive == []
+
+
+def test_uwsgi_http_socket_postgresql():
+    """The same app on psycopg: statements per request are as exact on PostgreSQL."""
+    pg = servers.Postgres(port=servers.pick_port(5432)).start()
+    try:
+        servers.prepare_app_database(pg)
+        s = servers.UwsgiHttp(pg, port=servers.pick_port(8080), workers=2).start()
+        try:
+            pg.psql("SELECT pg_stat_statements_reset()")
+            report = run_client(s, "--keepalive", 10)
+            rows = logged(s.requests, total_calls(report), "uwsgi's request log")
+            assert by_key(rows) == client_by_key(report, "calls")
+            done = pg.psql("SELECT sum(calls) FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%'")
+            assert int(done) == sum(r["sql_statements"] for r in report["requests"])
+        finally:
+            s.stop()
+    finally:
+        pg.stop()

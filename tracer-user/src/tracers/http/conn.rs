@@ -38,8 +38,10 @@ struct Pending {
 }
 
 enum Requests {
-    Head(HeadBuf),
-    Packet(uwsgi::PacketBuf),
+    /// Gathering a head in `req_head`.
+    Head,
+    /// Gathering a uwsgi packet in `packet`.
+    Packet,
     /// The body of request `id` (None: it was dropped).
     Body(Option<u64>, Body),
     /// Framing lost; bytes go to request `id` until a request starts.
@@ -47,7 +49,8 @@ enum Requests {
 }
 
 enum Responses {
-    Head(HeadBuf),
+    /// Gathering a head in `resp_head`.
+    Head,
     /// The body of the response to request `id` (None: a response without a request).
     Body(Option<u64>, Body),
     Lost,
@@ -64,6 +67,10 @@ pub struct Connection {
     protocol: Protocol,
     requests: Requests,
     responses: Responses,
+    // The buffers live outside the states so that they are reused, not allocated per message.
+    req_head: HeadBuf,
+    packet: uwsgi::PacketBuf,
+    resp_head: HeadBuf,
     pending: VecDeque<Pending>,
     next_id: u64,
     drops: Drops,
@@ -78,8 +85,11 @@ impl Connection {
         Connection {
             side,
             protocol,
-            requests: Self::request_start(protocol),
-            responses: Responses::Head(HeadBuf::default()),
+            requests: Self::request_state(protocol),
+            responses: Responses::Head,
+            req_head: HeadBuf::default(),
+            packet: uwsgi::PacketBuf::default(),
+            resp_head: HeadBuf::default(),
             pending: VecDeque::new(),
             next_id: 0,
             drops: Drops::default(),
@@ -115,11 +125,24 @@ impl Connection {
         std::mem::take(&mut self.drops)
     }
 
-    fn request_start(protocol: Protocol) -> Requests {
+    fn request_state(protocol: Protocol) -> Requests {
         match protocol {
-            Protocol::Http => Requests::Head(HeadBuf::default()),
-            Protocol::Uwsgi => Requests::Packet(uwsgi::PacketBuf::default()),
+            Protocol::Http => Requests::Head,
+            Protocol::Uwsgi => Requests::Packet,
         }
+    }
+
+    /// The request stream is at a request's start.
+    fn request_start(&mut self) {
+        self.req_head.reset();
+        self.packet.reset();
+        self.requests = Self::request_state(self.protocol);
+    }
+
+    /// The response stream is at a response's start.
+    fn response_start(&mut self) {
+        self.resp_head.reset();
+        self.responses = Responses::Head;
     }
 
     /// Feeds one syscall's bytes; exchanges that completed are appended to `out`.
@@ -181,14 +204,15 @@ impl Connection {
                 }
                 return;
             }
-            self.requests = Self::request_start(self.protocol);
+            self.request_start();
         }
         while !data.is_empty() {
             let used = match &mut self.requests {
-                Requests::Head(hb) => match hb.push(data, time_ns) {
+                Requests::Head => match self.req_head.push(data, time_ns) {
                     head::Push::Partial => data.len(),
                     head::Push::TooLong => return self.lose_requests(None, 0),
                     head::Push::Complete { consumed } => {
+                        let hb = &self.req_head;
                         let Some(head) = head::parse_request(hb.head()) else {
                             return self.lose_requests(None, 0);
                         };
@@ -197,10 +221,11 @@ impl Connection {
                         consumed
                     }
                 },
-                Requests::Packet(pb) => match pb.push(data, time_ns) {
+                Requests::Packet => match self.packet.push(data, time_ns) {
                     uwsgi::Push::Partial => data.len(),
                     uwsgi::Push::Bad => return self.lose_requests(None, 0),
                     uwsgi::Push::Complete { consumed, head } => {
+                        let pb = &self.packet;
                         let (wire, start) = (pb.wire(), pb.first_ns().unwrap_or(time_ns));
                         self.request_read(head, wire, start, time_ns);
                         consumed
@@ -230,7 +255,7 @@ impl Connection {
                 }
             }
             // A head in the uncaptured stretch.
-            Requests::Head(_) | Requests::Packet(_) => self.lose_requests(None, 0),
+            Requests::Head | Requests::Packet => self.lose_requests(None, 0),
             Requests::Lost(_) => {}
         }
     }
@@ -268,17 +293,17 @@ impl Connection {
             None
         };
         if let Responses::Drain = self.responses {
-            self.responses = Responses::Head(HeadBuf::default());
+            self.response_start();
         }
-        self.requests = match body {
-            Some(body) => Requests::Body(id, body),
+        match body {
+            Some(body) => self.requests = Requests::Body(id, body),
             None => {
                 if let Some(p) = self.pending_mut(id) {
                     p.request_end_ns = time_ns;
                 }
-                Self::request_start(self.protocol)
+                self.request_start();
             }
-        };
+        }
     }
 
     fn request_body(&mut self, id: Option<u64>, bytes: u64, done: bool, time_ns: u64) {
@@ -289,7 +314,7 @@ impl Connection {
             }
         }
         if done {
-            self.requests = Self::request_start(self.protocol);
+            self.request_start();
         }
     }
 
@@ -312,14 +337,15 @@ impl Connection {
             if self.pending.front().is_some_and(|p| p.status.is_some()) {
                 self.finish(None, Ending::Resync, out);
             }
-            self.responses = Responses::Head(HeadBuf::default());
+            self.response_start();
         }
         while !data.is_empty() {
             let used = match &mut self.responses {
-                Responses::Head(hb) => match hb.push(data, time_ns) {
+                Responses::Head => match self.resp_head.push(data, time_ns) {
                     head::Push::Partial => data.len(),
                     head::Push::TooLong => return self.lose_responses(0, time_ns),
                     head::Push::Complete { consumed } => {
+                        let hb = &mut self.resp_head;
                         let front = self.pending.front().map(|p| p.head.method);
                         let Some(resp) = head::parse_response(hb.head(), front) else {
                             return self.lose_responses(0, time_ns);
@@ -353,7 +379,7 @@ impl Connection {
                     Err(_) => self.lose_responses(missing, time_ns),
                 }
             }
-            Responses::Head(_) => self.lose_responses(0, time_ns),
+            Responses::Head => self.lose_responses(0, time_ns),
             Responses::Lost | Responses::Drain | Responses::Ignored => {}
         }
     }
@@ -364,7 +390,7 @@ impl Connection {
     fn lose_responses(&mut self, rest: u64, time_ns: u64) {
         self.drops.desyncs += 1;
         match &self.responses {
-            Responses::Head(_) if self.pending.pop_front().is_some() => self.drops.requests += 1,
+            Responses::Head if self.pending.pop_front().is_some() => self.drops.requests += 1,
             Responses::Body(Some(id), _) => {
                 let id = *id;
                 if let Some(p) = self.pending.front_mut()
@@ -393,7 +419,7 @@ impl Connection {
             self.responses = match Body::new(resp.body) {
                 Some(body) => Responses::Body(None, body),
                 None if resp.body == BodyKind::Tunnel => Responses::Ignored,
-                None => Responses::Head(HeadBuf::default()),
+                None => Responses::Head,
             };
             return;
         };
@@ -434,7 +460,7 @@ impl Connection {
             p.last_ns = time_ns;
         }
         if done {
-            self.responses = Responses::Head(HeadBuf::default());
+            self.response_start();
             if id.is_some() {
                 self.finish(Some(time_ns), Ending::Framed, out);
             }

@@ -470,74 +470,70 @@ fn sniffed_mid_stream_then_followed() {
     assert_eq!((total.desyncs, total.requests, total.responses), (2, 4, 6));
 }
 
-/// xorshift64*: deterministic pseudo-random bytes.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
+/// The syscall shapes strace showed on the real servers (tests/servers.py).
 #[test]
-fn random_bytes_and_mutated_messages_never_panic() {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let seeds: [&[u8]; 5] = [
-        b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n",
-        b"POST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc",
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nz\r\n0\r\n\r\n",
-        b"HTTP/1.1 100 Continue\r\n\r\n",
-    ];
-    let uw = packet(&[("REQUEST_METHOD", "GET"), ("CONTENT_LENGTH", "3")]);
-    let mut exchanges = 0;
-    for round in 0..3000 {
-        let side = if round % 2 == 0 {
-            Side::Server
-        } else {
-            Side::Client
-        };
-        let protocol = if round % 3 == 0 {
-            Protocol::Uwsgi
-        } else {
-            Protocol::Http
-        };
-        let mut c = Connection::new(side, protocol);
-        let mut out = Vec::new();
-        for step in 0..rng.below(40) {
-            let mut bytes: Vec<u8> = match rng.below(3) {
-                0 => (0..rng.below(300)).map(|_| rng.next() as u8).collect(),
-                1 if protocol == Protocol::Uwsgi && rng.below(2) == 0 => uw.clone(),
-                _ => seeds[rng.below(seeds.len() as u64) as usize].to_vec(),
-            };
-            for _ in 0..rng.below(4) {
-                if !bytes.is_empty() {
-                    let i = rng.below(bytes.len() as u64) as usize;
-                    bytes[i] = rng.next() as u8;
-                }
-            }
-            let cut = rng.below(bytes.len() as u64 + 1) as usize;
-            let len = (bytes.len() as u64 + rng.below(3) * rng.below(1 << 20)) as u32;
-            c.feed(
-                &Chunk {
-                    sent: rng.below(2) == 0,
-                    time_ns: step,
-                    len,
-                    data: &bytes[..cut],
-                },
-                &mut out,
-            );
-        }
-        c.close(1 << 40, &mut out);
-        let _ = c.take_drops();
-        exchanges += out.len();
+fn shapes_of_the_real_servers() {
+    // uWSGI http-socket, a generator without Content-Length: writev(head + first piece), one
+    // write per piece, close.
+    let mut w = Wire::server();
+    w.inbound(b"GET /stream HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n");
+    let head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n";
+    let piece = [b'x'; 1001];
+    w.outbound(&[&head[..], &piece].concat());
+    let mut last = 0;
+    for _ in 1..40 {
+        last = w.outbound(&piece);
     }
-    assert!(exchanges > 0, "some valid messages still made it through");
+    w.close();
+    assert_eq!(w.out[0].response_bytes, (head.len() + 40 * 1001) as u64);
+    assert_eq!(
+        (w.out[0].end_ns, w.out[0].ending),
+        (last, Ending::Close { truncated: false })
+    );
+    // nginx → uWSGI: the vars packet and the body in one read (4100 bytes asked), the response
+    // in one writev, then uWSGI closes.
+    let mut w = Wire::new(Side::Server, Protocol::Uwsgi);
+    let p = packet(&[
+        ("QUERY_STRING", ""),
+        ("REQUEST_METHOD", "POST"),
+        ("CONTENT_TYPE", "application/json"),
+        ("CONTENT_LENGTH", "18"),
+        ("REQUEST_URI", "/items"),
+        ("PATH_INFO", "/items"),
+        ("SERVER_PROTOCOL", "HTTP/1.1"),
+    ]);
+    w.inbound(&[&p[..], b"{\"name\": \"item-0\"}"].concat());
+    let resp =
+        b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+    w.outbound(resp);
+    w.close();
+    assert_eq!(
+        w.summary(),
+        vec![(
+            "POST",
+            "/items",
+            201,
+            p.len() as u64 + 18,
+            resp.len() as u64
+        )]
+    );
+    assert_eq!(w.out[0].ending, Ending::Framed);
+    // eventlet, keep-alive, a generator: head and the first chunk (5 pieces gathered) in one
+    // send, then a send per chunk, then the last chunk alone.
+    let mut w = Wire::server();
+    w.inbound(b"GET /stream HTTP/1.1\r\nHost: h\r\n\r\n");
+    let head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let chunk = [&b"138d\r\n"[..], &[b'x'; 5005], b"\r\n"].concat();
+    w.outbound(&[&head[..], &chunk].concat());
+    for _ in 1..8 {
+        w.outbound(&chunk);
+    }
+    assert!(w.out.is_empty());
+    let end = w.outbound(b"0\r\n\r\n");
+    assert_eq!((w.out[0].end_ns, w.out[0].ending), (end, Ending::Framed));
+    assert_eq!(
+        w.out[0].response_bytes,
+        (head.len() + 8 * chunk.len() + 5) as u64
+    );
+    assert!(w.c.take_drops().is_empty());
 }

@@ -31,6 +31,8 @@ mod uwsgi;
 
 #[cfg(test)]
 mod conn_tests;
+#[cfg(test)]
+mod fuzz_tests;
 
 pub use conn::Connection;
 pub use sniff::{Sniffed, sniff};

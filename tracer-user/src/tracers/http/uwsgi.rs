@@ -142,6 +142,12 @@ impl PacketBuf {
         self.buf.len() as u64
     }
 
+    pub fn reset(&mut self) {
+        self.buf.clear();
+        self.size = None;
+        self.first_ns = None;
+    }
+
     pub fn push(&mut self, data: &[u8], time_ns: u64) -> Push {
         if !data.is_empty() && self.first_ns.is_none() {
             self.first_ns = Some(time_ns);
