@@ -347,6 +347,245 @@ class Memcached:
             p.wait(timeout=30)
         if pids.exists():
             pids.unlink()
+WORKLOADS = pathlib.Path(__file__).resolve().parent / "workloads"
+# uWSGI from PyPI lands beside the interpreter of the tests' virtualenv.
+UWSGI = shutil.which("uwsgi", path=str(pathlib.Path(sys.executable).parent)) or shutil.which("uwsgi")
+UWSGI_REQUEST_LOG = "%(method) %(uri) %(status) %(cl) %(hsize) %(rsize) %(size) %(pktsize) %(pid)"
+NGINX_LOG = ("$request_method $request_uri $status $request_length $bytes_sent $body_bytes_sent "
+             "$upstream_response_length $connection $connection_requests")
+
+
+def app_env(db):
+    """The environment that points wsgi_app at a MariaDB or Postgres of this module."""
+    kind = "postgresql" if isinstance(db, Postgres) else "mysql"
+    return {**os.environ, "SCALP_APP_DB": kind, "SCALP_APP_DB_PORT": str(db.port)}
+
+
+def prepare_app_database(db):
+    """Creates wsgi_app's table, once, before any server of the app starts."""
+    subprocess.run([sys.executable, "-c", "import wsgi_app; wsgi_app.prepare_database()"], cwd=WORKLOADS,
+                   env=app_env(db), check=True)
+
+
+class _Server:
+    """A server process of ours, in its own session, stopped with SIGTERM."""
+
+    def _spawn(self, cmd, env=None):
+        out = open(self.base / "stdout.log", "ab")
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+        out.close()
+        return proc
+
+    def _fresh_base(self, ports=()):
+        for port in ports:
+            if not port_free(port):
+                raise RuntimeError(f"port {port} is taken by another server")
+        if self.base.exists():
+            shutil.rmtree(self.base)
+        self.base.mkdir(parents=True)
+
+    def _wait(self, path_or_port, what, proc=None):
+        proc = proc or self.proc
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                log = (self.base / "stdout.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{what} exited ({proc.returncode}):\n{log}")
+            try:
+                wait_for(path_or_port, what, timeout=0.2)
+                return
+            except RuntimeError:
+                pass
+        raise RuntimeError(f"{what} did not start")
+
+    @staticmethod
+    def _terminate(proc, sig=15):
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+
+
+def _uwsgi_cmd(base, socket_args, workers):
+    cmd = [UWSGI, *socket_args, "--master", "--die-on-term", "--need-app", "--strict",
+           "--processes", str(workers), "--lazy-apps",  # each worker opens its own DB connection
+           "--wsgi-file", str(WORKLOADS / "wsgi_app.py"), "--callable", "application",
+           "--pidfile", str(base / "uwsgi.pid"), "--logger", f"file:{base / 'uwsgi.log'}",
+           "--req-logger", f"file:{base / 'requests.log'}", "--logformat", UWSGI_REQUEST_LOG]
+    if sys.prefix != sys.base_prefix:
+        cmd += ["--virtualenv", sys.prefix]
+    return cmd
+
+
+def _wait_workers_ready(server):
+    """The socket is bound before the workers load the app (--lazy-apps): wait until each has, so
+    that their DB connections are open before any request is made."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        log = server.base / "uwsgi.log"
+        if log.exists() and log.read_text(errors="replace").count("(default app)") >= server.workers:
+            return
+        if server.proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise RuntimeError(f"uwsgi workers did not load the app: {server.base / 'uwsgi.log'}")
+
+
+def _read_uwsgi_log(path):
+    rows = []
+    for line in path.read_text().splitlines():
+        f = line.split(" ")
+        if len(f) != 9:
+            continue
+        method, uri, status, cl, hsize, rsize, size, pktsize, pid = f
+        rows.append({"method": method, "uri": uri, "status": int(status), "content_length": int(cl or 0),
+                     "header_bytes": int(hsize), "body_bytes": int(rsize), "response_bytes": int(size),
+                     "packet_bytes": int(pktsize), "pid": int(pid)})
+    return rows
+
+
+class UwsgiHttp(_Server):
+    """wsgi_app under uWSGI speaking HTTP itself (`http-socket`, as Placement and Keystone are often
+    deployed): a master and `workers` single-threaded workers that accept on 127.0.0.1:port (no
+    HTTP router process). Its request log (requests.log, UWSGI_REQUEST_LOG) is the ground truth."""
+
+    def __init__(self, db, port=8080, workers=2, base=None):
+        self.db, self.port, self.workers = db, port, workers
+        self.base = pathlib.Path(base or BASE / f"uwsgi-http-{port}")
+        self.proc = None
+
+    def start(self):
+        self._fresh_base([self.port])
+        self.proc = self._spawn(_uwsgi_cmd(self.base, ["--http-socket", f"127.0.0.1:{self.port}"], self.workers),
+                                app_env(self.db))
+        self._wait(self.port, "uwsgi (http-socket)")
+        _wait_workers_ready(self)
+        return self
+
+    def worker_pids(self):
+        return [int(p) for p in subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True,
+                                               text=True).stdout.split()]
+
+    def requests(self):
+        return _read_uwsgi_log(self.base / "requests.log")
+
+    def stop(self):
+        self._terminate(self.proc)
+
+
+class UwsgiNginx(_Server):
+    """wsgi_app under uWSGI speaking the uwsgi protocol on a Unix socket (base/app.sock), behind
+    Debian's nginx (`uwsgi_pass unix:…`) listening on 127.0.0.1:port, as DevStack fronts its API
+    services. Both keep a request log: nginx's access.log (NGINX_LOG) and uWSGI's requests.log."""
+
+    def __init__(self, db, port=8081, workers=2, base=None):
+        self.db, self.port, self.workers = db, port, workers
+        self.base = pathlib.Path(base or BASE / f"uwsgi-nginx-{port}")
+        self.socket = self.base / "app.sock"
+        self.proc = self.nginx = None
+
+    def start(self):
+        self._fresh_base([self.port])
+        self.proc = self._spawn(_uwsgi_cmd(self.base, ["--uwsgi-socket", str(self.socket), "--chmod-socket=666"],
+                                           self.workers), app_env(self.db))
+        self._wait(self.socket, "uwsgi (uwsgi-socket)")
+        _wait_workers_ready(self)
+        for d in ("body", "uwsgi", "proxy", "fastcgi", "scgi"):
+            (self.base / "nginx" / d).mkdir(parents=True)
+        conf = self.base / "nginx.conf"
+        conf.write_text(f"""
+user root;
+worker_processes 1;
+daemon off;
+pid {self.base / 'nginx.pid'};
+error_log {self.base / 'error.log'} warn;
+events {{ worker_connections 256; }}
+http {{
+    log_format scalp '{NGINX_LOG}';
+    access_log {self.base / 'access.log'} scalp;
+    client_body_temp_path {self.base / 'nginx/body'};
+    uwsgi_temp_path {self.base / 'nginx/uwsgi'};
+    proxy_temp_path {self.base / 'nginx/proxy'};
+    fastcgi_temp_path {self.base / 'nginx/fastcgi'};
+    scgi_temp_path {self.base / 'nginx/scgi'};
+    client_max_body_size 4m;
+    keepalive_requests 1000;
+    server {{
+        listen 127.0.0.1:{self.port};
+        location / {{
+            include /etc/nginx/uwsgi_params;
+            uwsgi_pass unix:{self.socket};
+        }}
+    }}
+}}
+""")
+        self.nginx = self._spawn(["nginx", "-p", str(self.base), "-e", str(self.base / "error.log"), "-c", str(conf)])
+        self._wait(self.port, "nginx", self.nginx)
+        return self
+
+    def worker_pids(self):
+        return [int(p) for p in subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True,
+                                               text=True).stdout.split()]
+
+    def requests(self):
+        """uWSGI's request log."""
+        return _read_uwsgi_log(self.base / "requests.log")
+
+    def access_log(self):
+        """nginx's access log."""
+        rows = []
+        for line in (self.base / "access.log").read_text().splitlines():
+            method, uri, status, req_len, sent, body_sent, upstream_len, conn, conn_reqs = line.split(" ")
+            rows.append({"method": method, "uri": uri, "status": int(status), "request_bytes": int(req_len),
+                         "response_bytes": int(sent), "body_bytes": int(body_sent),
+                         "upstream_bytes": None if upstream_len == "-" else int(upstream_len),
+                         "connection": int(conn), "connection_requests": int(conn_reqs)})
+        return rows
+
+    def stop(self):
+        self._terminate(self.nginx)
+        self._terminate(self.proc)
+
+
+class EventletHttp(_Server):
+    """wsgi_app served by eventlet.wsgi (tests/workloads/eventlet_server.py): one process, one OS
+    thread, a greenthread per connection, HTTP/1.1 keep-alive; `pool` DB connections shared by
+    the greenthreads. Its access log (access.log) is eventlet's own."""
+
+    def __init__(self, db, port=8090, pool=4, base=None):
+        self.db, self.port, self.pool = db, port, pool
+        self.base = pathlib.Path(base or BASE / f"eventlet-{port}")
+        self.proc = None
+
+    def start(self):
+        self._fresh_base([self.port])
+        env = {**app_env(self.db), "SCALP_APP_POOL": str(self.pool), "PYTHONWARNINGS": "ignore"}
+        self.proc = self._spawn([sys.executable, str(WORKLOADS / "eventlet_server.py"), "--port", str(self.port),
+                                 "--log", str(self.base / "access.log")], env)
+        self._wait(self.port, "eventlet wsgi server")
+        return self
+
+    def requests(self):
+        """(method, uri, status, response bytes) per access-log line: eventlet counts what it wrote for
+        the final response, head and chunk framing included (not a 100 Continue)."""
+        rows = []
+        for line in (self.base / "access.log").read_text().splitlines():
+            try:
+                request_line = line.split('"')[1]
+                status, body = line.split('"')[2].split()[:2]
+            except (IndexError, ValueError):
+                continue
+            method, uri, _ = request_line.split(" ")
+            rows.append({"method": method, "uri": uri, "status": int(status), "response_bytes": int(body)})
+        return rows
+
+    def stop(self):
+        self._terminate(self.proc)
 
 
 def pick_port(preferred):

@@ -38,6 +38,10 @@ fn packages(profile: Profile) -> Vec<&'static str> {
             "fio",
             "bpftool",
             "bpftrace",
+            // The HTTP tests: nginx in front of uWSGI; uWSGI (PyPI) compiles its C core.
+            "nginx",
+            "gcc",
+            "python3-dev",
         ]);
     }
     if profile == Profile::Bench {

@@ -16,6 +16,7 @@ pub mod drops;
 pub mod fileio;
 pub mod files;
 pub mod memcached;
+pub mod http;
 pub mod processes;
 pub mod sql;
 pub mod syscalls;
