@@ -84,7 +84,7 @@ fn owner_of_current() -> Option<(Owner, Attribution)> {
         return None;
     }
     // SAFETY: a plain copy out of the map value.
-    let owner = unsafe { FLUSHER_OWNER.get(&(pid_tgid as u32)) }?;
+    let owner = unsafe { FLUSHER_OWNER.get(pid_tgid as u32) }?;
     Some((*owner, Attribution::Writeback))
 }
 
@@ -353,13 +353,13 @@ fn finish(rq: *const u8, error: bool) {
         attribution: e.attribution,
         _pad: 0,
     };
-    let stats = match BLOCK_STATS.get_ptr_mut(&stats_key) {
+    let stats = match BLOCK_STATS.get_ptr_mut(stats_key) {
         Some(s) => s,
         None => {
             if let Some(zero) = crate::zero::zeroed::<BlockStats>() {
-                let _ = BLOCK_STATS.insert(&stats_key, zero, u64::from(BPF_NOEXIST));
+                let _ = BLOCK_STATS.insert(stats_key, zero, u64::from(BPF_NOEXIST));
             }
-            match BLOCK_STATS.get_ptr_mut(&stats_key) {
+            match BLOCK_STATS.get_ptr_mut(stats_key) {
                 Some(s) => s,
                 None => {
                     dropped(BlockDrop::StatsFull);
@@ -397,7 +397,7 @@ pub fn writeback_dirty_folio(ctx: BtfTracePointContext) -> i32 {
     let mapping: *const u8 = ctx.arg(1);
     if let Some(inode) = read_ptr(mapping, setting!(BLOCKIO_CONFIG.mapping_host_offset)) {
         let owner = Owner { tgid, generation };
-        if WRITEBACK_OWNER.insert(&(inode as u64), &owner, 0).is_err() {
+        if WRITEBACK_OWNER.insert(inode as u64, owner, 0).is_err() {
             dropped(BlockDrop::WritebackOwnerFull);
         }
     }
@@ -411,9 +411,9 @@ pub fn writeback_dirty_folio(ctx: BtfTracePointContext) -> i32 {
 pub fn writeback_single_inode_start(ctx: BtfTracePointContext) -> i32 {
     let inode: *const u8 = ctx.arg(0);
     // SAFETY: a copy out of the map value.
-    if let Some(owner) = unsafe { WRITEBACK_OWNER.get(&(inode as u64)) }.copied() {
+    if let Some(owner) = unsafe { WRITEBACK_OWNER.get(inode as u64) }.copied() {
         let tid = bpf_get_current_pid_tgid() as u32;
-        if FLUSHER_OWNER.insert(&tid, &owner, 0).is_err() {
+        if FLUSHER_OWNER.insert(tid, owner, 0).is_err() {
             dropped(BlockDrop::FlusherOwnerFull);
         }
     }
@@ -424,6 +424,6 @@ pub fn writeback_single_inode_start(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "writeback_single_inode")]
 pub fn writeback_single_inode(_ctx: BtfTracePointContext) -> i32 {
     let tid = bpf_get_current_pid_tgid() as u32;
-    let _ = FLUSHER_OWNER.remove(&tid);
+    let _ = FLUSHER_OWNER.remove(tid);
     0
 }

@@ -45,7 +45,6 @@ const NO_NR: u32 = u32::MAX - 2;
 pub struct Call {
     pub tgid: u32,
     pub generation: u32,
-    pub nr: u32,
     pub regs: *const u8,
     pub ret: i64,
     /// Its class.
@@ -122,22 +121,14 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
         None => 0,
     };
     if class & HOOKS_MASK != 0 {
-        hooks(tgid, generation, nr, regs, ret, class, timing);
+        hooks(tgid, generation, regs, ret, class, timing);
     }
     0
 }
 
 /// Resolves what the hooks of `class` need and calls them.
 #[inline(always)]
-fn hooks(
-    tgid: u32,
-    generation: u32,
-    nr: u32,
-    regs: *const u8,
-    ret: i64,
-    class: u32,
-    timing: Timing,
-) {
+fn hooks(tgid: u32, generation: u32, regs: *const u8, ret: i64, class: u32, timing: Timing) {
     let bytes = if class & NOT_BYTES == 0 && ret > 0 {
         ret as u64
     } else {
@@ -166,7 +157,6 @@ fn hooks(
     let call = Call {
         tgid,
         generation,
-        nr,
         regs,
         ret,
         class,

@@ -51,13 +51,13 @@ pub fn on_exit(call: &Call) {
         op: call.op,
         _pad: [0; 2],
     };
-    let stats = match FILEIO_STATS.get_ptr_mut(&key) {
+    let stats = match FILEIO_STATS.get_ptr_mut(key) {
         Some(s) => s,
         None => {
             if let Some(zero) = crate::zero::zeroed::<FileIoStats>() {
-                let _ = FILEIO_STATS.insert(&key, zero, u64::from(BPF_NOEXIST));
+                let _ = FILEIO_STATS.insert(key, zero, u64::from(BPF_NOEXIST));
             }
-            match FILEIO_STATS.get_ptr_mut(&key) {
+            match FILEIO_STATS.get_ptr_mut(key) {
                 Some(s) => s,
                 None => {
                     count_drop(&FILEIO_DROPS, FileIoDrop::StatsFull.index());
@@ -106,7 +106,7 @@ pub fn on_exit_files(call: &Call) {
         dev: read_at::<u32>(sb, setting!(FILEIO_CONFIG.sb_dev_offset)).unwrap_or(0),
         _pad: 0,
     };
-    let stats = match FILE_STATS.get_ptr_mut(&key) {
+    let stats = match FILE_STATS.get_ptr_mut(key) {
         Some(s) => s,
         None => {
             let mut fresh = FileStats {
@@ -124,8 +124,8 @@ pub fn on_exit_files(call: &Call) {
                 // SAFETY: a fault-safe string copy into a stack buffer of the given length.
                 let _ = unsafe { bpf_probe_read_kernel_str_bytes(name, &mut fresh.name) };
             }
-            let _ = FILE_STATS.insert(&key, &fresh, u64::from(BPF_NOEXIST));
-            match FILE_STATS.get_ptr_mut(&key) {
+            let _ = FILE_STATS.insert(key, fresh, u64::from(BPF_NOEXIST));
+            match FILE_STATS.get_ptr_mut(key) {
                 Some(s) => s,
                 None => {
                     count_drop(&FILES_DROPS, FilesDrop::StatsFull.index());

@@ -84,7 +84,7 @@ pub fn on_exit(call: &Call) {
         return;
     };
     // SAFETY: a copy out of the map value.
-    let known = unsafe { SOCKET_VERDICTS.get(&ino) }.copied();
+    let known = unsafe { SOCKET_VERDICTS.get(ino) }.copied();
     if known.is_some_and(|s| s.class == SOCK_OTHER) {
         return;
     }
@@ -107,7 +107,7 @@ pub fn on_exit(call: &Call) {
     };
     if sock.class == SOCK_PENDING {
         classify(&mut sock, file, scratch, copied, len, sending);
-        if SOCKET_VERDICTS.insert(&ino, &sock, 0).is_err() {
+        if SOCKET_VERDICTS.insert(ino, sock, 0).is_err() {
             dropped(SocketDrop::VerdictMapFull);
         }
         if sock.class != SOCK_CAPTURE {

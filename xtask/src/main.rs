@@ -39,6 +39,8 @@ enum Task {
         #[arg(long)]
         acceptance_only: bool,
     },
+    /// Formatting and clippy on every crate, the kernel programs included.
+    Lint,
     /// Measure overheads against an untraced baseline and peer tools.
     Bench(bench::BenchArgs),
     /// Workloads the demo, tests and benchmarks drive (run by them, not by hand).
@@ -54,6 +56,7 @@ fn main() -> Result<()> {
             filter,
             acceptance_only,
         } => test::run(filter.as_deref(), acceptance_only),
+        Task::Lint => test::lint(),
         Task::Bench(args) => bench::run(args),
         Task::Workload(args) => workload::run(args),
     }

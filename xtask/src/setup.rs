@@ -90,7 +90,7 @@ fn cargo_bin(name: &str) -> PathBuf {
 }
 
 /// rust-src for `-Z build-std=core`, and bpf-linker.
-fn rust() -> Result<()> {
+pub fn rust() -> Result<()> {
     let installed = output(Command::new("rustup").args([
         "component",
         "list",

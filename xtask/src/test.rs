@@ -17,6 +17,7 @@ pub fn run(filter: Option<&str>, acceptance_only: bool) -> Result<()> {
     }
     setup::run(Profile::Test)?;
     if !acceptance_only {
+        lint()?;
         sh(Command::new("cargo").current_dir(root()).args([
             "test",
             "--workspace",
@@ -35,4 +36,38 @@ pub fn run(filter: Option<&str>, acceptance_only: bool) -> Result<()> {
         pytest.args(["-k", k]);
     }
     sh(&mut pytest)
+}
+
+/// Formatting and clippy (with the workspace lints, warnings denied) on every crate, the kernel
+/// programs included (built for the BPF target, as build.rs builds them).
+pub fn lint() -> Result<()> {
+    setup::rust()?;
+    sh(Command::new("cargo")
+        .current_dir(root())
+        .args(["fmt", "--all", "--check"]))?;
+    sh(Command::new("cargo").current_dir(root()).args([
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "tracer-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    sh(Command::new("cargo")
+        .current_dir(root().join("tracer-ebpf"))
+        // `-Z build-std` on the stable toolchain (../shared/TOOLCHAIN.md).
+        .env("RUSTC_BOOTSTRAP", "1")
+        .args([
+            "clippy",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--",
+            "-D",
+            "warnings",
+        ]))
 }

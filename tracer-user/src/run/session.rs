@@ -159,21 +159,21 @@ impl Session {
             }
         };
         drop(rings);
-        let child = self.plan.child;
-        let command_done = matches!(stop, Stop::CommandExited(_));
-        let (untraced, left_running) = match (&stop, child) {
+        let (untraced, left_running) = match (&stop, self.plan.child) {
             // Tracing stopped before the command ended: it goes on untraced, and scalp-bpf waits
             // for it (its exit code is the run's), with the programs unloaded.
             (Stop::MaxSize | Stop::Failed(_), Some(pid)) => (Some(pid), None),
-            // It did not exit within the grace period of a signal: it is left running.
-            (Stop::Signal(name, _), Some(pid)) if !command_done => (None, Some((pid, *name))),
+            // It did not exit within the grace period of a signal passed on to it, or a second
+            // signal came: it is left running.
+            (Stop::Signal(..), Some(pid)) if matches!(child::try_wait(pid), Ok(None)) => {
+                (None, Some(pid))
+            }
             _ => (None, None),
         };
         let finished = self.finish(stop, interval_start);
-        if let Some((pid, name)) = left_running {
+        if let (Some(pid), Some((name, _))) = (left_running, received) {
             eprintln!(
-                "scalp-bpf: the command (PID {pid}) was still running {}s after {name} (it may ignore the signal); tracing stopped, it goes on untraced",
-                COMMAND_GRACE.as_secs()
+                "scalp-bpf: the command (PID {pid}) had not exited on the {name} passed on to it (it may ignore the signal); tracing stopped, the command goes on untraced"
             );
         }
         let Some(pid) = untraced else {

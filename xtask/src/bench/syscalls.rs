@@ -21,24 +21,29 @@ pub struct Options {
     /// Only scenarios whose name contains one of these (comma-separated).
     #[arg(long)]
     only: Option<String>,
+    /// Another scalp-bpf binary (an earlier build) whose scalp-bpf scenarios run in the same
+    /// rounds, marked "(compared)": before/after figures from one run.
+    #[arg(long, value_name = "BIN")]
+    compare: Option<std::path::PathBuf>,
 }
 
 /// One way of running the workload.
 struct Scenario {
-    name: &'static str,
+    name: String,
     /// Starts the tracer for the held workload's PID (None: no tracer).
     start: Box<dyn Fn(u32) -> Result<Option<Tracer>>>,
 }
 
 fn scalp(
     scalp_bin: &Path,
-    name: &'static str,
+    name: &str,
     args: &'static [&'static str],
     target_self: bool,
 ) -> Scenario {
     let bin = scalp_bin.to_owned();
+    let tracer_name: &'static str = "scalp-bpf";
     Scenario {
-        name,
+        name: name.to_owned(),
         start: Box::new(move |pid| {
             let out = scratch("scalp");
             let mut cmd = Command::new(&bin);
@@ -53,22 +58,55 @@ fn scalp(
                 cmd.arg("--pid").arg(sleeper.id().to_string());
                 bystander = Some(sleeper);
             }
-            let t = Tracer::start(name, &mut cmd, Ready::File(out.join("run.json")))?;
+            let t = Tracer::start(tracer_name, &mut cmd, Ready::File(out.join("run.json")))?;
             Ok(Some(t.with_bystander(bystander).with_scratch(out)))
         }),
     }
 }
 
-fn scenarios(scalp_bin: &Path) -> Vec<Scenario> {
+/// The scalp-bpf scenarios of one binary.
+fn scalp_scenarios(bin: &Path, suffix: &str) -> Vec<Scenario> {
+    let name = |n: &str| format!("{n}{suffix}");
+    vec![
+        scalp(bin, &name("scalp-bpf traced, auto latency (default)"), &[], true),
+        scalp(
+            bin,
+            &name("scalp-bpf traced, exact latency"),
+            &["--syscall-latency", "exact"],
+            true,
+        ),
+        scalp(
+            bin,
+            &name("scalp-bpf traced, sampled 1/8"),
+            &["--syscall-latency", "sampled"],
+            true,
+        ),
+        scalp(
+            bin,
+            &name("scalp-bpf traced, counts only"),
+            &["--syscall-latency", "off"],
+            true,
+        ),
+        scalp(bin, &name("scalp-bpf untraced process, auto"), &[], false),
+        scalp(
+            bin,
+            &name("scalp-bpf untraced process, counts only"),
+            &["--syscall-latency", "off"],
+            false,
+        ),
+    ]
+}
+
+fn scenarios(scalp_bin: &Path, compare: Option<&Path>) -> Vec<Scenario> {
     let mut s = vec![
         Scenario {
-            name: "baseline (nothing attached)",
+            name: "baseline (nothing attached)".to_owned(),
             start: Box::new(|_| Ok(None)),
         },
         {
             let bin = scalp_bin.to_owned();
             Scenario {
-                name: "empty tp_btf enter+exit programs",
+                name: "empty tp_btf enter+exit programs".to_owned(),
                 start: Box::new(move |_| {
                     Tracer::start(
                         "calibrate",
@@ -82,7 +120,7 @@ fn scenarios(scalp_bin: &Path) -> Vec<Scenario> {
         {
             let bin = scalp_bin.to_owned();
             Scenario {
-                name: "empty tp_btf exit program",
+                name: "empty tp_btf exit program".to_owned(),
                 start: Box::new(move |_| {
                     Tracer::start(
                         "calibrate",
@@ -93,48 +131,21 @@ fn scenarios(scalp_bin: &Path) -> Vec<Scenario> {
                 }),
             }
         },
-        scalp(
-            scalp_bin,
-            "scalp-bpf traced, auto latency (default)",
-            &[],
-            true,
-        ),
-        scalp(
-            scalp_bin,
-            "scalp-bpf traced, exact latency",
-            &["--syscall-latency", "exact"],
-            true,
-        ),
-        scalp(
-            scalp_bin,
-            "scalp-bpf traced, sampled 1/8",
-            &["--syscall-latency", "sampled"],
-            true,
-        ),
-        scalp(
-            scalp_bin,
-            "scalp-bpf traced, counts only",
-            &["--syscall-latency", "off"],
-            true,
-        ),
-        scalp(scalp_bin, "scalp-bpf untraced process, auto", &[], false),
-        scalp(
-            scalp_bin,
-            "scalp-bpf untraced process, counts only",
-            &["--syscall-latency", "off"],
-            false,
-        ),
     ];
+    s.extend(scalp_scenarios(scalp_bin, ""));
+    if let Some(other) = compare {
+        s.extend(scalp_scenarios(other, " (compared)"));
+    }
     if have("bpftrace") {
         s.push(Scenario {
-            name: "bpftrace count per pid,id",
+            name: "bpftrace count per pid,id".to_owned(),
             start: Box::new(|pid| {
                 let prog = format!("tracepoint:raw_syscalls:sys_enter /pid == {pid}/ {{ @[pid, args->id] = count(); }}");
                 Tracer::start("bpftrace", Command::new("bpftrace").arg("-e").arg(prog), Ready::Line("Attaching")).map(Some)
             }),
         });
         s.push(Scenario {
-            name: "bpftrace enter/exit latency hist",
+            name: "bpftrace enter/exit latency hist".to_owned(),
             start: Box::new(|pid| {
                 let prog = format!(
                     "tracepoint:raw_syscalls:sys_enter /pid == {pid}/ {{ @s[tid] = nsecs; }} \
@@ -146,7 +157,7 @@ fn scenarios(scalp_bin: &Path) -> Vec<Scenario> {
     }
     if have("syscount-bpfcc") {
         s.push(Scenario {
-            name: "BCC syscount -L -P",
+            name: "BCC syscount -L -P".to_owned(),
             start: Box::new(|_| {
                 Tracer::start(
                     "syscount",
@@ -171,7 +182,7 @@ fn measure(scenario: &Scenario, calls: u64, warmup_ms: u64) -> Result<f64> {
         "--warmup-ms",
         &warmup_ms.to_string(),
     ]))?;
-    let tracer = (scenario.start)(held.pid).with_context(|| scenario.name)?;
+    let tracer = (scenario.start)(held.pid).with_context(|| scenario.name.clone())?;
     let line = held.release()?;
     if let Some(t) = tracer {
         t.stop()?;
@@ -186,7 +197,7 @@ fn measure(scenario: &Scenario, calls: u64, warmup_ms: u64) -> Result<f64> {
 }
 
 pub fn run(scalp_bin: &Path, opts: &Options) -> Result<()> {
-    let scenarios: Vec<Scenario> = scenarios(scalp_bin)
+    let scenarios: Vec<Scenario> = scenarios(scalp_bin, opts.compare.as_deref())
         .into_iter()
         .filter(|s| {
             s.name.starts_with("baseline")
