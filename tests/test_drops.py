@@ -67,7 +67,7 @@ def test_a_full_sql_ring_is_counted_and_the_tracer_recovers(out, mariadb):
         finally:
             os.kill(scalp.proc.pid, signal.SIGCONT)
         # The first interval after SIGCONT drains the whole ring before it writes its drops row.
-        wait_for(lambda: drops_by_reason(out).get(("sql", "event_ring_full"), 0) > 0, 60,
+        wait_for(lambda: drops_by_reason(out).get(("sockets", "event_ring_full"), 0) > 0, 60,
                  "the lost SQL events in the drops table", scalp.proc)
         # c: room again; nothing more is lost.
         phase("c", CALM)
@@ -80,7 +80,7 @@ def test_a_full_sql_ring_is_counted_and_the_tracer_recovers(out, mariadb):
     stmts = rows(out, "sql_statements", client.pid)
     a, b, c = (phase_calls(stmts, p) for p in "abc")
     drops = drops_by_reason(out)
-    lost = drops[("sql", "event_ring_full")]
+    lost = drops[("sockets", "event_ring_full")]
     # Exact before and after the overflow: the ring was drained, then had room again.
     assert (a, c) == (CALM, CALM)
     # During it, what the ring held was decoded and the rest lost, not mis-parsed.
@@ -108,8 +108,8 @@ def test_a_full_sql_ring_is_counted_and_the_tracer_recovers(out, mariadb):
     seen = sum(r["bytes_sent"] + r["bytes_received"] for r in conns)
     assert 0 < seen < moved
     # The same total in run.json and in the summary at exit.
-    assert {"tracer": "sql", "reason": "event_ring_full", "count": lost} in run_json(out)["drops"]
-    assert f"scalp-bpf: dropped {lost} (sql event_ring_full)" in scalp.stderr
+    assert {"tracer": "sockets", "reason": "event_ring_full", "count": lost} in run_json(out)["drops"]
+    assert f"scalp-bpf: dropped {lost} (sockets event_ring_full)" in scalp.stderr
     # Losses are per interval: one or more rows, each with a positive count.
     lost_rows = [r for r in rows(out, "drops") if r["reason"] == "event_ring_full"]
     assert lost_rows and all(r["count"] > 0 and r["interval_start"] < r["interval_end"] for r in lost_rows)

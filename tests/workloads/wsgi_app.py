@@ -21,6 +21,7 @@ Routes (ROUTES: method, route template, what it does):
     anything else             404, no SQL
 """
 import atexit
+import contextlib
 import json
 import os
 import queue
@@ -104,12 +105,14 @@ class Pool:
                 except Exception:  # noqa: BLE001 — the server may be gone already
                     pass
 
-    def __enter__(self):
-        self.conn = self.free.get()
-        return self.conn
-
-    def __exit__(self, *exc):
-        self.free.put(self.conn)
+    @contextlib.contextmanager
+    def lend(self):
+        """A connection for one request (greenthreads hold theirs across their own yields)."""
+        conn = self.free.get()
+        try:
+            yield conn
+        finally:
+            self.free.put(conn)
 
 
 POOL = Pool(int(os.environ.get("SCALP_APP_POOL", "1")))
@@ -144,7 +147,7 @@ def routes(environ, start_response):
     method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "/")
     m = UUID.match(path)
     if m and method in ("GET", "HEAD"):
-        with POOL as conn:
+        with POOL.lend() as conn:
             row = execute(conn, "SELECT id, name FROM scalp_http_items WHERE id = %s", (m.group(1),))
             count = execute(conn, "SELECT COUNT(*) FROM scalp_http_items")[0][0]
             near = execute(conn, "SELECT name FROM scalp_http_items WHERE id <> %s ORDER BY id LIMIT 3",
@@ -156,22 +159,22 @@ def routes(environ, start_response):
     if path == "/items" and method == "POST":
         name = json.loads(read_body(environ) or b"{}").get("name", "")
         new = str(uuid.uuid4())
-        with POOL as conn:
+        with POOL.lend() as conn:
             execute(conn, "INSERT INTO scalp_http_items (id, name, size) VALUES (%s, %s, 0)", (new, name))
         return reply(start_response, "201 Created", {"id": new})
     if path == "/upload" and method == "POST":
         data = read_body(environ)
-        with POOL as conn:
+        with POOL.lend() as conn:
             execute(conn, "INSERT INTO scalp_http_items (id, name, size) VALUES (%s, %s, %s)",
                     (str(uuid.uuid4()), "upload", len(data)))
         return reply(start_response, "200 OK", {"bytes": len(data)})
     if path == "/stream" and method == "GET":
-        with POOL as conn:
+        with POOL.lend() as conn:
             execute(conn, "SELECT COUNT(*) FROM scalp_http_items")
         start_response("200 OK", [("Content-Type", "text/plain")])
         return (STREAM_PIECE for _ in range(STREAM_PIECES))
     if path == "/boom" and method == "GET":
-        with POOL as conn:
+        with POOL.lend() as conn:
             execute(conn, "SELECT 1")
         raise RuntimeError("boom")
     return reply(start_response, "404 Not Found", {"error": "no such route"})

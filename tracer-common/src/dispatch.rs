@@ -36,8 +36,12 @@ pub const HOOKS_MASK: u32 = 0xffff_0000;
 pub const HOOK_FILEIO: u32 = 1 << 16;
 /// Bytes per file (`files` table).
 pub const HOOK_FILES: u32 = 1 << 17;
-/// Socket traffic capture (SQL).
+/// Socket traffic capture (SQL, HTTP, …).
 pub const HOOK_SOCKETS: u32 = 1 << 18;
+/// At sys_enter: a descriptor is about to be closed (the capture ends its connection).
+pub const HOOK_CLOSE: u32 = 1 << 19;
+/// Hooks that run at sys_enter (the others run at sys_exit).
+pub const ENTER_HOOKS: u32 = HOOK_CLOSE;
 
 /// Buffer shapes of send/receive syscalls.
 pub mod shape {

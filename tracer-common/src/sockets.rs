@@ -8,8 +8,14 @@
 /// `LruHashMap<u64, SocketVerdict>`: the verdict on each socket of a traced process (by inode).
 /// Least recently used sockets are forgotten first; a forgotten socket is only classified again.
 pub const SOCKET_VERDICTS: &str = "SOCKET_VERDICTS";
-/// `Array<u64>`: bitmap of the TCP server ports whose connections are captured (65,536 bits).
+/// `Array<[u8; 8]>`: per TCP server port (eight per element), the [`Protocol`] its connections
+/// are captured as (0: not by port), or [`PORT_SQL`].
 pub const CAPTURE_PORTS: &str = "CAPTURE_PORTS";
+/// `Array<ThreadSyscalls>`: per thread (by `tid & mask`), the syscalls it made while traced, so
+/// that user space can tell how many a request cost its serving thread.
+pub const THREAD_SYSCALLS: &str = "THREAD_SYSCALLS";
+/// A `CAPTURE_PORTS` value: a SQL port of either protocol (told apart by the first bytes).
+pub const PORT_SQL: u8 = 0xff;
 /// Ring buffer of socket events ([`SocketEventHeader`] + data).
 pub const SOCKET_EVENTS: &str = "SOCKET_EVENTS";
 /// `Array` of one scratch record per CPU.
@@ -28,6 +34,16 @@ pub const SOCKET_EVENTS_BYTES: u32 = 16 * 1024 * 1024;
 pub struct SocketsConfig {
     /// Bytes captured per send/receive syscall (a power of two ≤ `CAPTURE_MAX`).
     pub capture: u32,
+    /// Bytes captured per syscall on HTTP and uwsgi connections (headers are all the parser
+    /// needs; bodies are skipped by length).
+    pub capture_http: u32,
+    /// Sniff the first messages of sockets for MySQL/PostgreSQL (1) and HTTP/uwsgi requests (1).
+    pub sniff_sql: u32,
+    pub sniff_http: u32,
+    /// Count each traced thread's syscalls in `THREAD_SYSCALLS` and stamp events with it.
+    pub thread_syscalls: u32,
+    /// `THREAD_SYSCALLS` has `thread_mask + 1` entries (a power of two).
+    pub thread_mask: u32,
     /// Bytes waiting in `SOCKET_EVENTS` past which a record wakes the reader; below, the reader
     /// polls (a wakeup per send/receive would cost the traced client more than the capture).
     pub wakeup_bytes: u32,
@@ -46,14 +62,16 @@ pub struct SocketsConfig {
     pub unix_addr_offset: u32,
     pub unix_address_len_offset: u32,
     pub unix_address_name_offset: u32,
+    /// sock.sk_type (SOCK_STREAM 1): datagram sockets (a logger's, say) are never captured.
+    pub sk_type_offset: u32,
+    pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<SocketsConfig>() == 60);
+const _: () = assert!(core::mem::size_of::<SocketsConfig>() == 88);
 
 crate::drop_reasons! {
-    /// What the socket capture can lose. (Written as the `sql` tracer's drops while SQL is the
-    /// only protocol it captures.)
-    pub enum SocketDrop for ("sql", "SOCKETS_DROPS") {
+    /// What the socket capture can lose (for every protocol it captures).
+    pub enum SocketDrop for ("sockets", "SOCKETS_DROPS") {
         /// An event did not fit in the `SOCKET_EVENTS` ring buffer (user space fell behind).
         /// Its statement is lost; the parser resynchronizes on the connection's next messages.
         EventLost = 0 => "event_ring_full",
@@ -63,7 +81,25 @@ crate::drop_reasons! {
     }
 }
 
-crate::pod!(SocketsConfig, SocketEventHeader, ConnInfo, SocketVerdict);
+crate::pod!(
+    SocketsConfig,
+    SocketEventHeader,
+    ConnInfo,
+    SocketVerdict,
+    ThreadSyscalls
+);
+
+/// Value of `THREAD_SYSCALLS`: a thread's syscall count (a slot whose tid differs belongs to
+/// another thread and starts over).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ThreadSyscalls {
+    pub tid: u32,
+    pub _pad: u32,
+    pub calls: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<ThreadSyscalls>() == 16);
 
 /// Largest capture per syscall, and the scratch buffer's half size (a power of two).
 pub const CAPTURE_MAX: u32 = 16 * 1024;
@@ -79,6 +115,8 @@ pub enum EventKind {
     Data = 1,
     /// A connection was recognized (followed by a [`ConnInfo`]).
     Connection = 2,
+    /// The traced process closed a captured connection (no data follows).
+    Close = 3,
 }
 
 /// The wire protocol the kernel side recognized.
@@ -88,6 +126,13 @@ pub enum Protocol {
     Unknown = 0,
     Mysql = 1,
     Postgres = 2,
+    /// HTTP/1.x.
+    Http = 3,
+    /// The uwsgi binary protocol (requests; the responses are HTTP).
+    Uwsgi = 4,
+    /// AMQP 0-9-1.
+    Amqp = 5,
+    Memcached = 6,
 }
 
 impl TryFrom<u8> for Protocol {
@@ -98,14 +143,23 @@ impl TryFrom<u8> for Protocol {
             0 => Ok(Protocol::Unknown),
             1 => Ok(Protocol::Mysql),
             2 => Ok(Protocol::Postgres),
+            3 => Ok(Protocol::Http),
+            4 => Ok(Protocol::Uwsgi),
+            5 => Ok(Protocol::Amqp),
+            6 => Ok(Protocol::Memcached),
             other => Err(other),
         }
     }
 }
 
-/// Direction of a data event, from the traced (client) process's point of view.
+/// Direction of a data event, from the traced process's point of view.
 pub const DIR_SENT: u8 = 0;
 pub const DIR_RECEIVED: u8 = 1;
+
+/// Which end of the connection the traced process is.
+pub const SIDE_CLIENT: u8 = 0;
+/// It received the first request (it accepted the connection: a server).
+pub const SIDE_SERVER: u8 = 1;
 
 /// Header of every `SOCKET_EVENTS` record.
 #[repr(C)]
@@ -121,7 +175,8 @@ pub struct SocketEventHeader {
     pub family: u8,
     pub tgid: u32,
     pub generation: u32,
-    pub _pad: u32,
+    /// The thread that made the syscall.
+    pub tid: u32,
     /// The connection: the socket's inode number.
     pub conn: u64,
     /// When the syscall returned (CLOCK_MONOTONIC ns).
@@ -130,9 +185,14 @@ pub struct SocketEventHeader {
     pub len: u32,
     /// Bytes of them that follow the header (the first ones, up to the capture size).
     pub captured: u32,
+    /// [`SIDE_CLIENT`] or [`SIDE_SERVER`].
+    pub side: u8,
+    pub _pad: [u8; 7],
+    /// The thread's syscall count (`THREAD_SYSCALLS`) after this syscall; 0 when not counted.
+    pub thread_syscalls: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<SocketEventHeader>() == 40);
+const _: () = assert!(core::mem::size_of::<SocketEventHeader>() == 56);
 
 /// Bytes of a Unix socket path (sun_path).
 pub const UNIX_PATH_BYTES: usize = 108;
@@ -165,7 +225,9 @@ pub struct SocketVerdict {
     /// Syscalls sniffed so far without a verdict.
     pub tries: u8,
     pub family: u8,
-    pub _pad: u32,
+    /// [`SIDE_CLIENT`] or [`SIDE_SERVER`].
+    pub side: u8,
+    pub _pad: [u8; 3],
 }
 
 const _: () = assert!(core::mem::size_of::<SocketVerdict>() == 8);

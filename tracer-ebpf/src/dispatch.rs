@@ -15,8 +15,9 @@ use aya_ebpf::{
 };
 use tracer_common::{
     dispatch::{
-        DispatchConfig, HOOK_FILEIO, HOOK_FILES, HOOK_SOCKETS, HOOKS_MASK, KIND_FILE, KIND_MASK,
-        KIND_RESOLVE, KIND_SHIFT, KIND_SOCKET, NOT_BYTES, OP_MASK, RESOLVE_FD, SYSCALL_NRS,
+        DispatchConfig, ENTER_HOOKS, HOOK_CLOSE, HOOK_FILEIO, HOOK_FILES, HOOK_SOCKETS, HOOKS_MASK,
+        KIND_FILE, KIND_MASK, KIND_RESOLVE, KIND_SHIFT, KIND_SOCKET, NOT_BYTES, OP_MASK,
+        RESOLVE_FD, SYSCALL_NRS,
     },
     fileio::FileKind,
     syscalls::{SyscallKey, is_error},
@@ -45,6 +46,9 @@ const NO_NR: u32 = u32::MAX - 2;
 pub struct Call {
     pub tgid: u32,
     pub generation: u32,
+    pub tid: u32,
+    /// The thread's syscall count after this one (0 when not counted).
+    pub thread_syscalls: u64,
     pub regs: *const u8,
     pub ret: i64,
     /// Its class.
@@ -62,15 +66,27 @@ pub struct Call {
 }
 
 /// `sys_enter(struct pt_regs *regs, long id)`. Attached only when some hook wants entries
-/// (syscall latency).
+/// (syscall latency, the capture's close).
 #[btf_tracepoint(function = "sys_enter")]
 pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if traced_generation((pid_tgid >> 32) as u32).is_none() {
+    let tgid = (pid_tgid >> 32) as u32;
+    let Some(generation) = traced_generation(tgid) else {
         return 0;
+    };
+    let nr = ctx.arg::<i64>(1) as u32;
+    if syscalls::measures_latency() {
+        syscalls::on_enter(pid_tgid as u32, nr);
     }
-    let nr: i64 = ctx.arg(1);
-    syscalls::on_enter(pid_tgid as u32, nr as u32);
+    let class = match SYSCALL_CLASSES.get(nr) {
+        Some(class) => *class,
+        None => 0,
+    };
+    if class & ENTER_HOOKS & HOOK_CLOSE != 0 {
+        let regs: *const u8 = ctx.arg(0);
+        let fd: u32 = btf_field(regs, setting!(DISPATCH_CONFIG.regs_arg0_offset));
+        sockets::on_close(tgid, generation, pid_tgid as u32, fd);
+    }
     0
 }
 
@@ -120,28 +136,48 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
         Some(class) => *class,
         None => 0,
     };
-    if class & HOOKS_MASK != 0 {
-        hooks(tgid, generation, regs, ret, class, timing);
+    let thread_syscalls = sockets::count_syscall(pid_tgid as u32);
+    if class & HOOKS_MASK & !ENTER_HOOKS != 0 {
+        let call = Call {
+            tgid,
+            generation,
+            tid: pid_tgid as u32,
+            thread_syscalls,
+            regs,
+            ret,
+            class,
+            op: (class & OP_MASK) as u8,
+            bytes: 0,
+            fd: 0,
+            kind: FileKind::Other,
+            file: None,
+            inode: None,
+            timing,
+        };
+        hooks(call);
     }
     0
 }
 
-/// Resolves what the hooks of `class` need and calls them.
+/// Resolves what the hooks of the call's class need and calls them.
 #[inline(always)]
-fn hooks(tgid: u32, generation: u32, regs: *const u8, ret: i64, class: u32, timing: Timing) {
-    let bytes = if class & NOT_BYTES == 0 && ret > 0 {
-        ret as u64
+fn hooks(mut call: Call) {
+    let class = call.class;
+    call.bytes = if class & NOT_BYTES == 0 && call.ret > 0 {
+        call.ret as u64
     } else {
         0
     };
-    let fd: u32 = btf_field(regs, setting!(DISPATCH_CONFIG.regs_arg0_offset));
+    call.fd = btf_field(call.regs, setting!(DISPATCH_CONFIG.regs_arg0_offset));
     let implied = (class & KIND_MASK) >> KIND_SHIFT;
-    let mut file = None;
-    let mut inode = None;
-    let kind = if class & RESOLVE_FD != 0 {
-        file = fd_file(fd);
-        inode = file.and_then(|f| read_ptr(f, setting!(DISPATCH_CONFIG.file_inode_offset)));
-        match inode.and_then(|i| read_at::<u16>(i, setting!(DISPATCH_CONFIG.inode_mode_offset))) {
+    call.kind = if class & RESOLVE_FD != 0 {
+        let resolved = resolve(call.fd);
+        call.file = resolved.map(|(f, _)| f);
+        call.inode = resolved.map(|(_, i)| i);
+        match call
+            .inode
+            .and_then(|i| read_at::<u16>(i, setting!(DISPATCH_CONFIG.inode_mode_offset)))
+        {
             Some(mode) => FileKind::from_mode(mode),
             None if implied == KIND_FILE => FileKind::File,
             None if implied == KIND_SOCKET => FileKind::Socket,
@@ -154,20 +190,6 @@ fn hooks(tgid: u32, generation: u32, regs: *const u8, ret: i64, class: u32, timi
     } else {
         FileKind::File
     };
-    let call = Call {
-        tgid,
-        generation,
-        regs,
-        ret,
-        class,
-        op: (class & OP_MASK) as u8,
-        bytes,
-        fd,
-        kind,
-        file,
-        inode,
-        timing,
-    };
     if class & HOOK_FILEIO != 0 {
         fileio::on_exit(&call);
     }
@@ -177,6 +199,14 @@ fn hooks(tgid: u32, generation: u32, regs: *const u8, ret: i64, class: u32, timi
     if class & HOOK_SOCKETS != 0 {
         sockets::on_exit(&call);
     }
+}
+
+/// The `struct file` and inode of descriptor `fd` of the current task.
+#[inline(always)]
+pub fn resolve(fd: u32) -> Option<(*const u8, *const u8)> {
+    let file = fd_file(fd)?;
+    let inode = read_ptr(file, setting!(DISPATCH_CONFIG.file_inode_offset))?;
+    Some((file, inode))
 }
 
 /// fork, vfork, clone, clone3 (absent ones are NO_SYSCALL).

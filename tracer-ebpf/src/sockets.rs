@@ -1,8 +1,15 @@
-//! The socket capture's hook (called by [`crate::dispatch`] at sys_exit for send/receive
-//! syscalls on sockets). For every such syscall of a traced process, decide once per socket
-//! whether its traffic is captured (TCP: the server port is in `CAPTURE_PORTS`; Unix: the first
-//! messages look like MySQL or PostgreSQL), then copy what the syscall moved, up to the capture
-//! size, into `SOCKET_EVENTS`. Parsing happens in user space.
+//! The socket capture's hooks (called by [`crate::dispatch`]: at sys_exit for send/receive
+//! syscalls on sockets, at sys_enter for close). For every send/receive of a traced process,
+//! decide once per socket whether its traffic is captured, then copy what the syscall moved, up
+//! to the capture size, into `SOCKET_EVENTS`. Parsing happens in user space.
+//!
+//! The verdict: a TCP connection to a server port in `CAPTURE_PORTS` is captured as that port's
+//! protocol (the traced process is its client); otherwise the first messages decide — a request
+//! the process *received* (an HTTP request line, a uwsgi packet) makes it the server of an HTTP
+//! or uwsgi connection, a request it *sent* its client; on Unix sockets MySQL and PostgreSQL are
+//! recognized by their first messages too. A socket that shows none of these within a few
+//! messages is left alone. Closing a captured socket sends a Close event (the end of a response
+//! delimited by the connection's close) and forgets its verdict.
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
@@ -18,9 +25,10 @@ use tracer_common::{
     drops::Reasons as _,
     fileio::{FileKind, FileOp},
     sockets::{
-        CAPTURE_MAX, ConnInfo, DIR_RECEIVED, DIR_SENT, EventKind, HEADER_BYTES, Protocol,
-        SOCK_CAPTURE, SOCK_OTHER, SOCK_PENDING, SOCKET_EVENTS_BYTES, SOCKET_VERDICTS_ENTRIES,
-        SocketDrop, SocketEventHeader, SocketVerdict, SocketsConfig, UNIX_PATH_BYTES,
+        CAPTURE_MAX, ConnInfo, DIR_RECEIVED, DIR_SENT, EventKind, HEADER_BYTES, PORT_SQL, Protocol,
+        SIDE_CLIENT, SIDE_SERVER, SOCK_CAPTURE, SOCK_OTHER, SOCK_PENDING, SOCKET_EVENTS_BYTES,
+        SOCKET_VERDICTS_ENTRIES, SocketDrop, SocketEventHeader, SocketVerdict, SocketsConfig,
+        ThreadSyscalls, UNIX_PATH_BYTES,
     },
 };
 
@@ -36,7 +44,11 @@ static SOCKET_VERDICTS: LruHashMap<u64, SocketVerdict> =
     LruHashMap::with_max_entries(SOCKET_VERDICTS_ENTRIES, 0);
 
 #[map]
-static CAPTURE_PORTS: Array<u64> = Array::with_max_entries(1024, 0);
+static CAPTURE_PORTS: Array<[u8; 8]> = Array::with_max_entries(65536 / 8, 0);
+
+/// Sized by the loader to `thread_mask + 1` entries.
+#[map]
+static THREAD_SYSCALLS: Array<ThreadSyscalls> = Array::with_max_entries(1, 0);
 
 #[map]
 static SOCKET_EVENTS: RingBuf = RingBuf::with_byte_size(SOCKET_EVENTS_BYTES, 0);
@@ -62,8 +74,83 @@ const AF_UNIX: u16 = 1;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 
-/// Sniff attempts on a Unix socket before it is declared not SQL.
+/// Messages sniffed on a socket before it is declared not of interest.
 const MAX_TRIES: u8 = 4;
+
+/// Counts a syscall of a traced thread; returns its count so far (0 when not counting).
+#[inline(always)]
+pub fn count_syscall(tid: u32) -> u64 {
+    if setting!(SOCKETS_CONFIG.thread_syscalls) == 0 {
+        return 0;
+    }
+    let Some(slot) = THREAD_SYSCALLS.get_ptr_mut(tid & setting!(SOCKETS_CONFIG.thread_mask)) else {
+        return 0;
+    };
+    // SAFETY: valid map memory; a thread runs on one CPU at a time. A colliding tid resets the
+    // slot, which user space sees as a count that went back.
+    unsafe {
+        if (*slot).tid != tid {
+            (*slot).tid = tid;
+            (*slot).calls = 0;
+        }
+        (*slot).calls += 1;
+        (*slot).calls
+    }
+}
+
+/// A traced thread's syscall count so far (0 when not counting, or its slot was taken).
+#[inline(always)]
+fn syscalls_so_far(tid: u32) -> u64 {
+    if setting!(SOCKETS_CONFIG.thread_syscalls) == 0 {
+        return 0;
+    }
+    match THREAD_SYSCALLS.get(tid & setting!(SOCKETS_CONFIG.thread_mask)) {
+        Some(slot) if slot.tid == tid => slot.calls,
+        _ => 0,
+    }
+}
+
+/// At sys_enter of `close(fd)` by a traced thread: a captured connection ends.
+#[inline(always)]
+pub fn on_close(tgid: u32, generation: u32, tid: u32, fd: u32) {
+    let Some((_, inode)) = dispatch::resolve(fd) else {
+        return;
+    };
+    let Some(ino) = read_at::<u64>(inode, dispatch::inode_ino_offset()) else {
+        return;
+    };
+    // SAFETY: a copy out of the map value.
+    let Some(verdict) = (unsafe { SOCKET_VERDICTS.get(ino) }).copied() else {
+        return;
+    };
+    let _ = SOCKET_VERDICTS.remove(ino);
+    if verdict.class != SOCK_CAPTURE {
+        return;
+    }
+    let header = SocketEventHeader {
+        kind: EventKind::Close as u8,
+        direction: 0,
+        protocol: verdict.protocol,
+        family: verdict.family,
+        tgid,
+        generation,
+        tid,
+        conn: ino,
+        // SAFETY: no preconditions.
+        time_ns: unsafe { bpf_ktime_get_ns() },
+        len: 0,
+        captured: 0,
+        side: verdict.side,
+        _pad: [0; 7],
+        thread_syscalls: syscalls_so_far(tid),
+    };
+    if SOCKET_EVENTS
+        .output::<SocketEventHeader>(header, wakeup_flag())
+        .is_err()
+    {
+        dropped(SocketDrop::EventLost);
+    }
+}
 
 /// A send or receive by a traced process on a socket.
 #[inline(always)]
@@ -79,7 +166,6 @@ pub fn on_exit(call: &Call) {
         return;
     }
     let sending = call.op == FileOp::Write as u8 || call.op == FileOp::Send as u8;
-    let (tgid, generation) = (call.tgid, call.generation);
     let Some(ino) = read_at::<u64>(inode, dispatch::inode_ino_offset()) else {
         return;
     };
@@ -94,7 +180,14 @@ pub fn on_exit(call: &Call) {
         return;
     };
     let scratch = scratch as *mut u8;
-    let (len, copied) = capture(scratch, buffer_shape, call);
+    let http = known
+        .is_some_and(|s| s.protocol == Protocol::Http as u8 || s.protocol == Protocol::Uwsgi as u8);
+    let limit = if http {
+        setting!(SOCKETS_CONFIG.capture_http)
+    } else {
+        setting!(SOCKETS_CONFIG.capture)
+    };
+    let (len, copied) = capture(scratch, buffer_shape, call, limit);
     let mut sock = match known {
         Some(s) => s,
         None => SocketVerdict {
@@ -102,7 +195,8 @@ pub fn on_exit(call: &Call) {
             protocol: Protocol::Unknown as u8,
             tries: 0,
             family: 0,
-            _pad: 0,
+            side: SIDE_CLIENT,
+            _pad: [0; 3],
         },
     };
     if sock.class == SOCK_PENDING {
@@ -113,21 +207,21 @@ pub fn on_exit(call: &Call) {
         if sock.class != SOCK_CAPTURE {
             return;
         }
-        emit_connection(tgid, generation, ino, &sock, file, scratch);
+        emit_connection(call, ino, &sock, file, scratch);
     }
-    emit_data(tgid, generation, ino, &sock, sending, len, copied, scratch);
+    emit_data(call, ino, &sock, sending, len, copied, scratch);
 }
 
 /// Copies up to the capture size of what the syscall moved into the scratch data area.
 /// Returns (bytes moved, bytes copied).
 #[inline(always)]
-fn capture(scratch: *mut u8, buffer_shape: u32, call: &Call) -> (u32, u32) {
+fn capture(scratch: *mut u8, buffer_shape: u32, call: &Call, limit: u32) -> (u32, u32) {
     let mut len = call.ret as u64;
     let arg1 = dispatch::arg(call, 1);
     let arg2 = dispatch::arg(call, 2);
     let (iov, iov_count) = match buffer_shape {
         shape::CONTIGUOUS => {
-            let limit = (setting!(SOCKETS_CONFIG.capture) as u64).min(len);
+            let limit = u64::from(limit).min(len);
             let n = copy_user(scratch, 0, arg1, limit);
             return (len as u32, n);
         }
@@ -146,7 +240,7 @@ fn capture(scratch: *mut u8, buffer_shape: u32, call: &Call) -> (u32, u32) {
         }
         _ => return (len as u32, 0),
     };
-    let limit = (setting!(SOCKETS_CONFIG.capture) as u64).min(len);
+    let limit = u64::from(limit).min(len);
     let mut copied: u32 = 0;
     for i in 0..4u64 {
         if i >= iov_count || copied as u64 >= limit {
@@ -214,48 +308,117 @@ fn classify(
     };
     let family = read_at::<u16>(sk, setting!(SOCKETS_CONFIG.sk_family_offset)).unwrap_or(0);
     sock.family = family as u8;
-    let sniffed = if copied >= 8 {
-        sniff(head(scratch), len, sending)
+    // The protocols captured are all byte streams.
+    const SOCK_STREAM: u16 = 1;
+    if read_at::<u16>(sk, setting!(SOCKETS_CONFIG.sk_type_offset)) != Some(SOCK_STREAM) {
+        sock.class = SOCK_OTHER;
+        return;
+    }
+    let (sql, http) = if copied >= 8 {
+        let b = head(scratch);
+        (sniff_sql(b, len, sending), sniff_http(b, len, sending))
     } else {
-        Protocol::Unknown
+        (Protocol::Unknown, (Protocol::Unknown, SIDE_CLIENT))
     };
-    match family {
+    let by_port = match family {
         AF_INET | AF_INET6 => {
             let port = u16::from_be(
                 read_at::<u16>(sk, setting!(SOCKETS_CONFIG.sk_dport_offset)).unwrap_or(0),
             );
-            if !port_is_captured(port) {
-                sock.class = SOCK_OTHER;
-                return;
-            }
-            sock.class = SOCK_CAPTURE;
-            sock.protocol = match (sniffed, port) {
-                (Protocol::Unknown, 3306) => Protocol::Mysql as u8,
-                (Protocol::Unknown, 5432) => Protocol::Postgres as u8,
-                (p, _) => p as u8,
-            };
+            port_protocol(port)
         }
-        AF_UNIX => {
-            if sniffed != Protocol::Unknown {
-                sock.class = SOCK_CAPTURE;
-                sock.protocol = sniffed as u8;
+        AF_UNIX => 0,
+        _ => {
+            sock.class = SOCK_OTHER;
+            return;
+        }
+    };
+    if by_port != 0 {
+        // A server port of interest: the traced process is the client.
+        sock.class = SOCK_CAPTURE;
+        sock.side = SIDE_CLIENT;
+        sock.protocol = if by_port == PORT_SQL
+            || by_port == Protocol::Mysql as u8
+            || by_port == Protocol::Postgres as u8
+        {
+            if sql != Protocol::Unknown {
+                sql as u8
+            } else if by_port == PORT_SQL {
+                Protocol::Unknown as u8
             } else {
-                sock.tries += 1;
-                if sock.tries >= MAX_TRIES {
-                    sock.class = SOCK_OTHER;
-                }
+                by_port
             }
+        } else {
+            by_port
+        };
+        return;
+    }
+    if http.0 != Protocol::Unknown {
+        sock.class = SOCK_CAPTURE;
+        sock.protocol = http.0 as u8;
+        sock.side = http.1;
+    } else if family == AF_UNIX && sql != Protocol::Unknown {
+        sock.class = SOCK_CAPTURE;
+        sock.protocol = sql as u8;
+        sock.side = SIDE_CLIENT;
+    } else if family == AF_UNIX || setting!(SOCKETS_CONFIG.sniff_http) != 0 {
+        sock.tries += 1;
+        if sock.tries >= MAX_TRIES {
+            sock.class = SOCK_OTHER;
         }
-        _ => sock.class = SOCK_OTHER,
+    } else {
+        // TCP on a port of no interest, and nothing to sniff for.
+        sock.class = SOCK_OTHER;
     }
 }
 
+/// The protocol connections to TCP server `port` are captured as (0: not by port).
 #[inline(always)]
-fn port_is_captured(port: u16) -> bool {
-    match CAPTURE_PORTS.get(u32::from(port) / 64) {
-        Some(bits) => bits & (1u64 << (port % 64)) != 0,
-        None => false,
+fn port_protocol(port: u16) -> u8 {
+    match CAPTURE_PORTS.get(u32::from(port) / 8) {
+        Some(protocols) => protocols[(port % 8) as usize],
+        None => 0,
     }
+}
+
+/// Whether the first bytes are the start of an HTTP request or a uwsgi request packet, and
+/// which end the traced process is: it received a request (server) or sent one (client).
+#[inline(always)]
+fn sniff_http(b: [u8; 8], len: u32, sending: bool) -> (Protocol, u8) {
+    if setting!(SOCKETS_CONFIG.sniff_http) == 0 {
+        return (Protocol::Unknown, SIDE_CLIENT);
+    }
+    let side = if sending { SIDE_CLIENT } else { SIDE_SERVER };
+    let word = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    let method = match &word.to_be_bytes() {
+        b"GET " | b"PUT " => true,
+        b"POST" | b"HEAD" => b[4] == b' ',
+        b"DELE" => b[4] == b'T' && b[5] == b'E' && b[6] == b' ',
+        b"PATC" => b[4] == b'H' && b[5] == b' ',
+        b"OPTI" => b[4] == b'O' && b[5] == b'N' && b[6] == b'S' && b[7] == b' ',
+        b"TRAC" => b[4] == b'E' && b[5] == b' ',
+        b"CONN" => b[4] == b'E' && b[5] == b'C' && b[6] == b'T' && b[7] == b' ',
+        _ => false,
+    };
+    if method {
+        return (Protocol::Http, side);
+    }
+    // uwsgi: modifier1 0 (WSGI), a little-endian datasize that fits the message, modifier2 0,
+    // then the first variable: a short name in capitals (REQUEST_METHOD, QUERY_STRING, …).
+    let datasize = u32::from(b[1]) | u32::from(b[2]) << 8;
+    let key_len = u32::from(b[4]) | u32::from(b[5]) << 8;
+    if !sending
+        && b[0] == 0
+        && b[3] == 0
+        && datasize >= 4
+        && datasize + 4 <= len
+        && (1..=64).contains(&key_len)
+        && b[6].is_ascii_uppercase()
+        && (b[7].is_ascii_uppercase() || b[7] == b'_')
+    {
+        return (Protocol::Uwsgi, SIDE_SERVER);
+    }
+    (Protocol::Unknown, SIDE_CLIENT)
 }
 
 /// Which protocol the first bytes of a message look like, if any.
@@ -266,7 +429,10 @@ fn port_is_captured(port: u16) -> bool {
 /// then a protocol code), or a typed message whose length fits; from the server an
 /// authentication request.
 #[inline(always)]
-fn sniff(b: [u8; 8], len: u32, sending: bool) -> Protocol {
+fn sniff_sql(b: [u8; 8], len: u32, sending: bool) -> Protocol {
+    if setting!(SOCKETS_CONFIG.sniff_sql) == 0 {
+        return Protocol::Unknown;
+    }
     let my_len = u32::from(b[0]) | u32::from(b[1]) << 8 | u32::from(b[2]) << 16;
     let seq = b[3];
     if my_len + 4 == len {
@@ -303,27 +469,23 @@ fn sniff(b: [u8; 8], len: u32, sending: bool) -> Protocol {
 
 /// Sends a Connection event: the endpoints of a newly recognized connection.
 #[inline(always)]
-fn emit_connection(
-    tgid: u32,
-    generation: u32,
-    ino: u64,
-    sock: &SocketVerdict,
-    file: *const u8,
-    scratch: *mut u8,
-) {
+fn emit_connection(call: &Call, ino: u64, sock: &SocketVerdict, file: *const u8, scratch: *mut u8) {
     let header = SocketEventHeader {
         kind: EventKind::Connection as u8,
         direction: 0,
         protocol: sock.protocol,
         family: sock.family,
-        tgid,
-        generation,
-        _pad: 0,
+        tgid: call.tgid,
+        generation: call.generation,
+        tid: call.tid,
         conn: ino,
         // SAFETY: no preconditions.
         time_ns: unsafe { bpf_ktime_get_ns() },
         len: 0,
         captured: core::mem::size_of::<ConnInfo>() as u32,
+        side: sock.side,
+        _pad: [0; 7],
+        thread_syscalls: call.thread_syscalls,
     };
     // The connection record goes after the first CAP data bytes, which the data event that
     // follows still needs.
@@ -424,8 +586,7 @@ fn wakeup_flag() -> u64 {
     reason = "inlined; all of these are at hand"
 )]
 fn emit_data(
-    tgid: u32,
-    generation: u32,
+    call: &Call,
     ino: u64,
     sock: &SocketVerdict,
     sending: bool,
@@ -443,14 +604,17 @@ fn emit_data(
         direction: if sending { DIR_SENT } else { DIR_RECEIVED },
         protocol: sock.protocol,
         family: sock.family,
-        tgid,
-        generation,
-        _pad: 0,
+        tgid: call.tgid,
+        generation: call.generation,
+        tid: call.tid,
         conn: ino,
         // SAFETY: no preconditions.
         time_ns: unsafe { bpf_ktime_get_ns() },
         len,
         captured: copied,
+        side: sock.side,
+        _pad: [0; 7],
+        thread_syscalls: call.thread_syscalls,
     };
     // SAFETY: the header fits at the start of the scratch record.
     unsafe { core::ptr::write_unaligned(scratch as *mut SocketEventHeader, header) };

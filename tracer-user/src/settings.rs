@@ -43,6 +43,8 @@ pub struct Settings {
     pub files: Option<usize>,
     /// The SQL tracer.
     pub sql: SqlSettings,
+    /// Bytes captured per send/receive on HTTP and uwsgi connections.
+    pub http_capture: u32,
     /// Some blk-mq device does not account I/O: use the block_rq_insert/complete stand-ins.
     pub block_fallback: bool,
     /// Test-only map sizes (`--map-entries MAP=N`), to make the kernel side's maps overflow.
@@ -58,6 +60,7 @@ impl Settings {
             watch_exec: false,
             files: None,
             sql: SqlSettings::default(),
+            http_capture: 8192,
             block_fallback: false,
             map_entries: Vec::new(),
         }

@@ -196,6 +196,21 @@ fn values(
                     .expect("metric counters are spec counters");
                 out.insert(k, (a.counters[i] as f64, samples));
             }
+            Measure::Ratio {
+                numerator,
+                denominator,
+            } => {
+                let at = |c: &str| {
+                    spec.counters
+                        .iter()
+                        .position(|x| *x == c)
+                        .expect("metric counters are spec counters")
+                };
+                let (n, d) = (a.counters[at(numerator)], a.counters[at(denominator)]);
+                if d > 0 {
+                    out.insert(k, (n as f64 / d as f64, d));
+                }
+            }
             Measure::Quantile { q, .. } => {
                 let timed: i64 = a.hist.iter().sum();
                 if let Some(v) = a.quantile(q) {
@@ -238,7 +253,11 @@ pub fn judge(
             };
             (base_rate, head_rate, change, verdict)
         }
-        Measure::Quantile { min_samples, .. } => {
+        Measure::Quantile { .. } | Measure::Ratio { .. } => {
+            let min_samples = match metric.measure {
+                Measure::Quantile { min_samples, .. } => min_samples,
+                _ => 1,
+            };
             let (b, h) = (base.map(|x| x.0), head.map(|x| x.0));
             let enough = base.is_some_and(|x| x.1 >= min_samples)
                 && head.is_some_and(|x| x.1 >= min_samples);

@@ -62,7 +62,7 @@ fn metrics_help() -> String {
     for m in crate::tracers::views::metrics() {
         let floor = match m.measure {
             Measure::Quantile { .. } => report::duration(m.floor),
-            Measure::Counter(_) => m.floor.to_string(),
+            Measure::Counter(_) | Measure::Ratio { .. } => m.floor.to_string(),
         };
         s.push_str(&format!(
             "  {:<20} {} ({:.0}%, {floor})\n",
@@ -217,6 +217,7 @@ fn value_text(c: &Change, v: Option<f64>) -> String {
     match (v, c.metric.measure) {
         (None, _) => "—".to_owned(),
         (Some(v), Measure::Quantile { .. }) => report::duration(v),
+        (Some(v), Measure::Ratio { .. }) => format!("{v:.2}"),
         (Some(v), Measure::Counter(_)) if v != 0.0 && v.abs() < 10.0 => format!("{v:.3}"),
         (Some(v), Measure::Counter(_)) => report::count(v.round() as i64),
     }

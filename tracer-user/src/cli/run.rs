@@ -25,6 +25,8 @@ pub struct RunArgs {
     pub syscalls: SyscallArgs,
     #[command(flatten)]
     pub sql: SqlArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
     /// The kernel's BTF (type information); tracing needs it.
     #[arg(long, value_name = "FILE", default_value = DEFAULT_PATH, help_heading = "Kernel")]
     pub kernel_btf: PathBuf,
@@ -149,6 +151,15 @@ pub struct SqlArgs {
     /// MiB of the ring buffer that carries SQL traffic to user space.
     #[arg(long, value_name = "MIB", default_value_t = 16, value_parser = parse_ring_mib)]
     pub sql_ring_mib: u32,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "HTTP")]
+pub struct HttpArgs {
+    /// Bytes captured per send/receive on an HTTP or uwsgi connection (a power of two,
+    /// 1024..=16384). Heads must fit: bodies are skipped by length.
+    #[arg(long, value_name = "N", default_value_t = 8192, value_parser = parse_capture)]
+    pub http_capture_bytes: u32,
 }
 
 fn parse_capture(s: &str) -> Result<u32, String> {

@@ -108,6 +108,7 @@ fn settings(args: &RunArgs, watch_exec: bool) -> Settings {
         watch_exec,
         files: args.tracers.files.map(usize::from),
         sql: args.sql.settings(),
+        http_capture: args.http.http_capture_bytes,
         block_fallback: crate::settings::block_devices_without_iostats(),
         map_entries: args.tracers.map_entries.clone(),
     }

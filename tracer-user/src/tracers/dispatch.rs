@@ -35,7 +35,7 @@ pub static REGISTRATION: Registration = Registration {
         Probe {
             program: "sys_enter",
             tracepoint: "sys_enter",
-            wanted: super::syscalls::measures_latency,
+            wanted: wants_enter,
         },
         Probe {
             program: "sys_exit",
@@ -50,6 +50,11 @@ pub static REGISTRATION: Registration = Registration {
     hooks: super::no_hooks,
     build,
 };
+
+/// sys_enter is attached for the syscall tracer's latency and the capture's close hook.
+fn wants_enter(s: &Settings) -> bool {
+    super::syscalls::measures_latency(s) || super::sockets::wants_enter(s)
+}
 
 fn setup(k: &mut KernelSetup<'_>) -> Result<(), BtfError> {
     let b = k.btf;

@@ -18,6 +18,7 @@ pub mod files;
 pub mod http;
 pub mod memcached;
 pub mod processes;
+pub mod sockets;
 pub mod sql;
 pub mod syscalls;
 pub mod views;
@@ -47,6 +48,8 @@ pub const REGISTRY: &[&Registration] = &[
     &files::REGISTRATION,
     &blockio::REGISTRATION,
     &sql::REGISTRATION,
+    &http::REGISTRATION,
+    &sockets::REGISTRATION,
     &drops::REGISTRATION,
 ];
 
@@ -395,6 +398,6 @@ mod registry {
 
     #[test]
     fn tracers_default_to_every_selectable_one() {
-        assert_eq!(default_selection(), "syscalls,fileio,blockio,sql");
+        assert_eq!(default_selection(), "syscalls,fileio,blockio,sql,http");
     }
 }

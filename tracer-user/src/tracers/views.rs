@@ -27,6 +27,11 @@ pub enum Measure {
     /// A quantile of the table's latency histogram, in ns (not normalized), taken only when
     /// both runs have at least `min_samples` calls for the key.
     Quantile { q: f64, min_samples: i64 },
+    /// One counter's sum divided by another's (SQL statements per request), not normalized.
+    Ratio {
+        numerator: &'static str,
+        denominator: &'static str,
+    },
 }
 
 /// A metric `diff` compares.
@@ -144,6 +149,13 @@ mod tests {
             match m.measure {
                 Measure::Counter(c) => assert!(spec.counters.contains(&c), "{}: {c}", m.id),
                 Measure::Quantile { .. } => assert!(spec.histogram.is_some(), "{}", m.id),
+                Measure::Ratio {
+                    numerator,
+                    denominator,
+                } => {
+                    assert!(spec.counters.contains(&numerator), "{}", m.id);
+                    assert!(spec.counters.contains(&denominator), "{}", m.id);
+                }
             }
         }
     }

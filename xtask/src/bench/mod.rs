@@ -16,6 +16,9 @@ use crate::setup::{self, Profile};
 
 #[derive(Args)]
 pub struct BenchArgs {
+    /// Measure this scalp-bpf binary instead of building the checkout's.
+    #[arg(long, value_name = "BIN", global = true)]
+    scalp: Option<std::path::PathBuf>,
     #[command(subcommand)]
     what: What,
 }
@@ -42,7 +45,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "kernel.bpf_stats_enabled is on: it distorts every figure; turn it off first"
         );
     }
-    let scalp = setup::build_release()?;
+    let scalp = match args.scalp {
+        Some(bin) => bin,
+        None => setup::build_release()?,
+    };
     match args.what {
         What::Syscalls(opts) => syscalls::run(&scalp, &opts),
         What::Blockio(opts) => blockio::run(&scalp, &opts),

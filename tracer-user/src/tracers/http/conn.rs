@@ -111,6 +111,7 @@ impl Connection {
         self.side
     }
 
+    #[cfg(test)]
     pub fn protocol(&self) -> Protocol {
         self.protocol
     }

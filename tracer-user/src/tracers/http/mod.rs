@@ -19,14 +19,13 @@
 //! or chunk-size line that falls in an uncaptured stretch (or bytes that do not parse) loses the
 //! framing: that is a desync, and the stream is picked up again where a message must start.
 
-// Nothing outside the tests calls this yet: the tracer that feeds it comes with its kernel side.
-#![cfg_attr(not(test), allow(dead_code, unused_imports))]
-
 mod body;
 mod conn;
+mod family;
 mod head;
 pub mod route;
 pub mod sniff;
+mod table;
 mod uwsgi;
 
 #[cfg(test)]
@@ -35,7 +34,94 @@ mod conn_tests;
 mod fuzz_tests;
 
 pub use conn::Connection;
+pub use family::HttpFamily;
 pub use sniff::{Sniffed, sniff};
+
+use super::{
+    Registration, Table,
+    views::{Measure, Metric, TableSpec},
+};
+
+/// The HTTP family's table and views; its connections are captured by the `sockets`
+/// registration, which builds the family.
+pub static REGISTRATION: Registration = Registration {
+    name: "http",
+    selectable: true,
+    wanted: |s| s.asked_for("http"),
+    probes: &[],
+    tables: &[Table {
+        name: table::TABLE,
+        schema: table::schema,
+        summary: Some(TableSpec {
+            table: table::TABLE,
+            title: "HTTP requests",
+            keys: &[
+                "direction",
+                "http_request_method",
+                "http_route",
+                "network_protocol_name",
+            ],
+            counters: &[
+                "calls",
+                "errors",
+                "duration_ns_sum",
+                "request_bytes",
+                "response_bytes",
+                "attributed_calls",
+                "sql_statements",
+                "syscalls",
+            ],
+            histogram: Some("duration_histogram"),
+            default_sort: "calls",
+            rank: 5,
+        }),
+    }],
+    metrics: &[
+        Metric {
+            id: "http.calls",
+            table: table::TABLE,
+            title: "HTTP requests",
+            keys: &["direction", "http_request_method", "http_route"],
+            only: &[],
+            measure: Measure::Counter("calls"),
+            threshold: 0.10,
+            floor: 20.0,
+            new_is_regression: false,
+            rank: 9,
+        },
+        Metric {
+            id: "http.errors",
+            table: table::TABLE,
+            title: "HTTP 5xx responses",
+            keys: &["direction", "http_request_method", "http_route"],
+            only: &[],
+            measure: Measure::Counter("errors"),
+            threshold: 0.10,
+            floor: 5.0,
+            new_is_regression: false,
+            rank: 10,
+        },
+        Metric {
+            id: "http.sql_per_request",
+            table: table::TABLE,
+            title: "SQL statements per request",
+            keys: &["http_request_method", "http_route"],
+            only: &[("direction", &["server"])],
+            measure: Measure::Ratio {
+                numerator: "sql_statements",
+                denominator: "attributed_calls",
+            },
+            threshold: 0.10,
+            floor: 0.5,
+            new_is_regression: false,
+            rank: 11,
+        },
+    ],
+    drops: None,
+    setup: super::no_setup,
+    hooks: super::no_hooks,
+    build: super::no_collector,
+};
 
 /// The chunk type the SQL parsers are fed with: one syscall's bytes on a connection.
 pub use super::sql::Chunk;
@@ -150,6 +236,7 @@ impl Drops {
         self.responses += other.responses;
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         *self == Drops::default()
     }

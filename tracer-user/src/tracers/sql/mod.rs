@@ -9,20 +9,15 @@ pub mod postgres;
 pub mod tables;
 mod tracer;
 
-use aya::Ebpf;
-pub use tracer::SqlTracer;
-use tracer_common::{
-    dispatch::{HOOK_SOCKETS, KIND_FILE, KIND_MASK, KIND_SHIFT, RESOLVE_FD, SHAPE_MASK},
-    sockets::{self as common, SOCKET_EVENTS, SOCKET_SCRATCH, SocketDrop, SocketsConfig},
-};
+pub use tracer::SqlFamily;
 
 use super::{
-    Build, KernelDrops, Registration, Table,
-    dispatch::facts,
+    Registration, Table,
     views::{MIN_LATENCY_SAMPLES, Measure, Metric, TableSpec},
 };
-use crate::{kernel::btf::BtfError, loader::KernelSetup, settings::Settings};
 
+/// The SQL family's tables and views; its connections are captured by the `sockets`
+/// registration, which builds the family.
 pub static REGISTRATION: Registration = Registration {
     name: "sql",
     selectable: true,
@@ -95,56 +90,11 @@ pub static REGISTRATION: Registration = Registration {
             rank: 2,
         },
     ],
-    drops: Some(KernelDrops::of::<SocketDrop>),
-    setup,
-    hooks,
-    build,
+    drops: None,
+    setup: super::no_setup,
+    hooks: super::no_hooks,
+    build: super::no_collector,
 };
-
-fn setup(k: &mut KernelSetup<'_>) -> Result<(), BtfError> {
-    let b = k.btf;
-    let off = |s: &str, f: &str| b.field_offset(s, f);
-    let sk = |f: &str| b.path_offset(&[("sock", "__sk_common"), ("sock_common", f)]);
-    let sql = &k.settings.sql;
-    let config = SocketsConfig {
-        capture: sql.capture,
-        wakeup_bytes: sql.ring_bytes / 4,
-        file_private_data_offset: off("file", "private_data")?,
-        socket_sk_offset: off("socket", "sk")?,
-        sk_family_offset: sk("skc_family")?,
-        sk_dport_offset: sk("skc_dport")?,
-        sk_num_offset: sk("skc_num")?,
-        sk_daddr_offset: sk("skc_daddr")?,
-        sk_rcv_saddr_offset: sk("skc_rcv_saddr")?,
-        // Kernels without IPv6 lack these; IPv6 connections then show no addresses.
-        sk_v6_daddr_offset: sk("skc_v6_daddr").unwrap_or(0),
-        sk_v6_rcv_saddr_offset: sk("skc_v6_rcv_saddr").unwrap_or(0),
-        unix_peer_offset: off("unix_sock", "peer")?,
-        unix_addr_offset: off("unix_sock", "addr")?,
-        unix_address_len_offset: off("unix_address", "len")?,
-        unix_address_name_offset: off("unix_address", "name")?,
-    };
-    k.global(common::CONFIG, &config);
-    k.map_entries(SOCKET_SCRATCH, k.nr_cpus);
-    k.map_entries(SOCKET_EVENTS, sql.ring_bytes);
-    Ok(())
-}
-
-/// Send/receive syscalls with a user buffer, on anything that may be a socket.
-fn hooks(_: &Settings, name: &str) -> u32 {
-    let facts = facts(name);
-    if facts & SHAPE_MASK == 0 || (facts & KIND_MASK) >> KIND_SHIFT == KIND_FILE {
-        return 0;
-    }
-    HOOK_SOCKETS | RESOLVE_FD
-}
-
-fn build(ebpf: &mut Ebpf, b: &Build<'_>) -> super::Built {
-    Ok(Some(Box::new(SqlTracer::new(
-        ebpf,
-        b.settings.sql.clone(),
-    )?)))
-}
 
 /// What one send or receive syscall moved on a connection.
 #[derive(Clone, Copy, Debug)]

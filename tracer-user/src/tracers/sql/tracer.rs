@@ -1,23 +1,15 @@
-//! The SQL tracer: drains the kernel's SQL events as they arrive, feeds each connection's
-//! protocol parser, and aggregates the statements per interval.
+//! The SQL family of the socket capture: feeds each SQL connection's protocol parser with the
+//! events the capture hands over, and aggregates the statements per interval.
 
 use std::{
     collections::HashMap,
     net::{Ipv4Addr, Ipv6Addr},
-    os::fd::{AsRawFd as _, RawFd},
 };
 
 use arrow_array::RecordBatch;
-use aya::{
-    Ebpf,
-    maps::{Array, MapData, RingBuf},
-};
 use tracer_common::{
     hist,
-    sockets::{
-        CAPTURE_PORTS, ConnInfo, DIR_SENT, EventKind, HEADER_BYTES, Protocol as Wire,
-        SOCKET_EVENTS, SocketEventHeader,
-    },
+    sockets::{ConnInfo, DIR_SENT, Protocol as Wire, SocketEventHeader},
 };
 
 use super::{
@@ -31,10 +23,12 @@ use super::{
     },
 };
 use crate::{
-    kernel::maps::{self, MapAccessError},
     processes::{ProcessKey, Processes},
     settings::SqlSettings,
-    tracers::{DropCount, Interval, Tracer, TracerError},
+    tracers::{
+        DropCount, Interval, TracerError,
+        sockets::{Family, Notes, StatementDone},
+    },
 };
 
 /// Fingerprints remembered (statements repeat: prepared ones and ORMs' templates).
@@ -58,6 +52,8 @@ struct Connection {
     errors: u64,
     opened: bool,
     active: bool,
+    /// The traced process closed it (a Close event).
+    closed: bool,
     last_ns: u64,
 }
 
@@ -84,6 +80,7 @@ impl Connection {
             errors: 0,
             opened: false,
             active: false,
+            closed: false,
             last_ns: 0,
         }
     }
@@ -107,13 +104,8 @@ impl Connection {
     }
 }
 
-pub struct SqlTracer {
-    ring: RingBuf<MapData>,
-    state: Decoder,
-}
-
-/// Everything but the ring: what the events decode into.
-struct Decoder {
+/// SQL connections and this interval's statements.
+pub struct SqlFamily {
     settings: SqlSettings,
     connections: HashMap<u64, Connection>,
     statements: HashMap<StatementKey, StatementSums>,
@@ -124,57 +116,22 @@ struct Decoder {
     completed: Vec<Statement>,
 }
 
-impl SqlTracer {
-    pub fn new(ebpf: &mut Ebpf, settings: SqlSettings) -> Result<Self, TracerError> {
-        let ring = maps::take_as(ebpf, SOCKET_EVENTS)?;
-        let mut ports: Array<MapData, u64> = maps::take_as(ebpf, CAPTURE_PORTS)?;
-        let mut bits = [0u64; 1024];
-        for p in &settings.ports {
-            bits[usize::from(*p) / 64] |= 1 << (p % 64);
+impl SqlFamily {
+    pub fn new(settings: SqlSettings) -> SqlFamily {
+        SqlFamily {
+            settings,
+            connections: HashMap::new(),
+            statements: HashMap::new(),
+            fingerprints: HashMap::new(),
+            systems: HashMap::new(),
+            desyncs: 0,
+            completed: Vec::new(),
         }
-        for (i, b) in bits.iter().enumerate() {
-            if *b != 0 {
-                ports
-                    .set(i as u32, *b, 0)
-                    .map_err(MapAccessError::of(CAPTURE_PORTS))?;
-            }
-        }
-        Ok(SqlTracer {
-            ring,
-            state: Decoder {
-                settings,
-                connections: HashMap::new(),
-                statements: HashMap::new(),
-                fingerprints: HashMap::new(),
-                systems: HashMap::new(),
-                desyncs: 0,
-                completed: Vec::new(),
-            },
-        })
     }
 }
 
-impl Decoder {
-    fn record(&mut self, r: &[u8]) {
-        if r.len() < HEADER_BYTES {
-            return;
-        }
-        // SAFETY: length checked; read_unaligned makes no alignment assumption.
-        let h: SocketEventHeader = unsafe { std::ptr::read_unaligned(r.as_ptr().cast()) };
-        let body = &r[HEADER_BYTES..];
-        if h.kind == EventKind::Connection as u8 {
-            self.connection_event(&h, body);
-        } else if h.kind == EventKind::Data as u8 {
-            self.data_event(&h, body);
-        }
-    }
-
-    fn connection_event(&mut self, h: &SocketEventHeader, body: &[u8]) {
-        if body.len() < size_of::<ConnInfo>() {
-            return;
-        }
-        // SAFETY: length checked; read_unaligned makes no alignment assumption.
-        let info: ConnInfo = unsafe { std::ptr::read_unaligned(body.as_ptr().cast()) };
+impl SqlFamily {
+    fn connection_event(&mut self, h: &SocketEventHeader, info: &ConnInfo) {
         let process = ProcessKey {
             tgid: h.tgid,
             generation: h.generation,
@@ -211,7 +168,7 @@ impl Decoder {
         self.connections.insert(h.conn, c);
     }
 
-    fn data_event(&mut self, h: &SocketEventHeader, body: &[u8]) {
+    fn data_event(&mut self, h: &SocketEventHeader, data: &[u8], notes: &mut Notes) {
         let process = ProcessKey {
             tgid: h.tgid,
             generation: h.generation,
@@ -230,7 +187,7 @@ impl Decoder {
             sent: h.direction == DIR_SENT,
             time_ns: h.time_ns,
             len: h.len,
-            data: &body[..(h.captured as usize).min(body.len())],
+            data,
         };
         if chunk.sent {
             conn.bytes_sent += u64::from(h.len);
@@ -254,6 +211,11 @@ impl Decoder {
         conn.statements += self.completed.len() as u64;
         conn.errors += self.completed.iter().filter(|s| s.error.is_some()).count() as u64;
         for s in std::mem::take(&mut self.completed) {
+            notes.statements.push(StatementDone {
+                process,
+                tid: h.tid,
+                duration_ns: s.end_ns.saturating_sub(s.start_ns),
+            });
             self.aggregate(process, &server, postgres, s);
         }
     }
@@ -307,21 +269,19 @@ impl Decoder {
     }
 }
 
-impl Tracer for SqlTracer {
-    fn rings(&self) -> Vec<RawFd> {
-        vec![self.ring.as_raw_fd()]
+impl Family for SqlFamily {
+    fn connection(&mut self, h: &SocketEventHeader, info: &ConnInfo) {
+        self.connection_event(h, info);
     }
 
-    fn drain(&mut self, _processes: &Processes) {
-        // Decoded in place: the records stay in the ring until decoded.
-        while let Some(item) = self.ring.next() {
-            self.state.record(&item);
+    fn data(&mut self, h: &SocketEventHeader, data: &[u8], notes: &mut Notes) {
+        self.data_event(h, data, notes);
+    }
+
+    fn close(&mut self, h: &SocketEventHeader, _notes: &mut Notes) {
+        if let Some(c) = self.connections.get_mut(&h.conn) {
+            c.closed = true;
         }
-    }
-
-    fn snapshot(&mut self, processes: &Processes) -> Result<(), TracerError> {
-        self.drain(processes);
-        Ok(())
     }
 
     fn batches(
@@ -330,7 +290,7 @@ impl Tracer for SqlTracer {
         processes: &Processes,
     ) -> Result<Vec<(&'static str, RecordBatch)>, TracerError> {
         let mut out = Vec::new();
-        let mut rows: Vec<(StatementKey, StatementSums)> = self.state.statements.drain().collect();
+        let mut rows: Vec<(StatementKey, StatementSums)> = self.statements.drain().collect();
         rows.sort_by(|a, b| a.0.cmp(&b.0));
         if !rows.is_empty() {
             out.push((STATEMENTS, statements_batch(interval, processes, &rows)?));
@@ -338,17 +298,18 @@ impl Tracer for SqlTracer {
         let now = crate::kernel::clock_ns(libc::CLOCK_MONOTONIC);
         let mut conn_rows = Vec::new();
         let mut gone = Vec::new();
-        for (id, c) in &mut self.state.connections {
+        for (id, c) in &mut self.connections {
             let ended = !processes.is_live_key(c.process);
-            let closed = c.protocol.closed()
+            let closed = c.closed
+                || c.protocol.closed()
                 || ended
                 || (now.saturating_sub(c.last_ns) > IDLE_CHECK_NS
-                    && !Decoder::still_open(c.process.tgid, *id));
+                    && !SqlFamily::still_open(c.process.tgid, *id));
             if c.active || c.opened || closed {
                 conn_rows.push(ConnectionRow {
                     process: c.process,
                     id: *id,
-                    server: c.server(&self.state.systems),
+                    server: c.server(&self.systems),
                     client_address: c.client_address.clone(),
                     client_port: c.client_port,
                     bytes_sent: c.bytes_sent,
@@ -374,7 +335,7 @@ impl Tracer for SqlTracer {
             }
         }
         for id in gone {
-            self.state.connections.remove(&id);
+            self.connections.remove(&id);
         }
         conn_rows.sort_by_key(|r| (r.process, r.id));
         if !conn_rows.is_empty() {
@@ -386,16 +347,7 @@ impl Tracer for SqlTracer {
         Ok(out)
     }
 
-    fn reap(&mut self, _ended: &[ProcessKey]) -> Result<(), TracerError> {
-        // Connections of ended processes are written as closed, then dropped, by collect.
-        Ok(())
-    }
-
     fn take_drops(&mut self) -> Vec<DropCount> {
-        vec![(
-            "sql",
-            "stream_desync",
-            std::mem::take(&mut self.state.desyncs),
-        )]
+        vec![("sql", "stream_desync", std::mem::take(&mut self.desyncs))]
     }
 }

@@ -1,0 +1,225 @@
+//! The capture's collector: drains the kernel's socket events as they arrive and hands each to
+//! the family of its connection's protocol.
+
+use std::os::fd::{AsRawFd as _, RawFd};
+
+use arrow_array::RecordBatch;
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap as BpfHashMap, MapData, RingBuf},
+};
+use tracer_common::sockets::{
+    CAPTURE_PORTS, ConnInfo, EventKind, HEADER_BYTES, PORT_SQL, Protocol, SOCK_OTHER,
+    SOCKET_EVENTS, SOCKET_VERDICTS, SocketEventHeader, SocketVerdict,
+};
+
+use crate::{
+    kernel::maps::{self, MapAccessError},
+    processes::{ProcessKey, Processes},
+    settings::Settings,
+    tracers::{DropCount, Interval, Tracer, TracerError, http::HttpFamily, sql::SqlFamily},
+};
+
+/// A statement a SQL connection completed, for the HTTP family to charge to the request its
+/// thread is serving.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatementDone {
+    pub process: ProcessKey,
+    pub tid: u32,
+    pub duration_ns: u64,
+}
+
+/// What one family tells the others while it handles an event.
+#[derive(Default)]
+pub struct Notes {
+    pub statements: Vec<StatementDone>,
+}
+
+/// One protocol family's parsers and tables.
+pub trait Family {
+    /// A connection was recognized: its endpoints.
+    fn connection(&mut self, h: &SocketEventHeader, info: &ConnInfo);
+    /// A syscall moved `h.len` bytes on a connection; `data` are the first of them.
+    fn data(&mut self, h: &SocketEventHeader, data: &[u8], notes: &mut Notes);
+    /// The traced process closed the connection.
+    fn close(&mut self, h: &SocketEventHeader, notes: &mut Notes);
+    /// What the other families noted (after each event).
+    fn notes(&mut self, _notes: &Notes) {}
+    /// Connections the family gave up on (not its protocol after all): the kernel can stop
+    /// capturing them.
+    fn take_rejected(&mut self) -> Vec<u64> {
+        Vec::new()
+    }
+    /// The interval's rows of its tables.
+    fn batches(
+        &mut self,
+        interval: &Interval,
+        processes: &Processes,
+    ) -> Result<Vec<(&'static str, RecordBatch)>, TracerError>;
+    /// Losses counted in user space since the last call.
+    fn take_drops(&mut self) -> Vec<DropCount>;
+}
+
+pub struct Capture {
+    ring: RingBuf<MapData>,
+    verdicts: BpfHashMap<MapData, u64, SocketVerdict>,
+    families: Families,
+}
+
+/// The enabled families, and the notes they pass each other.
+struct Families {
+    sql: Option<SqlFamily>,
+    http: Option<HttpFamily>,
+    notes: Notes,
+}
+
+impl Capture {
+    pub fn new(ebpf: &mut Ebpf, settings: &Settings) -> Result<Self, TracerError> {
+        let ring = maps::take_as(ebpf, SOCKET_EVENTS)?;
+        let verdicts = maps::take_as(ebpf, SOCKET_VERDICTS)?;
+        let mut ports: Array<MapData, [u8; 8]> = maps::take_as(ebpf, CAPTURE_PORTS)?;
+        let sql = settings.asked_for("sql");
+        if sql {
+            let mut table = vec![[0u8; 8]; 65536 / 8];
+            for &port in &settings.sql.ports {
+                table[usize::from(port) / 8][usize::from(port) % 8] = match port {
+                    3306 => Protocol::Mysql as u8,
+                    5432 => Protocol::Postgres as u8,
+                    _ => PORT_SQL,
+                };
+            }
+            for (i, protocols) in table.iter().enumerate() {
+                if *protocols != [0; 8] {
+                    ports
+                        .set(i as u32, *protocols, 0)
+                        .map_err(MapAccessError::of(CAPTURE_PORTS))?;
+                }
+            }
+        }
+        Ok(Capture {
+            ring,
+            verdicts,
+            families: Families {
+                sql: sql.then(|| SqlFamily::new(settings.sql.clone())),
+                http: settings
+                    .asked_for("http")
+                    .then(|| HttpFamily::new(settings.asked_for("sql"))),
+                notes: Notes::default(),
+            },
+        })
+    }
+
+    /// Tells the kernel to stop capturing connections a family rejected.
+    fn reject(&mut self) {
+        let rejected: Vec<u64> = self
+            .families
+            .all()
+            .flat_map(|f| f.take_rejected())
+            .collect();
+        for ino in rejected {
+            let verdict = SocketVerdict {
+                class: SOCK_OTHER,
+                protocol: Protocol::Unknown as u8,
+                tries: 0,
+                family: 0,
+                side: 0,
+                _pad: [0; 3],
+            };
+            // The socket may be gone already (its entry with it): nothing to stop then.
+            let _ = self.verdicts.insert(ino, verdict, 0);
+        }
+    }
+}
+
+impl Families {
+    fn all(&mut self) -> impl Iterator<Item = &mut dyn Family> {
+        let sql = self.sql.as_mut().map(|f| f as &mut dyn Family);
+        let http = self.http.as_mut().map(|f| f as &mut dyn Family);
+        sql.into_iter().chain(http)
+    }
+
+    /// The family of a protocol (SQL connections on extra ports may be `Unknown` until their
+    /// first bytes tell).
+    fn family_of(&mut self, protocol: u8) -> Option<&mut dyn Family> {
+        match Protocol::try_from(protocol) {
+            Ok(Protocol::Mysql | Protocol::Postgres | Protocol::Unknown) => {
+                self.sql.as_mut().map(|f| f as &mut dyn Family)
+            }
+            Ok(Protocol::Http | Protocol::Uwsgi) => {
+                self.http.as_mut().map(|f| f as &mut dyn Family)
+            }
+            _ => None,
+        }
+    }
+
+    fn record(&mut self, r: &[u8]) {
+        if r.len() < HEADER_BYTES {
+            return;
+        }
+        // SAFETY: length checked; read_unaligned makes no alignment assumption.
+        let h: SocketEventHeader = unsafe { std::ptr::read_unaligned(r.as_ptr().cast()) };
+        let body = &r[HEADER_BYTES..];
+        let mut notes = std::mem::take(&mut self.notes);
+        notes.statements.clear();
+        if let Some(family) = self.family_of(h.protocol) {
+            if h.kind == EventKind::Connection as u8 {
+                if body.len() >= size_of::<ConnInfo>() {
+                    // SAFETY: length checked; read_unaligned makes no alignment assumption.
+                    let info: ConnInfo = unsafe { std::ptr::read_unaligned(body.as_ptr().cast()) };
+                    family.connection(&h, &info);
+                }
+            } else if h.kind == EventKind::Data as u8 {
+                let data = &body[..(h.captured as usize).min(body.len())];
+                family.data(&h, data, &mut notes);
+            } else if h.kind == EventKind::Close as u8 {
+                family.close(&h, &mut notes);
+            }
+        }
+        if !notes.statements.is_empty() {
+            for family in self.all() {
+                family.notes(&notes);
+            }
+        }
+        self.notes = notes;
+    }
+}
+
+impl Tracer for Capture {
+    fn rings(&self) -> Vec<RawFd> {
+        vec![self.ring.as_raw_fd()]
+    }
+
+    fn drain(&mut self, _processes: &Processes) {
+        // Decoded in place: the records stay in the ring until decoded.
+        while let Some(item) = self.ring.next() {
+            self.families.record(&item);
+        }
+        self.reject();
+    }
+
+    fn snapshot(&mut self, processes: &Processes) -> Result<(), TracerError> {
+        self.drain(processes);
+        Ok(())
+    }
+
+    fn batches(
+        &mut self,
+        interval: &Interval,
+        processes: &Processes,
+    ) -> Result<Vec<(&'static str, RecordBatch)>, TracerError> {
+        let mut out = Vec::new();
+        for family in self.families.all() {
+            out.extend(family.batches(interval, processes)?);
+        }
+        Ok(out)
+    }
+
+    fn reap(&mut self, _ended: &[ProcessKey]) -> Result<(), TracerError> {
+        // Connections of ended processes are written as closed, then dropped, by the families.
+        Ok(())
+    }
+
+    fn take_drops(&mut self) -> Vec<DropCount> {
+        self.families.all().flat_map(|f| f.take_drops()).collect()
+    }
+}
