@@ -7,6 +7,7 @@ mod bench;
 mod demo;
 mod setup;
 mod test;
+mod vm;
 mod workload;
 
 use std::path::PathBuf;
@@ -38,24 +39,33 @@ enum Task {
         /// Skip the unit tests.
         #[arg(long)]
         acceptance_only: bool,
+        /// The kernel matrix (`--kernel 5.10|6.1|6.12|all`): QEMU guests instead of the host.
+        #[command(flatten)]
+        vm: vm::VmArgs,
     },
     /// Measure overheads against an untraced baseline and peer tools.
     Bench(bench::BenchArgs),
     /// Workloads the demo, tests and benchmarks drive (run by them, not by hand).
     #[command(hide = true)]
     Workload(workload::WorkloadArgs),
+    /// The kernel matrix's workloads, run inside the guest.
+    #[command(hide = true)]
+    VmWorkload(vm::workload::WorkloadArgs),
 }
 
 fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Setup { profile } => setup::run(profile),
         Task::Demo => demo::run(),
+        Task::Test { vm, .. } if !vm.kernels.is_empty() => vm::run(&vm),
         Task::Test {
             filter,
             acceptance_only,
+            ..
         } => test::run(filter.as_deref(), acceptance_only),
         Task::Bench(args) => bench::run(args),
         Task::Workload(args) => workload::run(args),
+        Task::VmWorkload(args) => vm::workload::run(args),
     }
 }
 
