@@ -33,6 +33,14 @@ cat /proc/version > $R/version
 cat /proc/cmdline > $R/cmdline
 ls /sys/block > $R/block_devices
 cat /sys/kernel/tracing/available_events > $R/available_events 2>/dev/null
+# For the kernel probe's design: the kernel's BTF (tracepoint prototypes: btf_trace_<name>) and
+# the formats of the block and writeback events.
+cp /sys/kernel/btf/vmlinux $R/btf_vmlinux || fail "no /sys/kernel/btf/vmlinux"
+for f in /sys/kernel/tracing/events/block/*/format /sys/kernel/tracing/events/writeback/*/format; do
+    e=${f%/format}
+    echo "== ${e#/sys/kernel/tracing/events/}"
+    cat "$f"
+done > $R/event_formats 2>/dev/null
 ulimit -l > $R/memlock
 
 # check NAME [--disk DEV] [--exit CODE] -- WORKLOAD...: one `scalp-bpf run` of WORKLOAD, its exit

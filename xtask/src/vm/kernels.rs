@@ -173,7 +173,7 @@ fn download(kernel: &Kernel, cache: &Path, debs: &Path) -> Result<()> {
     std::fs::write(apt.join("sources.list"), sources)?;
     let spec = format!("{}={}", kernel.package, kernel.version);
     eprintln!("vm: apt-get download {spec} (suite {})", kernel.suite);
-    sh(&mut apt_base("apt-get", &apt).arg("update"))?;
+    sh(apt_base("apt-get", &apt).arg("update"))?;
     let status = apt_base("apt-get", &apt)
         .current_dir(debs)
         .args(["download", &spec])

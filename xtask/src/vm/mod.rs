@@ -77,7 +77,7 @@ pub struct VmArgs {
     #[arg(long, requires = "kernels")]
     pub memlock: Option<String>,
     /// Wall-clock limit of one guest, in seconds.
-    #[arg(long, default_value_t = 900, requires = "kernels")]
+    #[arg(long, default_value_t = 600, requires = "kernels")]
     pub vm_timeout: u64,
     /// vCPUs of the guest.
     #[arg(long, default_value_t = 2, requires = "kernels")]
