@@ -156,6 +156,8 @@ pub fn fetch(kernel: &Kernel, cache: &Path) -> Result<PathBuf> {
     Ok(tree)
 }
 
+static UPDATED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn download(kernel: &Kernel, cache: &Path, debs: &Path) -> Result<()> {
     let apt = cache.join("apt");
     for d in [
@@ -173,7 +175,10 @@ fn download(kernel: &Kernel, cache: &Path, debs: &Path) -> Result<()> {
     std::fs::write(apt.join("sources.list"), sources)?;
     let spec = format!("{}={}", kernel.package, kernel.version);
     eprintln!("vm: apt-get download {spec} (suite {})", kernel.suite);
-    sh(apt_base("apt-get", &apt).arg("update"))?;
+    // The private lists, once per run: they cover all three suites.
+    if !UPDATED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        sh(apt_base("apt-get", &apt).arg("update"))?;
+    }
     let status = apt_base("apt-get", &apt)
         .current_dir(debs)
         .args(["download", &spec])

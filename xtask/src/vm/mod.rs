@@ -280,8 +280,16 @@ fn checks_pass(out_root: &Path, kernels: &[&kernels::Kernel], scalp: &Path) -> R
     let labels: Vec<&str> = kernels.iter().map(|k| k.label).collect();
     let status = Command::new(setup::venv().join("bin/python"))
         .current_dir(root())
-        .args(["-m", "pytest", "tests/vm/vm_checks.py", "-v", "-rfE"])
-        .args(["-p", "no:cacheprovider"])
+        .args([
+            "-m",
+            "pytest",
+            "tests/vm/vm_checks.py",
+            "-v",
+            "-rfE",
+            "--tb=short",
+        ])
+        .args(["-p", "no:cacheprovider", "-p", "vm_matrix"])
+        .env("PYTHONPATH", root().join("tests/vm"))
         .env("SCALP_VM_RESULTS", out_root)
         .env("SCALP_VM_KERNELS", labels.join(","))
         .env("SCALP_BPF", scalp)
