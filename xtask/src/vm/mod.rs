@@ -27,6 +27,19 @@
 //!   timestamps) carries progress lines and, on a crash, the kernel's panic.
 //! - Every check that does not pass is a failure (nonzero exit); a guest that panics, hangs past
 //!   `--vm-timeout` or writes no results fails every check of that kernel.
+//!
+//! Usage (as root; findings per kernel: tests/vm/FINDINGS.md):
+//!
+//! ```sh
+//! cargo xtask test --kernel all                      # 5.10, 6.1, 6.12, every check
+//! cargo xtask test --kernel 5.10 --check syscalls    # one kernel, one check
+//! cargo xtask test --kernel 6.1 --scalp-arg=--tracers --scalp-arg=syscalls,fileio
+//! cargo xtask test --kernel 5.10 --scalp-verbose 2 --scalp-bpf /tmp/patched/scalp-bpf
+//! ```
+//!
+//! Each run leaves `target/vm/<kernel>/`: serial.log, timing.json, plan.json, initramfs.cpio and
+//! results/ (per check: exit, stdout, stderr, out/ tables, disk stat; the guest's dmesg,
+//! available_events, event_formats and its BTF as btf_vmlinux, for `bpftool btf dump file`).
 
 mod initramfs;
 mod kernels;
