@@ -185,14 +185,21 @@ fn download(kernel: &Kernel, cache: &Path, debs: &Path) -> Result<()> {
         .status()
         .context("apt-get download")?;
     if !status.success() {
+        // The ABI is in the package's name: a newer kernel of the series is another package.
+        let pattern = format!(
+            "^linux-image-{}[.-].*amd64-unsigned$",
+            kernel.label.replace('.', "\\.")
+        );
         let available = apt_base("apt-cache", &apt)
-            .args(["madison", kernel.package])
+            .args(["search", "--names-only", &pattern])
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default();
         bail!(
-            "cannot download the pinned {spec} from {} (removed from the archive?). What the \
-             archive has now:\n{available}Update the pin in xtask/src/vm/kernels.rs.",
+            "cannot download the pinned {spec} from {} (replaced in the archive?). The \
+             archive has now:\n{available}Update the pin (package, version, sha256, release) in \
+             xtask/src/vm/kernels.rs; `apt-cache madison PACKAGE` with the options of \
+             kernels::apt_base gives the version.",
             kernel.suite
         );
     }
