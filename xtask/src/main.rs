@@ -34,10 +34,10 @@ enum Task {
     /// Run every test: unit tests, then the root acceptance tests against real programs.
     Test {
         /// Only run acceptance tests whose name matches (pytest -k).
-        #[arg(short = 'k', long)]
+        #[arg(short = 'k', long, conflicts_with = "kernels")]
         filter: Option<String>,
         /// Skip the unit tests.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "kernels")]
         acceptance_only: bool,
         /// The kernel matrix (`--kernel 5.10|6.1|6.12|all`): QEMU guests instead of the host.
         #[command(flatten)]
