@@ -246,7 +246,8 @@ fn prepare(
     let mut img = initramfs::Initramfs::default();
     let init = std::fs::read(root().join("tests/vm/guest-init.sh"))?;
     img.file("/init", init, 0o755);
-    img.copy(Path::new("/bin/busybox"), "/bin/busybox", 0o755)?;
+    // busybox-static has no libraries; were /bin/busybox another build, they would come along.
+    img.program(Path::new("/bin/busybox"), "/bin/busybox")?;
     for d in ["/dev", "/proc", "/sys", "/tmp", "/mnt", "/results"] {
         img.dir(d);
     }
