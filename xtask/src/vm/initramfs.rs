@@ -124,10 +124,15 @@ fn shared_libraries(program: &Path) -> Result<Vec<PathBuf>> {
         .context("running ldd")?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
-        if text.contains("not a dynamic executable") {
+        // A static program: ldd says so on stderr and fails.
+        if String::from_utf8_lossy(&out.stderr).contains("not a dynamic executable") {
             return Ok(vec![]);
         }
-        bail!("ldd {} failed", program.display());
+        bail!(
+            "ldd {} failed: {}",
+            program.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     let mut libs = vec![];
     for line in text.lines() {
