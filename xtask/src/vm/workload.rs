@@ -180,7 +180,7 @@ fn fileio(path: &Path, writes: u32, size: usize, fsync_every: u32) -> Result<()>
 }
 
 /// A BLOCK-aligned buffer of BLOCK bytes, as O_DIRECT wants.
-struct Aligned(*mut u8);
+struct Aligned(*mut u8, std::alloc::Layout);
 
 impl Aligned {
     fn new() -> Result<Self> {
@@ -190,15 +190,14 @@ impl Aligned {
         if p.is_null() {
             bail!("out of memory");
         }
-        Ok(Self(p))
+        Ok(Self(p, layout))
     }
 }
 
 impl Drop for Aligned {
     fn drop(&mut self) {
-        let layout = std::alloc::Layout::from_size_align(BLOCK, BLOCK).expect("checked in new");
         // SAFETY: allocated in new with this layout.
-        unsafe { std::alloc::dealloc(self.0, layout) };
+        unsafe { std::alloc::dealloc(self.0, self.1) };
     }
 }
 
