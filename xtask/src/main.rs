@@ -7,6 +7,7 @@ mod bench;
 mod demo;
 mod setup;
 mod test;
+mod vm;
 mod workload;
 
 use std::path::PathBuf;
@@ -33,11 +34,14 @@ enum Task {
     /// Run every test: unit tests, then the root acceptance tests against real programs.
     Test {
         /// Only run acceptance tests whose name matches (pytest -k).
-        #[arg(short = 'k', long)]
+        #[arg(short = 'k', long, conflicts_with = "kernels")]
         filter: Option<String>,
         /// Skip the unit tests.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "kernels")]
         acceptance_only: bool,
+        /// The kernel matrix (`--kernel 5.10|6.1|6.12|all`): QEMU guests instead of the host.
+        #[command(flatten)]
+        vm: vm::VmArgs,
     },
     /// Formatting and clippy on every crate, the kernel programs included.
     Lint,
@@ -46,19 +50,25 @@ enum Task {
     /// Workloads the demo, tests and benchmarks drive (run by them, not by hand).
     #[command(hide = true)]
     Workload(workload::WorkloadArgs),
+    /// The kernel matrix's workloads, run inside the guest.
+    #[command(hide = true)]
+    VmWorkload(vm::workload::WorkloadArgs),
 }
 
 fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Setup { profile } => setup::run(profile),
         Task::Demo => demo::run(),
+        Task::Test { vm, .. } if !vm.kernels.is_empty() => vm::run(&vm),
         Task::Test {
             filter,
             acceptance_only,
+            ..
         } => test::run(filter.as_deref(), acceptance_only),
         Task::Lint => test::lint(),
         Task::Bench(args) => bench::run(args),
         Task::Workload(args) => workload::run(args),
+        Task::VmWorkload(args) => vm::workload::run(args),
     }
 }
 

@@ -144,7 +144,7 @@ pub fn venv() -> PathBuf {
 }
 
 /// A venv with tests/requirements.txt installed (redone when the file changes).
-fn python() -> Result<()> {
+pub fn python() -> Result<()> {
     let venv = venv();
     let requirements = root().join("tests/requirements.txt");
     let wanted = std::fs::read_to_string(&requirements).context("tests/requirements.txt")?;

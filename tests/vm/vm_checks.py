@@ -1,0 +1,201 @@
+"""Checks of the kernel matrix (`cargo xtask test --kernel …`, xtask/src/vm/): each guest ran
+the release scalp-bpf on a workload whose calls and I/O are known in advance (xtask vm-workload)
+and sent back its output tables, exit codes, stderr and disk counters; these checks compare them.
+
+Not collected by the host suite (the file name does not match test_*.py): xtask runs it by path,
+with SCALP_VM_RESULTS (target/vm) and SCALP_VM_KERNELS (the kernels of this run)."""
+import json
+import os
+import pathlib
+
+import pyarrow.parquet as pq
+import pytest
+
+RESULTS = pathlib.Path(os.environ.get("SCALP_VM_RESULTS", "target/vm"))
+KERNELS = [k for k in os.environ.get("SCALP_VM_KERNELS", "").split(",") if k]
+BLOCK = 4096
+# What a run's stderr may not contain: log lines at WARN/ERROR, scalp-bpf's own lines
+# ("scalp-bpf: …": errors, drop notices) other than the closing "wrote", a panic.
+BAD_STDERR = (" WARN ", " ERROR ", "scalp-bpf:", "panicked")
+CLOSING = "scalp-bpf: wrote "
+
+
+def pytest_generate_tests(metafunc):
+    if not KERNELS:
+        raise pytest.UsageError("SCALP_VM_KERNELS is empty: run these checks with cargo xtask test --kernel")
+    if "check" in metafunc.fixturenames:
+        # A kernel that was not prepared has no plan: one failing "noplan" check, not a skip.
+        pairs = [(k, c) for k in KERNELS for c in (plan(k).get("checks") or ["noplan"])]
+        metafunc.parametrize(("kernel", "check"), pairs, ids=[f"{k}-{c}" for k, c in pairs])
+    elif "kernel" in metafunc.fixturenames:
+        metafunc.parametrize("kernel", KERNELS)
+
+
+def plan(kernel):
+    try:
+        return json.loads((RESULTS / kernel / "plan.json").read_text())
+    except FileNotFoundError:
+        return {}
+
+
+def tail(path, n=40):
+    try:
+        lines = pathlib.Path(path).read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return f"({path} missing)"
+    return "\n".join(lines[-n:])
+
+
+def results(kernel):
+    d = RESULTS / kernel / "results"
+    if not (d / "uname").exists():
+        pytest.fail(f"{kernel}: the guest wrote no results. Serial console "
+                    f"({RESULTS / kernel / 'serial.log'}), last lines:\n{tail(RESULTS / kernel / 'serial.log')}")
+    return d
+
+
+def excerpt(text, head=30, last=40):
+    """The start (aya's error line) and the end (where a verifier log says why) of a stderr."""
+    lines = text.splitlines()
+    if len(lines) <= head + last:
+        return text
+    return "\n".join(lines[:head] + [f"... ({len(lines) - head - last} lines) ..."] + lines[-last:])
+
+
+class Run:
+    """One check's `scalp-bpf run` in the guest."""
+
+    def __init__(self, kernel, check):
+        self.dir = results(kernel) / check
+        if not (self.dir / "exit").exists():
+            pytest.fail(f"{kernel}: check {check} did not run (errors: "
+                        f"{(results(kernel) / 'errors').read_text()!r})")
+        self.exit = int((self.dir / "exit").read_text())
+        self.stderr = (self.dir / "stderr").read_text(errors="replace")
+        self.out = self.dir / "out"
+        self.workload = plan(kernel)["checks"][check]["workload"]
+
+    def arg(self, name):
+        return int(self.workload[self.workload.index(f"--{name}") + 1])
+
+    def expect_exit(self, code):
+        what = {137: " (killed by the guest's timeout: a hang)"}.get(self.exit, "")
+        assert self.exit == code, (
+            f"scalp-bpf run exited {self.exit}{what}, expected {code}; stderr "
+            f"({self.dir / 'stderr'}):\n{excerpt(self.stderr)}")
+
+    def table(self, name, pid=None):
+        path = self.out / name
+        if not path.exists():
+            return []
+        return [r for r in pq.read_table(path).to_pylist() if pid is None or r["process_pid"] == pid]
+
+    def run_json(self):
+        return json.loads((self.out / "run.json").read_text())
+
+    def command_pid(self):
+        [p] = [p for p in self.table("processes") if p["process_traced_reason"] == "command"]
+        return p["process_pid"], p
+
+    def disk_delta(self):
+        """(reads, sectors read, writes, sectors written) the device completed during the run."""
+        before = [int(x) for x in (self.dir / "stat_before").read_text().split()]
+        after = [int(x) for x in (self.dir / "stat_after").read_text().split()]
+        return tuple(after[i] - before[i] for i in (0, 2, 4, 6))
+
+
+def test_boot(kernel):
+    """The guest booted the pinned kernel, loaded its modules, mounted its disks."""
+    d = results(kernel)
+    assert d.joinpath("uname").read_text().strip() == plan(kernel)["release"]
+    assert d.joinpath("errors").read_text() == "", d.joinpath("errors").read_text()
+
+
+def test_check(kernel, check):
+    if check == "noplan":
+        pytest.fail(f"{kernel}: no {RESULTS / kernel / 'plan.json'}: the kernel or the guest was "
+                    "not prepared (xtask said why above)")
+    globals()[f"check_{check}"](Run(kernel, check))
+
+
+def check_syscalls(r):
+    """getppid, write and the legacy open: exactly `count` each; the opens all fail; the
+    command's exit code comes through."""
+    n = r.arg("count")
+    r.expect_exit(r.arg("exit"))
+    pid, proc = r.command_pid()
+    assert proc["process_exit_code"] == r.arg("exit")
+    totals = {}
+    for row in r.table("syscalls", pid):
+        c, e = totals.get(row["syscall_name"], (0, 0))
+        totals[row["syscall_name"]] = (c + row["calls"], e + row["errors"])
+    assert totals.get("getppid") == (n, 0), totals
+    assert totals.get("write") == (n, 0), totals
+    assert totals.get("open") == (n, n), totals
+    assert totals.get("exit_group", (0, 0))[0] == 1, totals
+    meta = r.run_json()
+    assert meta["command_exit_code"] == r.arg("exit")
+    assert meta["drops"] == []
+
+
+def check_fileio(r):
+    """Buffered writes to a file on ext4 (virtio-blk) and the fsyncs between them."""
+    writes, size, every = r.arg("writes"), r.arg("size"), r.arg("fsync-every")
+    r.expect_exit(0)
+    pid, _ = r.command_pid()
+    t = {}
+    for row in r.table("fileio", pid):
+        key = (row["file_kind"], row["op"])
+        c, b = t.get(key, (0, 0))
+        t[key] = (c + row["calls"], b + row["bytes"])
+    assert t.get(("file", "write")) == (writes, writes * size), t
+    assert t.get(("file", "fsync"), (0, 0))[0] == writes // every, t
+    assert r.run_json()["drops"] == []
+
+
+def check_blockio(r):
+    """O_DIRECT 4 KiB writes then reads of the raw vdb: one request each, as /sys/block says."""
+    writes, reads = r.arg("writes"), r.arg("reads")
+    r.expect_exit(0)
+    assert r.disk_delta() == (reads, reads * 8, writes, writes * 8), "vdb saw other I/O than the workload's"
+    pid, _ = r.command_pid()
+    sums = {}
+    for row in r.table("blockio", pid):
+        if row["device"] == "vdb":
+            q, b = sums.get(row["op"], (0, 0))
+            sums[row["op"]] = (q + row["requests"], b + row["bytes"])
+    assert sums.get("write") == (writes, writes * BLOCK), sums
+    assert sums.get("read") == (reads, reads * BLOCK), sums
+    assert r.run_json()["drops"] == []
+
+
+def check_writeback(r):
+    """Pages the workload dirtied, written back by the flusher threads after an untraced sync:
+    charged to the workload as writeback."""
+    nbytes = r.arg("bytes")
+    r.expect_exit(0)
+    pid, _ = r.command_pid()
+    data = [row for row in r.table("blockio", pid)
+            if row["device"] == "vda" and row["op"] == "write" and not row["meta"]]
+    by = {}
+    for row in data:
+        by[row["attribution"]] = by.get(row["attribution"], 0) + row["bytes"]
+    assert by.get("writeback") == nbytes, by
+    assert "direct" not in by, by
+
+
+def test_stderr(kernel):
+    """Every run's stderr is free of warnings, errors and panics, and ends with the line that
+    says which tables were written."""
+    d = results(kernel)
+    bad = {}
+    for check in plan(kernel).get("checks", {}):
+        path = d / check / "stderr"
+        lines = path.read_text(errors="replace").splitlines() if path.exists() else ["(no stderr file)"]
+        hits = [line for line in lines
+                if any(b in line for b in BAD_STDERR) and not line.startswith(CLOSING)]
+        if not lines or not lines[-1].startswith(CLOSING):
+            hits.append(f"(no closing {CLOSING!r} line)")
+        if hits:
+            bad[check] = hits[:5]
+    assert not bad, "\n".join(f"{c}: " + "\n    ".join(h) for c, h in bad.items())
