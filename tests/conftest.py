@@ -190,6 +190,24 @@ def postgres():
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def rabbitmq():
+    """A RabbitMQ node of the tests' own (tests/servers.py), on a free port near 5672."""
+    from servers import RabbitMQ, pick_port
+    server = RabbitMQ(port=pick_port(5672)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def memcached():
+    """memcached of the tests' own: TCP on a free port near 11211, and a Unix socket."""
+    from servers import Memcached, pick_port
+    server = Memcached(port=pick_port(11211)).start()
+    yield server
+    server.stop()
+
+
 def rows(out, table, pid=None):
     """A table's rows as dicts (optionally of one process)."""
     path = pathlib.Path(out) / table

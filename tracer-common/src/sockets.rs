@@ -40,6 +40,10 @@ pub struct SocketsConfig {
     /// Sniff the first messages of sockets for MySQL/PostgreSQL (1) and HTTP/uwsgi requests (1).
     pub sniff_sql: u32,
     pub sniff_http: u32,
+    /// Sniff for an AMQP 0-9-1 connection start (1) and memcached requests (1) on sockets not
+    /// captured by port.
+    pub sniff_amqp: u32,
+    pub sniff_cache: u32,
     /// Count each traced thread's syscalls in `THREAD_SYSCALLS` and stamp events with it.
     pub thread_syscalls: u32,
     /// `THREAD_SYSCALLS` has `thread_mask + 1` entries (a power of two).
@@ -64,10 +68,9 @@ pub struct SocketsConfig {
     pub unix_address_name_offset: u32,
     /// sock.sk_type (SOCK_STREAM 1): datagram sockets (a logger's, say) are never captured.
     pub sk_type_offset: u32,
-    pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<SocketsConfig>() == 88);
+const _: () = assert!(core::mem::size_of::<SocketsConfig>() == 92);
 
 crate::drop_reasons! {
     /// What the socket capture can lose (for every protocol it captures).

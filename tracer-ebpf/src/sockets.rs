@@ -314,11 +314,19 @@ fn classify(
         sock.class = SOCK_OTHER;
         return;
     }
-    let (sql, http) = if copied >= 8 {
+    let (sql, http, client) = if copied >= 8 {
         let b = head(scratch);
-        (sniff_sql(b, len, sending), sniff_http(b, len, sending))
+        (
+            sniff_sql(b, len, sending),
+            sniff_http(b, len, sending),
+            sniff_client(b, sending),
+        )
     } else {
-        (Protocol::Unknown, (Protocol::Unknown, SIDE_CLIENT))
+        (
+            Protocol::Unknown,
+            (Protocol::Unknown, SIDE_CLIENT),
+            Protocol::Unknown,
+        )
     };
     let by_port = match family {
         AF_INET | AF_INET6 => {
@@ -361,7 +369,14 @@ fn classify(
         sock.class = SOCK_CAPTURE;
         sock.protocol = sql as u8;
         sock.side = SIDE_CLIENT;
-    } else if family == AF_UNIX || setting!(SOCKETS_CONFIG.sniff_http) != 0 {
+    } else if client != Protocol::Unknown {
+        sock.class = SOCK_CAPTURE;
+        sock.protocol = client as u8;
+        sock.side = SIDE_CLIENT;
+    } else if family == AF_UNIX
+        || setting!(SOCKETS_CONFIG.sniff_http) != 0
+        || setting!(SOCKETS_CONFIG.sniff_amqp) != 0
+    {
         sock.tries += 1;
         if sock.tries >= MAX_TRIES {
             sock.class = SOCK_OTHER;
@@ -419,6 +434,44 @@ fn sniff_http(b: [u8; 8], len: u32, sending: bool) -> (Protocol, u8) {
         return (Protocol::Uwsgi, SIDE_SERVER);
     }
     (Protocol::Unknown, SIDE_CLIENT)
+}
+
+/// A client's first message of AMQP 0-9-1 (the protocol header, on any stream socket) or of
+/// memcached (a text command or a binary request, on Unix sockets and TCP ports not listed).
+#[inline(always)]
+fn sniff_client(b: [u8; 8], sending: bool) -> Protocol {
+    if !sending {
+        return Protocol::Unknown;
+    }
+    if setting!(SOCKETS_CONFIG.sniff_amqp) != 0 && b == *b"AMQP\x00\x00\x09\x01" {
+        return Protocol::Amqp;
+    }
+    if setting!(SOCKETS_CONFIG.sniff_cache) == 0 {
+        return Protocol::Unknown;
+    }
+    // Binary protocol: request magic, a known opcode (get..gatkq), no vbucket data type.
+    if b[0] == 0x80 && b[1] <= 0x24 && b[5] == 0 {
+        return Protocol::Memcached;
+    }
+    let word = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    let text = match &word.to_be_bytes() {
+        b"get " | b"set " | b"add " | b"cas " | b"gat " => true,
+        b"gets" | b"gats" => b[4] == b' ',
+        b"dele" => b[4] == b't' && b[5] == b'e' && b[6] == b' ',
+        b"incr" | b"decr" => b[4] == b' ',
+        b"touc" => b[4] == b'h' && b[5] == b' ',
+        b"appe" => b[4] == b'n' && b[5] == b'd' && b[6] == b' ',
+        b"prep" => b[4] == b'e' && b[5] == b'n' && b[6] == b'd',
+        b"repl" => b[4] == b'a' && b[5] == b'c' && b[6] == b'e',
+        // Meta commands: two letters, then a space and a key.
+        [b'm', b'g' | b's' | b'd' | b'a', b' ', _] => true,
+        _ => false,
+    };
+    if text {
+        Protocol::Memcached
+    } else {
+        Protocol::Unknown
+    }
 }
 
 /// Which protocol the first bytes of a message look like, if any.

@@ -45,6 +45,9 @@ pub struct Settings {
     pub sql: SqlSettings,
     /// Bytes captured per send/receive on HTTP and uwsgi connections.
     pub http_capture: u32,
+    /// TCP server ports whose connections are AMQP (5672 always) and memcached (11211 always).
+    pub rpc_ports: Vec<u16>,
+    pub cache_ports: Vec<u16>,
     /// Some blk-mq device does not account I/O: use the block_rq_insert/complete stand-ins.
     pub block_fallback: bool,
     /// Test-only map sizes (`--map-entries MAP=N`), to make the kernel side's maps overflow.
@@ -61,6 +64,8 @@ impl Settings {
             files: None,
             sql: SqlSettings::default(),
             http_capture: 8192,
+            rpc_ports: vec![5672],
+            cache_ports: vec![11211],
             block_fallback: false,
             map_entries: Vec::new(),
         }

@@ -154,12 +154,18 @@ pub struct SqlArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(next_help_heading = "HTTP")]
+#[command(next_help_heading = "HTTP, RPC, cache")]
 pub struct HttpArgs {
     /// Bytes captured per send/receive on an HTTP or uwsgi connection (a power of two,
     /// 1024..=16384). Heads must fit: bodies are skipped by length.
     #[arg(long, value_name = "N", default_value_t = 8192, value_parser = parse_capture)]
     pub http_capture_bytes: u32,
+    /// Another TCP server port whose connections are AMQP (5672 always is). Repeatable.
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub rpc_port: Vec<u16>,
+    /// Another TCP server port whose connections are memcached (11211 always is). Repeatable.
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub cache_port: Vec<u16>,
 }
 
 fn parse_capture(s: &str) -> Result<u32, String> {

@@ -109,9 +109,20 @@ fn settings(args: &RunArgs, watch_exec: bool) -> Settings {
         files: args.tracers.files.map(usize::from),
         sql: args.sql.settings(),
         http_capture: args.http.http_capture_bytes,
+        rpc_ports: with_default(5672, &args.http.rpc_port),
+        cache_ports: with_default(11211, &args.http.cache_port),
         block_fallback: crate::settings::block_devices_without_iostats(),
         map_entries: args.tracers.map_entries.clone(),
     }
+}
+
+/// A protocol's default port and the ones given with its flag, sorted, once each.
+fn with_default(default: u16, more: &[u16]) -> Vec<u16> {
+    let mut ports = vec![default];
+    ports.extend(more);
+    ports.sort_unstable();
+    ports.dedup();
+    ports
 }
 
 /// Loads the kernel side for `settings`: every enabled registration sets up its part, then its

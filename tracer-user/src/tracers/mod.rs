@@ -49,6 +49,8 @@ pub const REGISTRY: &[&Registration] = &[
     &blockio::REGISTRATION,
     &sql::REGISTRATION,
     &http::REGISTRATION,
+    &amqp::REGISTRATION,
+    &memcached::REGISTRATION,
     &sockets::REGISTRATION,
     &drops::REGISTRATION,
 ];
@@ -398,6 +400,9 @@ mod registry {
 
     #[test]
     fn tracers_default_to_every_selectable_one() {
-        assert_eq!(default_selection(), "syscalls,fileio,blockio,sql,http");
+        assert_eq!(
+            default_selection(),
+            "syscalls,fileio,blockio,sql,http,rpc,cache"
+        );
     }
 }

@@ -132,11 +132,13 @@ impl AmqpConnection {
     }
 
     /// The protocol header was seen (the connection's start).
+    #[cfg_attr(not(test), allow(dead_code, reason = "only the tests use it"))]
     pub fn seen_from_start(&self) -> bool {
         self.from_start
     }
 
     /// Connection.Close-Ok went by.
+    #[cfg_attr(not(test), allow(dead_code, reason = "only the tests use it"))]
     pub fn closed(&self) -> bool {
         self.closed
     }

@@ -306,6 +306,7 @@ impl FrameReader {
     }
 
     /// Whether the frame under way was taken after a loss and is not yet confirmed.
+    #[cfg(test)]
     pub fn tentative(&self) -> bool {
         self.tentative
     }

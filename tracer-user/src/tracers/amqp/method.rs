@@ -141,6 +141,7 @@ impl Method {
     }
 
     /// "Basic.Publish", …, or "unknown".
+    #[cfg_attr(not(test), allow(dead_code, reason = "only the tests use it"))]
     pub fn name(&self) -> &'static str {
         let (c, m) = self.ids();
         method_name(c, m).unwrap_or("unknown")

@@ -111,6 +111,7 @@ impl<K: Clone + Eq + Hash> RpcTracker<K> {
     }
 
     /// Calls awaiting a reply (client and server side).
+    #[cfg_attr(not(test), allow(dead_code, reason = "only the tests use it"))]
     pub fn pending(&self) -> usize {
         self.client.len() + self.server.len()
     }

@@ -11,15 +11,86 @@
 
 // The tracer that feeds these (issue 12's run-loop wiring) lands separately; until then only
 // the tests call them.
-#![cfg_attr(not(test), allow(dead_code, unused_imports))]
 
 pub mod binary;
+mod family;
 pub mod lines;
+mod table;
 #[cfg(test)]
 mod tests;
 pub mod text;
 
+pub use family::CacheFamily;
+
+use super::{
+    Registration, Table,
+    views::{Measure, Metric, TableSpec},
+};
 use crate::tracers::sql::Chunk;
+
+/// The cache family's table and views; its connections are captured by the `sockets`
+/// registration, which builds the family.
+pub static REGISTRATION: Registration = Registration {
+    name: "cache",
+    selectable: true,
+    wanted: |s| s.asked_for("cache"),
+    probes: &[],
+    tables: &[Table {
+        name: table::TABLE,
+        schema: table::schema,
+        summary: Some(TableSpec {
+            table: table::TABLE,
+            title: "Cache (memcached)",
+            keys: &["server_address", "db_operation_name"],
+            counters: &[
+                "calls",
+                "hits",
+                "misses",
+                "lookups",
+                "errors",
+                "duration_ns_sum",
+                "bytes_sent",
+                "bytes_received",
+            ],
+            histogram: Some("duration_histogram"),
+            default_sort: "calls",
+            rank: 7,
+        }),
+    }],
+    metrics: &[
+        Metric {
+            id: "cache.calls",
+            table: table::TABLE,
+            title: "Cache operations",
+            keys: &["db_operation_name"],
+            only: &[],
+            measure: Measure::Counter("calls"),
+            threshold: 0.10,
+            floor: 20.0,
+            new_is_regression: false,
+            rank: 14,
+        },
+        Metric {
+            id: "cache.miss_ratio",
+            table: table::TABLE,
+            title: "Cache miss ratio",
+            keys: &["db_operation_name"],
+            only: &[],
+            measure: Measure::Ratio {
+                numerator: "misses",
+                denominator: "lookups",
+            },
+            threshold: 0.10,
+            floor: 0.05,
+            new_is_regression: false,
+            rank: 15,
+        },
+    ],
+    drops: None,
+    setup: super::no_setup,
+    hooks: super::no_hooks,
+    build: super::no_collector,
+};
 
 /// One command, completed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,6 +159,7 @@ impl MemcachedConnection {
         }
     }
 
+    #[cfg_attr(not(test), allow(dead_code, reason = "only the tests use it"))]
     pub fn flavor(&self) -> Option<Flavor> {
         match self {
             MemcachedConnection::Unknown => None,

@@ -1,7 +1,10 @@
 //! The capture's collector: drains the kernel's socket events as they arrive and hands each to
 //! the family of its connection's protocol.
 
-use std::os::fd::{AsRawFd as _, RawFd};
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    os::fd::{AsRawFd as _, RawFd},
+};
 
 use arrow_array::RecordBatch;
 use aya::{
@@ -17,8 +20,54 @@ use crate::{
     kernel::maps::{self, MapAccessError},
     processes::{ProcessKey, Processes},
     settings::Settings,
-    tracers::{DropCount, Interval, Tracer, TracerError, http::HttpFamily, sql::SqlFamily},
+    tracers::{
+        DropCount, Interval, Tracer, TracerError, amqp::RpcFamily, http::HttpFamily,
+        memcached::CacheFamily, sql::SqlFamily,
+    },
 };
+
+/// A connection's endpoints, as its Connection event told them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoints {
+    /// IP address, or the Unix socket's path.
+    pub server_address: String,
+    /// None for Unix sockets.
+    pub server_port: Option<u16>,
+    pub client_address: Option<String>,
+    pub client_port: Option<u16>,
+    /// tcp or unix.
+    pub transport: &'static str,
+}
+
+impl Endpoints {
+    /// Decodes a Connection event's endpoints (IPv4-mapped IPv6 addresses shown as IPv4).
+    pub fn of(h: &SocketEventHeader, info: &ConnInfo) -> Endpoints {
+        let ip = |b: &[u8; 16]| match h.family {
+            2 => Ipv4Addr::new(b[0], b[1], b[2], b[3]).to_string(),
+            _ => {
+                let v6 = Ipv6Addr::from(*b);
+                v6.to_ipv4_mapped()
+                    .map_or_else(|| v6.to_string(), |v4| v4.to_string())
+            }
+        };
+        match h.family {
+            2 | 10 => Endpoints {
+                server_address: ip(&info.server_addr),
+                server_port: Some(info.server_port),
+                client_address: Some(ip(&info.client_addr)),
+                client_port: Some(info.client_port),
+                transport: "tcp",
+            },
+            _ => Endpoints {
+                server_address: crate::processes::comm_string(&info.path),
+                server_port: None,
+                client_address: None,
+                client_port: None,
+                transport: "unix",
+            },
+        }
+    }
+}
 
 /// A statement a SQL connection completed, for the HTTP family to charge to the request its
 /// thread is serving.
@@ -70,6 +119,8 @@ pub struct Capture {
 struct Families {
     sql: Option<SqlFamily>,
     http: Option<HttpFamily>,
+    rpc: Option<RpcFamily>,
+    cache: Option<CacheFamily>,
     notes: Notes,
 }
 
@@ -79,21 +130,38 @@ impl Capture {
         let verdicts = maps::take_as(ebpf, SOCKET_VERDICTS)?;
         let mut ports: Array<MapData, [u8; 8]> = maps::take_as(ebpf, CAPTURE_PORTS)?;
         let sql = settings.asked_for("sql");
+        let (rpc, cache) = (settings.asked_for("rpc"), settings.asked_for("cache"));
+        let mut table = vec![[0u8; 8]; 65536 / 8];
+        let mut set = |port: u16, protocol: u8| {
+            table[usize::from(port) / 8][usize::from(port) % 8] = protocol;
+        };
         if sql {
-            let mut table = vec![[0u8; 8]; 65536 / 8];
             for &port in &settings.sql.ports {
-                table[usize::from(port) / 8][usize::from(port) % 8] = match port {
-                    3306 => Protocol::Mysql as u8,
-                    5432 => Protocol::Postgres as u8,
-                    _ => PORT_SQL,
-                };
+                set(
+                    port,
+                    match port {
+                        3306 => Protocol::Mysql as u8,
+                        5432 => Protocol::Postgres as u8,
+                        _ => PORT_SQL,
+                    },
+                );
             }
-            for (i, protocols) in table.iter().enumerate() {
-                if *protocols != [0; 8] {
-                    ports
-                        .set(i as u32, *protocols, 0)
-                        .map_err(MapAccessError::of(CAPTURE_PORTS))?;
-                }
+        }
+        if rpc {
+            for &port in &settings.rpc_ports {
+                set(port, Protocol::Amqp as u8);
+            }
+        }
+        if cache {
+            for &port in &settings.cache_ports {
+                set(port, Protocol::Memcached as u8);
+            }
+        }
+        for (i, protocols) in table.iter().enumerate() {
+            if *protocols != [0; 8] {
+                ports
+                    .set(i as u32, *protocols, 0)
+                    .map_err(MapAccessError::of(CAPTURE_PORTS))?;
             }
         }
         Ok(Capture {
@@ -104,6 +172,8 @@ impl Capture {
                 http: settings
                     .asked_for("http")
                     .then(|| HttpFamily::new(settings.asked_for("sql"))),
+                rpc: rpc.then(RpcFamily::new),
+                cache: cache.then(CacheFamily::new),
                 notes: Notes::default(),
             },
         })
@@ -135,7 +205,9 @@ impl Families {
     fn all(&mut self) -> impl Iterator<Item = &mut dyn Family> {
         let sql = self.sql.as_mut().map(|f| f as &mut dyn Family);
         let http = self.http.as_mut().map(|f| f as &mut dyn Family);
-        sql.into_iter().chain(http)
+        let rpc = self.rpc.as_mut().map(|f| f as &mut dyn Family);
+        let cache = self.cache.as_mut().map(|f| f as &mut dyn Family);
+        sql.into_iter().chain(http).chain(rpc).chain(cache)
     }
 
     /// The family of a protocol (SQL connections on extra ports may be `Unknown` until their
@@ -148,7 +220,9 @@ impl Families {
             Ok(Protocol::Http | Protocol::Uwsgi) => {
                 self.http.as_mut().map(|f| f as &mut dyn Family)
             }
-            _ => None,
+            Ok(Protocol::Amqp) => self.rpc.as_mut().map(|f| f as &mut dyn Family),
+            Ok(Protocol::Memcached) => self.cache.as_mut().map(|f| f as &mut dyn Family),
+            Err(_) => None,
         }
     }
 

@@ -1,13 +1,14 @@
 //! The socket capture: the kernel copies the traffic of the connections that matter (SQL
 //! servers' ports, HTTP and uwsgi requests, …) into one ring, and this collector hands each
-//! connection's events to its protocol family ([`Family`]: SQL, HTTP), which parses them and
-//! writes its own tables. The families are registrations of their own (`sql`, `http`) for their
-//! tables and views; this one is enabled when any of them is, and owns the kernel side.
+//! connection's events to its protocol family ([`Family`]: SQL, HTTP, RPC over AMQP, memcached),
+//! which parses them and writes its own tables. The families are registrations of their own
+//! (`sql`, `http`, `rpc`, `cache`) for their tables and views; this one is enabled when any of
+//! them is, and owns the kernel side.
 
 mod capture;
 
 use aya::Ebpf;
-pub use capture::{Family, Notes, StatementDone};
+pub use capture::{Endpoints, Family, Notes, StatementDone};
 use tracer_common::{
     dispatch::{
         HOOK_CLOSE, HOOK_SOCKETS, KIND_FILE, KIND_MASK, KIND_SHIFT, RESOLVE_FD, SHAPE_MASK,
@@ -26,7 +27,11 @@ const MAX_THREAD_SLOTS: u32 = 1 << 16;
 pub static REGISTRATION: Registration = Registration {
     name: "sockets",
     selectable: false,
-    wanted: |s| s.asked_for("sql") || s.asked_for("http"),
+    wanted: |s| {
+        ["sql", "http", "rpc", "cache"]
+            .iter()
+            .any(|t| s.asked_for(t))
+    },
     probes: &[],
     tables: &[],
     metrics: &[],
@@ -48,6 +53,8 @@ fn setup(k: &mut KernelSetup<'_>) -> Result<(), BtfError> {
         capture_http: s.http_capture,
         sniff_sql: u32::from(s.asked_for("sql")),
         sniff_http: u32::from(http),
+        sniff_amqp: u32::from(s.asked_for("rpc")),
+        sniff_cache: u32::from(s.asked_for("cache")),
         // Requests' costs in syscalls: counted per thread only when HTTP is traced.
         thread_syscalls: u32::from(http),
         thread_mask: thread_slots - 1,
@@ -67,7 +74,6 @@ fn setup(k: &mut KernelSetup<'_>) -> Result<(), BtfError> {
         unix_address_len_offset: off("unix_address", "len")?,
         unix_address_name_offset: off("unix_address", "name")?,
         sk_type_offset: off("sock", "sk_type")?,
-        _pad: 0,
     };
     k.global(common::CONFIG, &config);
     k.map_entries(SOCKET_SCRATCH, k.nr_cpus);

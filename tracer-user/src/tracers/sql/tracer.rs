@@ -1,10 +1,7 @@
 //! The SQL family of the socket capture: feeds each SQL connection's protocol parser with the
 //! events the capture hands over, and aggregates the statements per interval.
 
-use std::{
-    collections::HashMap,
-    net::{Ipv4Addr, Ipv6Addr},
-};
+use std::collections::HashMap;
 
 use arrow_array::RecordBatch;
 use tracer_common::{
@@ -27,7 +24,7 @@ use crate::{
     settings::SqlSettings,
     tracers::{
         DropCount, Interval, TracerError,
-        sockets::{Family, Notes, StatementDone},
+        sockets::{Endpoints, Family, Notes, StatementDone},
     },
 };
 
@@ -138,30 +135,12 @@ impl SqlFamily {
         };
         let protocol = Wire::try_from(h.protocol).unwrap_or(Wire::Unknown);
         let mut c = Connection::new(process, protocol, self.settings.text_bytes);
-        match h.family {
-            2 => {
-                let a = |b: &[u8; 16]| Ipv4Addr::new(b[0], b[1], b[2], b[3]).to_string();
-                c.server_address = a(&info.server_addr);
-                c.client_address = Some(a(&info.client_addr));
-                c.server_port = Some(info.server_port);
-                c.client_port = Some(info.client_port);
-            }
-            10 => {
-                let a = |b: &[u8; 16]| {
-                    let v6 = Ipv6Addr::from(*b);
-                    v6.to_ipv4_mapped()
-                        .map_or_else(|| v6.to_string(), |v4| v4.to_string())
-                };
-                c.server_address = a(&info.server_addr);
-                c.client_address = Some(a(&info.client_addr));
-                c.server_port = Some(info.server_port);
-                c.client_port = Some(info.client_port);
-            }
-            _ => {
-                c.transport = "unix";
-                c.server_address = crate::processes::comm_string(&info.path);
-            }
-        }
+        let e = Endpoints::of(h, info);
+        c.server_address = e.server_address;
+        c.server_port = e.server_port;
+        c.client_address = e.client_address;
+        c.client_port = e.client_port;
+        c.transport = e.transport;
         c.opened = true;
         c.active = true;
         c.last_ns = h.time_ns;
