@@ -87,9 +87,24 @@ def test_uwsgi_http_socket_counts_routes_bytes_and_sql_per_request(db, out):
         workers = set(s.worker_pids())
         http = settle(scalp, out, total(report), workers)
         after = db.status()
+        uwsgi_log = s.requests()
     finally:
         s.stop()
     assert by_key(http, "calls", workers) == client_by_key(report, "calls")
+    # uWSGI's own request log: the same requests, statuses and response bytes, per worker.
+    logged = collections.Counter()
+    logged_bytes = collections.Counter()
+    for r in uwsgi_log:
+        logged[(r["method"], servers_route(r["uri"]), r["status"])] += 1
+        logged_bytes[(r["method"], servers_route(r["uri"]), r["status"])] += r["response_bytes"]
+    assert by_key(http, "calls", workers) == dict(logged)
+    assert by_key(http, "response_bytes", workers) == dict(logged_bytes)
+    per_worker = collections.Counter(r["pid"] for r in uwsgi_log)
+    traced_per_worker = collections.Counter()
+    for r in http:
+        if r["direction"] == "server" and r["process_pid"] in workers:
+            traced_per_worker[r["process_pid"]] += r["calls"]
+    assert traced_per_worker == per_worker
     assert by_key(http, "request_bytes", workers) == client_by_key(report, "request_bytes")
     assert by_key(http, "response_bytes", workers) == client_by_key(report, "response_bytes")
     server_rows = [r for r in http if r["direction"] == "server"]

@@ -61,3 +61,48 @@ impl Rings {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{AsRawFd as _, OwnedFd};
+
+    use super::*;
+
+    fn pipe() -> (OwnedFd, OwnedFd) {
+        let mut fds = [0; 2];
+        // SAFETY: a valid out-array of two descriptors.
+        let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
+        assert_eq!(r, 0);
+        // SAFETY: both descriptors were just created and are owned here.
+        unsafe {
+            use std::os::fd::FromRawFd as _;
+            (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
+        }
+    }
+
+    #[tokio::test]
+    async fn the_ring_that_became_readable_is_named() {
+        let (a_read, _a_write) = pipe();
+        let (b_read, b_write) = pipe();
+        let mut rings = Rings::default();
+        rings.add(Source::Processes, a_read.as_raw_fd()).unwrap();
+        rings.add(Source::Tracer(3), b_read.as_raw_fd()).unwrap();
+        // SAFETY: writing one byte from a valid buffer to our own pipe.
+        assert_eq!(
+            unsafe { libc::write(b_write.as_raw_fd(), [1u8].as_ptr().cast(), 1) },
+            1
+        );
+        let source = tokio::time::timeout(std::time::Duration::from_secs(5), rings.readable())
+            .await
+            .expect("a readable ring");
+        assert_eq!(source, Source::Tracer(3));
+    }
+
+    #[tokio::test]
+    async fn no_ring_means_waiting_forever() {
+        let rings = Rings::default();
+        let waited =
+            tokio::time::timeout(std::time::Duration::from_millis(50), rings.readable()).await;
+        assert!(waited.is_err());
+    }
+}

@@ -539,3 +539,32 @@ async fn sleep_until(at: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_way_out_has_its_reason_and_exit_code() {
+        let e = End::of(Stop::Duration, false);
+        assert_eq!((e.reason.as_str(), e.code), ("duration", ExitCode::Ok));
+        let e = End::of(Stop::MaxSize, true);
+        assert!(e.max_size);
+        assert_eq!(e.code, ExitCode::Ok);
+        // A signal: the run is fine; with a command, the shell's code for a signal.
+        let e = End::of(Stop::Signal("SIGINT", libc::SIGINT), false);
+        assert_eq!((e.reason.as_str(), e.code), ("signal SIGINT", ExitCode::Ok));
+        let e = End::of(Stop::Signal("SIGTERM", libc::SIGTERM), true);
+        assert_eq!(e.code, ExitCode::Command(128 + 15));
+        // The command's own status becomes scalp-bpf's.
+        let e = End::of(Stop::CommandExited(7 << 8), true);
+        assert_eq!(
+            (e.code, e.command_status),
+            (ExitCode::Command(7), Some(7 << 8))
+        );
+        let e = End::of(Stop::Failed(RunError::NothingToTrace), false);
+        assert_eq!(e.code, ExitCode::OutputFailed);
+        assert!(e.reason.starts_with("error: nothing to trace"));
+        assert!(e.failure.is_some());
+    }
+}
