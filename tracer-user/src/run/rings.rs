@@ -88,10 +88,8 @@ mod tests {
         rings.add(Source::Processes, a_read.as_raw_fd()).unwrap();
         rings.add(Source::Tracer(3), b_read.as_raw_fd()).unwrap();
         // SAFETY: writing one byte from a valid buffer to our own pipe.
-        assert_eq!(
-            unsafe { libc::write(b_write.as_raw_fd(), [1u8].as_ptr().cast(), 1) },
-            1
-        );
+        let written = unsafe { libc::write(b_write.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+        assert_eq!(written, 1);
         let source = tokio::time::timeout(std::time::Duration::from_secs(5), rings.readable())
             .await
             .expect("a readable ring");
