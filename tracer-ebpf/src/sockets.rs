@@ -76,6 +76,8 @@ const AF_INET6: u16 = 10;
 
 /// Messages sniffed on a socket before it is declared not of interest.
 const MAX_TRIES: u8 = 4;
+/// Bytes a pending socket's message is sniffed on.
+const SNIFF_BYTES: u32 = 8;
 
 /// Counts a syscall of a traced thread; returns its count so far (0 when not counting).
 #[inline(always)]
@@ -180,14 +182,6 @@ pub fn on_exit(call: &Call) {
         return;
     };
     let scratch = scratch as *mut u8;
-    let http = known
-        .is_some_and(|s| s.protocol == Protocol::Http as u8 || s.protocol == Protocol::Uwsgi as u8);
-    let limit = if http {
-        setting!(SOCKETS_CONFIG.capture_http)
-    } else {
-        setting!(SOCKETS_CONFIG.capture)
-    };
-    let (len, copied) = capture(scratch, buffer_shape, call, limit);
     let mut sock = match known {
         Some(s) => s,
         None => SocketVerdict {
@@ -199,7 +193,10 @@ pub fn on_exit(call: &Call) {
             _pad: [0; 3],
         },
     };
-    if sock.class == SOCK_PENDING {
+    let pending = sock.class == SOCK_PENDING;
+    if pending {
+        // Only the first bytes decide: a socket left alone costs an 8-byte copy, not a capture.
+        let (len, copied) = capture(scratch, buffer_shape, call, SNIFF_BYTES);
         classify(&mut sock, file, scratch, copied, len, sending);
         if SOCKET_VERDICTS.insert(ino, sock, 0).is_err() {
             dropped(SocketDrop::VerdictMapFull);
@@ -207,6 +204,15 @@ pub fn on_exit(call: &Call) {
         if sock.class != SOCK_CAPTURE {
             return;
         }
+    }
+    let http = sock.protocol == Protocol::Http as u8 || sock.protocol == Protocol::Uwsgi as u8;
+    let limit = if http {
+        setting!(SOCKETS_CONFIG.capture_http)
+    } else {
+        setting!(SOCKETS_CONFIG.capture)
+    };
+    let (len, copied) = capture(scratch, buffer_shape, call, limit);
+    if pending {
         emit_connection(call, ino, &sock, file, scratch);
     }
     emit_data(call, ino, &sock, sending, len, copied, scratch);
