@@ -109,7 +109,7 @@ async fn execute(args: RunArgs, argv: Vec<String>) -> Result<ExitCode, RunError>
     } else {
         Some(child::Prepared::new(&args.command)?)
     };
-    let host = kernel::hostname();
+    let host = args.output.host.clone().unwrap_or_else(kernel::hostname);
     let out_dir = args
         .output
         .output
@@ -219,8 +219,7 @@ async fn execute(args: RunArgs, argv: Vec<String>) -> Result<ExitCode, RunError>
         &out_dir,
         schemas,
         &meta.key_values(),
-        args.output.flush_every.unwrap_or(args.timing.interval),
-        args.timing.interval,
+        args.output.sink_options(args.timing.interval),
     )?;
     tracing::info!(output = %out_dir.display(), processes = registry.live_count(), "tracing");
 

@@ -1,0 +1,394 @@
+//! Sealing: a period's log becomes one zstd Parquet file per table, each written under a hidden
+//! name, fsync'd, renamed into place and its directory fsync'd; only then is the log deleted.
+//! A part that exists already (sealed before a crash) is left as it is, so sealing a log twice
+//! — `recover` after a kill in the middle of a seal — writes nothing twice. `recover` is sealing
+//! every log a run left, plus removing hidden files a killed seal left behind.
+
+use std::{
+    fs::{self, File},
+    os::{fd::AsRawFd as _, unix::fs::OpenOptionsExt as _},
+    path::{Path, PathBuf},
+};
+
+use arrow_array::RecordBatch;
+use arrow_schema::{DataType, SchemaRef};
+use parquet::{
+    arrow::ArrowWriter,
+    basic::{Compression, Encoding, ZstdLevel},
+    file::{
+        metadata::{KeyValue, SortingColumn},
+        properties::WriterProperties,
+    },
+    schema::types::ColumnPath,
+};
+
+use super::{
+    error::{CountedFile, SinkError, sync_dir},
+    layout,
+    wal::{OpenError, Tail, WalReader},
+};
+
+/// Writer settings for a table: zstd; delta encoding for integer and timestamp columns (they
+/// are counters and near-monotonic times); dictionaries for strings; statistics per page (the
+/// default); declared sorted by `interval_start` where the table has it (rows are appended in
+/// interval order).
+pub fn properties(schema: &SchemaRef, key_values: &[(String, String)]) -> WriterProperties {
+    let mut props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_key_value_metadata(Some(
+            key_values
+                .iter()
+                .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+                .collect(),
+        ))
+        .set_created_by(format!("scalp-bpf {}", env!("CARGO_PKG_VERSION")));
+    for field in schema.fields() {
+        if matches!(
+            field.data_type(),
+            DataType::Int32 | DataType::Int64 | DataType::Timestamp(_, _)
+        ) {
+            let path = ColumnPath::from(field.name().as_str());
+            props = props
+                .set_column_dictionary_enabled(path.clone(), false)
+                .set_column_encoding(path, Encoding::DELTA_BINARY_PACKED);
+        }
+    }
+    if let Ok(i) = schema.index_of("interval_start") {
+        props = props.set_sorting_columns(Some(vec![SortingColumn {
+            column_idx: i as i32,
+            descending: false,
+            nulls_first: false,
+        }]));
+    }
+    props.build()
+}
+
+/// `base` with the keys of `extra` replaced (or added).
+pub fn merge_kv(base: &[(String, String)], extra: &[(String, String)]) -> Vec<(String, String)> {
+    let mut kv: Vec<(String, String)> = base
+        .iter()
+        .filter(|(k, _)| !extra.iter().any(|(e, _)| e == k))
+        .cloned()
+        .collect();
+    kv.extend(extra.iter().cloned());
+    kv
+}
+
+/// A part that was put in place.
+#[derive(Clone, Debug)]
+pub struct PartInfo {
+    pub table: String,
+    pub seq: u32,
+    pub path: PathBuf,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// A Parquet file being written under its hidden name; removed unless closed.
+pub struct PartWriter {
+    writer: Option<ArrowWriter<CountedFile>>,
+    errno: std::sync::Arc<std::sync::atomic::AtomicI32>,
+    root: PathBuf,
+    table: String,
+    seq: u32,
+    tmp: PathBuf,
+    path: PathBuf,
+    rows: u64,
+}
+
+impl PartWriter {
+    pub fn create(
+        root: &Path,
+        table: &str,
+        seq: u32,
+        schema: SchemaRef,
+        props: WriterProperties,
+    ) -> Result<PartWriter, SinkError> {
+        let dir = root.join(table);
+        let tmp = dir.join(layout::tmp_name(seq));
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| SinkError::io(root, &tmp, e))?;
+        let file = CountedFile::new(file);
+        let errno = file.errno.clone();
+        let writer = match ArrowWriter::try_new(file, schema, Some(props)) {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(SinkError::parquet(root, &tmp, e, &errno));
+            }
+        };
+        Ok(PartWriter {
+            writer: Some(writer),
+            errno,
+            root: root.to_owned(),
+            table: table.to_owned(),
+            seq,
+            path: dir.join(layout::part_name(seq)),
+            tmp,
+            rows: 0,
+        })
+    }
+
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), SinkError> {
+        let Some(w) = self.writer.as_mut() else {
+            return Ok(());
+        };
+        w.write(batch)
+            .map_err(|e| SinkError::parquet(&self.root, &self.tmp, e, &self.errno))?;
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    /// Bytes the part will take once closed (the buffered row group as estimated).
+    pub fn size(&self) -> u64 {
+        self.writer
+            .as_ref()
+            .map_or(0, |w| (w.bytes_written() + w.in_progress_size()) as u64)
+    }
+
+    /// Footer (with `extra` key-values), fsync, rename into place, fsync of the directory.
+    pub fn close(mut self, extra: &[(String, String)]) -> Result<PartInfo, SinkError> {
+        let Some(mut writer) = self.writer.take() else {
+            return Err(SinkError::Thread("part closed twice".to_owned()));
+        };
+        for (k, v) in extra {
+            writer.append_key_value_metadata(KeyValue::new(k.clone(), v.clone()));
+        }
+        let file = writer
+            .into_inner()
+            .map_err(|e| SinkError::parquet(&self.root, &self.tmp, e, &self.errno))?;
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            let root = self.root.clone();
+            move |e| SinkError::io(&root, &path, e)
+        };
+        file.file.sync_all().map_err(io(&self.tmp))?;
+        fs::rename(&self.tmp, &self.path).map_err(io(&self.path))?;
+        let dir = self.path.parent().unwrap_or(&self.root).to_owned();
+        sync_dir(&dir).map_err(io(&dir))?;
+        Ok(PartInfo {
+            table: self.table.clone(),
+            seq: self.seq,
+            path: self.path.clone(),
+            rows: self.rows,
+            bytes: file.written,
+        })
+    }
+}
+
+impl Drop for PartWriter {
+    fn drop(&mut self) {
+        if self.writer.take().is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// What sealing one log did.
+#[derive(Debug, Default)]
+pub struct Sealed {
+    pub parts: Vec<PartInfo>,
+    /// What followed the log's last commit (dropped).
+    pub tail: Tail,
+    /// Bytes of the log that was sealed (and deleted).
+    pub log_bytes: u64,
+    /// Interval groups the log held.
+    pub commits: u64,
+}
+
+pub struct SealOptions<'a> {
+    /// Key-values that replace the log's own in the footers (`run_end` at the end of a run).
+    pub extra: &'a [(String, String)],
+    /// Give a table that has no part at all an empty one, so that readers find its schema (the
+    /// last log of a run).
+    pub schema_parts: bool,
+}
+
+/// Seals log `seq` of the run in `root` into its parts, then deletes it. On failure the parts
+/// begun are removed and the log stays, to be sealed again.
+pub fn seal(root: &Path, seq: u32, log: &Path, opts: &SealOptions) -> Result<Sealed, SinkError> {
+    let file = File::open(log).map_err(|e| SinkError::io(root, log, e))?;
+    let log_bytes = file.metadata().map_or(0, |m| m.len());
+    let mut sealed = Sealed {
+        log_bytes,
+        ..Sealed::default()
+    };
+    let mut reader = match WalReader::open(file) {
+        Ok(r) => r,
+        Err(OpenError::Empty) => {
+            sealed.tail.torn = log_bytes > 0;
+            delete_log(root, log)?;
+            return Ok(sealed);
+        }
+        Err(OpenError::Corrupt(reason)) => {
+            return Err(SinkError::Corrupt {
+                path: log.to_owned(),
+                reason,
+            });
+        }
+        Err(OpenError::Io(e)) => return Err(SinkError::io(root, log, e)),
+    };
+    let tables: Vec<(String, SchemaRef)> = reader.tables().to_vec();
+    let base = reader.meta().to_vec();
+    let props = |t: &str, schema: &SchemaRef| {
+        let mut kv = merge_kv(&base, opts.extra);
+        kv.push(("scalp.table".to_owned(), t.to_owned()));
+        kv.push(("scalp.period".to_owned(), seq.to_string()));
+        properties(schema, &kv)
+    };
+    // A table whose part exists was sealed before (a seal cut short): skip it.
+    let todo: Vec<bool> = tables
+        .iter()
+        .map(|(t, _)| !root.join(t).join(layout::part_name(seq)).exists())
+        .collect();
+    let mut writers: Vec<Option<PartWriter>> = tables.iter().map(|_| None).collect();
+    while let Some(group) = reader.next_group() {
+        for (t, batch) in group {
+            if !todo[t] || batch.num_rows() == 0 {
+                continue;
+            }
+            let w = match &mut writers[t] {
+                Some(w) => w,
+                slot => {
+                    let (name, schema) = &tables[t];
+                    ensure_dir(root, name)?;
+                    slot.insert(PartWriter::create(
+                        root,
+                        name,
+                        seq,
+                        schema.clone(),
+                        props(name, schema),
+                    )?)
+                }
+            };
+            w.write(&batch)?;
+        }
+    }
+    sealed.tail = reader.tail();
+    sealed.commits = reader.commits();
+    for (t, (name, schema)) in tables.iter().enumerate() {
+        let writer = match writers[t].take() {
+            Some(w) => Some(w),
+            None if todo[t] && opts.schema_parts && layout::parts(&root.join(name)).is_empty() => {
+                ensure_dir(root, name)?;
+                let mut w =
+                    PartWriter::create(root, name, seq, schema.clone(), props(name, schema))?;
+                w.write(&RecordBatch::new_empty(schema.clone()))?;
+                Some(w)
+            }
+            None => None,
+        };
+        if let Some(w) = writer {
+            sealed.parts.push(w.close(&[])?);
+        }
+    }
+    delete_log(root, log)?;
+    Ok(sealed)
+}
+
+fn ensure_dir(root: &Path, table: &str) -> Result<(), SinkError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    let dir = root.join(table);
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(&dir)
+        .map_err(|e| SinkError::io(root, &dir, e))
+}
+
+fn delete_log(root: &Path, log: &Path) -> Result<(), SinkError> {
+    fs::remove_file(log).map_err(|e| SinkError::io(root, log, e))?;
+    let dir = log.parent().unwrap_or(root);
+    sync_dir(dir).map_err(|e| SinkError::io(root, dir, e))
+}
+
+/// The lock a run holds on its log directory while it writes: `recover` must not seal a log
+/// that a live run is appending to. An flock is released by the kernel when its holder dies,
+/// `kill -9` included.
+pub struct RunLock {
+    _file: File,
+}
+
+impl RunLock {
+    /// Takes the lock, or says it is held (`Ok(None)`).
+    pub fn try_take(root: &Path) -> Result<Option<RunLock>, SinkError> {
+        let path = root.join(layout::WAL_DIR).join(layout::LOCK);
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| SinkError::io(root, &path, e))?;
+        // SAFETY: flock on a descriptor this function owns; no memory is involved.
+        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if r == 0 {
+            return Ok(Some(RunLock { _file: file }));
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Ok(None);
+        }
+        Err(SinkError::io(root, &path, e))
+    }
+}
+
+/// What `recover` did.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Hidden, half-written parts removed.
+    pub removed: Vec<PathBuf>,
+    /// Logs sealed: (period, what sealing it did).
+    pub logs: Vec<(u32, Sealed)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecoverError {
+    #[error("{dir} is being written by a running scalp-bpf (recover it once that run has ended)")]
+    Live { dir: PathBuf },
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
+/// Seals every log a run left and removes half-written parts. Idempotent: a run with nothing
+/// left to seal is left as it is.
+pub fn recover(root: &Path) -> Result<Recovered, RecoverError> {
+    let mut done = Recovered::default();
+    let wal_dir = root.join(layout::WAL_DIR);
+    let _lock = if wal_dir.is_dir() {
+        Some(RunLock::try_take(root)?.ok_or_else(|| RecoverError::Live {
+            dir: root.to_owned(),
+        })?)
+    } else {
+        None
+    };
+    for tmp in layout::leftovers(root) {
+        fs::remove_file(&tmp).map_err(|e| SinkError::io(root, &tmp, e))?;
+        if let Some(dir) = tmp.parent() {
+            sync_dir(dir).map_err(|e| SinkError::io(root, dir, e))?;
+        }
+        done.removed.push(tmp);
+    }
+    let logs = layout::wals(root);
+    let last = logs.last().map(|(seq, _)| *seq);
+    for (seq, path) in logs {
+        let opts = SealOptions {
+            extra: &[],
+            schema_parts: Some(seq) == last,
+        };
+        done.logs.push((seq, seal(root, seq, &path, &opts)?));
+    }
+    if wal_dir.is_dir() {
+        let _ = fs::remove_file(wal_dir.join(layout::LOCK));
+        if fs::remove_dir(&wal_dir).is_ok() {
+            sync_dir(root).map_err(|e| SinkError::io(root, root, e))?;
+        }
+    }
+    Ok(done)
+}
