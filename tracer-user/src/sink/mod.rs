@@ -245,3 +245,148 @@ impl Drop for Sink {
         self.abandon();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use parquet::file::reader::{FileReader as _, SerializedFileReader};
+
+    use super::*;
+    use crate::sink::wal::tests::{batch, schema, scratch};
+
+    fn sink(root: &Path, rotate: Duration) -> Sink {
+        let opts = SinkOptions {
+            interval: Duration::ZERO,
+            layout: Layout::Periods(PeriodOptions {
+                rotate,
+                rotate_size: 0,
+                sync_every: Duration::ZERO,
+            }),
+            ship: None,
+        };
+        let kv = vec![("scalp.host".to_owned(), "h".to_owned())];
+        Sink::new(root, vec![("a", schema()), ("b", schema())], &kv, opts).unwrap()
+    }
+
+    /// (file name, rows) of a table's parts.
+    fn parts(root: &Path, table: &str) -> Vec<(String, i64)> {
+        layout::parts(&root.join(table))
+            .iter()
+            .map(|p| {
+                let r = SerializedFileReader::new(fs::File::open(p).unwrap()).unwrap();
+                let n = r.metadata().file_metadata().num_rows();
+                (p.file_name().unwrap().to_string_lossy().into_owned(), n)
+            })
+            .collect()
+    }
+
+    /// Hidden files anywhere under root.
+    fn hidden(root: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut dirs = vec![root.to_owned()];
+        while let Some(d) = dirs.pop() {
+            for e in fs::read_dir(&d).unwrap().flatten() {
+                if e.file_name().to_string_lossy().starts_with('.') {
+                    out.push(e.path());
+                }
+                if e.path().is_dir() {
+                    dirs.push(e.path());
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_run_makes_one_part_per_table_per_period_and_leaves_nothing_hidden() {
+        let root = scratch("sink-finish");
+        let mut s = sink(&root, Duration::from_secs(3600));
+        for i in 0..4 {
+            s.write("a", &batch(i * 3, 3)).unwrap();
+            s.rotate_if_due().unwrap();
+        }
+        assert!(s.bytes() > 0);
+        s.finish(&[("scalp.run_end".to_owned(), "end".to_owned())])
+            .unwrap();
+        assert_eq!(parts(&root, "a"), vec![("part-00000001.parquet".to_owned(), 12)]);
+        // b got no rows: one empty part, so that readers find its schema.
+        assert_eq!(parts(&root, "b"), vec![("part-00000001.parquet".to_owned(), 0)]);
+        assert_eq!(s.stats(), vec![("a", 1, 12), ("b", 1, 0)]);
+        assert!(hidden(&root).is_empty(), "{:?}", hidden(&root));
+        drop(s);
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn every_period_is_sealed_in_the_background_and_numbered_by_its_log() {
+        let root = scratch("sink-rotate");
+        let mut s = sink(&root, Duration::from_nanos(1));
+        for i in 0..5 {
+            s.write("a", &batch(i, 2)).unwrap();
+            s.write("b", &batch(i, 1)).unwrap();
+            s.rotate_if_due().unwrap();
+        }
+        s.finish(&[]).unwrap();
+        let names: Vec<(String, i64)> = (1..=5)
+            .map(|i| (layout::part_name(i), 2))
+            .collect();
+        assert_eq!(parts(&root, "a"), names);
+        assert_eq!(parts(&root, "b").len(), 5);
+        assert!(hidden(&root).is_empty());
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_sink_dropped_unfinished_keeps_every_committed_interval_and_no_half_file() {
+        let root = scratch("sink-drop");
+        let mut s = sink(&root, Duration::from_secs(3600));
+        s.write("a", &batch(0, 3)).unwrap();
+        s.rotate_if_due().unwrap();
+        s.write("a", &batch(3, 3)).unwrap();
+        s.rotate_if_due().unwrap();
+        // The interval in progress when the sink goes away: not committed, so not kept.
+        s.write("a", &batch(6, 3)).unwrap();
+        drop(s);
+        assert_eq!(parts(&root, "a"), vec![("part-00000001.parquet".to_owned(), 6)]);
+        assert!(hidden(&root).is_empty(), "{:?}", hidden(&root));
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_removed_output_directory_is_noticed_at_the_next_interval_end() {
+        let root = scratch("sink-removed");
+        let mut s = sink(&root, Duration::from_secs(3600));
+        s.write("a", &batch(0, 3)).unwrap();
+        s.rotate_if_due().unwrap();
+        fs::remove_dir_all(&root).unwrap();
+        s.write("a", &batch(3, 3)).unwrap();
+        match s.rotate_if_due() {
+            Err(SinkError::Removed { dir }) => assert_eq!(dir, root),
+            other => panic!("{other:?}"),
+        }
+        s.abandon();
+        assert!(!root.exists());
+    }
+
+    #[test]
+    fn the_legacy_layout_closes_a_part_per_table_every_flush() {
+        let root = scratch("sink-legacy");
+        let opts = SinkOptions {
+            interval: Duration::ZERO,
+            layout: Layout::Parts {
+                flush_every: Duration::from_nanos(1),
+            },
+            ship: None,
+        };
+        let mut s = Sink::new(&root, vec![("a", schema())], &[], opts).unwrap();
+        for i in 0..3 {
+            s.write("a", &batch(i, 1)).unwrap();
+            s.rotate_if_due().unwrap();
+        }
+        s.finish(&[]).unwrap();
+        assert_eq!(parts(&root, "a").len(), 3);
+        assert!(hidden(&root).is_empty());
+        fs::remove_dir_all(&root).unwrap();
+    }
+}

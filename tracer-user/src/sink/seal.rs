@@ -392,3 +392,142 @@ pub fn recover(root: &Path) -> Result<Recovered, RecoverError> {
     }
     Ok(done)
 }
+
+#[cfg(test)]
+mod tests {
+    use parquet::file::reader::{FileReader as _, SerializedFileReader};
+
+    use super::*;
+    use crate::sink::wal::{
+        WalWriter,
+        tests::{batch, schema, scratch},
+    };
+
+    /// A run directory with log `seq` holding `groups` commits of tables a (2 rows each) and
+    /// b (1 row each).
+    fn killed_run(name: &str, seq: u32, groups: i64) -> PathBuf {
+        let root = scratch(name);
+        fs::create_dir_all(root.join(layout::WAL_DIR)).unwrap();
+        let path = root.join(layout::WAL_DIR).join(layout::wal_name(seq));
+        let kv = vec![("scalp.host".to_owned(), "h".to_owned())];
+        let mut w = WalWriter::create(&path, &kv, &[("a", schema()), ("b", schema())]).unwrap();
+        for g in 0..groups {
+            w.append(0, &batch(g * 2, 2)).unwrap();
+            w.append(1, &batch(g, 1)).unwrap();
+            w.commit().unwrap();
+        }
+        drop(w.close());
+        root
+    }
+
+    fn rows(path: &Path) -> (i64, Vec<(String, String)>) {
+        let r = SerializedFileReader::new(File::open(path).unwrap()).unwrap();
+        let kv = r
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .map(|kv| {
+                kv.iter()
+                    .map(|k| (k.key.clone(), k.value.clone().unwrap_or_default()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        (r.metadata().file_metadata().num_rows(), kv)
+    }
+
+    #[test]
+    fn a_seal_makes_one_part_per_table_and_deletes_the_log() {
+        let root = killed_run("seal", 1, 5);
+        let log = root.join(layout::WAL_DIR).join(layout::wal_name(1));
+        let extra = vec![("scalp.run_end".to_owned(), "end".to_owned())];
+        let sealed = seal(
+            &root,
+            1,
+            &log,
+            &SealOptions {
+                extra: &extra,
+                schema_parts: true,
+            },
+        )
+        .unwrap();
+        assert!(!log.exists());
+        assert_eq!(sealed.commits, 5);
+        assert!(!sealed.tail.dropped());
+        let (a_rows, kv) = rows(&root.join("a").join(layout::part_name(1)));
+        assert_eq!(a_rows, 10);
+        assert_eq!(rows(&root.join("b").join(layout::part_name(1))).0, 5);
+        for (k, v) in [("scalp.host", "h"), ("scalp.table", "a"), ("scalp.run_end", "end")] {
+            assert!(kv.contains(&(k.to_owned(), v.to_owned())), "{k} missing: {kv:?}");
+        }
+        assert!(layout::leftovers(&root).is_empty());
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn recover_seals_what_a_kill_left_once_and_skips_parts_already_sealed() {
+        let root = killed_run("recover", 3, 4);
+        // A kill in the middle of sealing: a's part is in place, b's was half-written.
+        let log = root.join(layout::WAL_DIR).join(layout::wal_name(3));
+        let bytes = fs::read(&log).unwrap();
+        fs::create_dir_all(root.join("a")).unwrap();
+        fs::create_dir_all(root.join("b")).unwrap();
+        seal(&root, 3, &log, &SealOptions { extra: &[], schema_parts: false }).unwrap();
+        fs::remove_file(root.join("b").join(layout::part_name(3))).unwrap();
+        fs::write(root.join("b").join(layout::tmp_name(3)), b"half a part").unwrap();
+        let a_before = fs::metadata(root.join("a").join(layout::part_name(3))).unwrap();
+        // The log, its last chunk cut by the kill.
+        fs::create_dir_all(root.join(layout::WAL_DIR)).unwrap();
+        let mut cut = bytes.clone();
+        cut.extend(&bytes[bytes.len() - 40..bytes.len() - 10]);
+        fs::write(&log, &cut).unwrap();
+
+        let done = recover(&root).unwrap();
+        assert_eq!(done.removed, vec![root.join("b").join(layout::tmp_name(3))]);
+        let [(3, sealed)] = &done.logs[..] else {
+            panic!("{:?}", done.logs)
+        };
+        assert_eq!(sealed.tail.torn_bytes, 30);
+        assert_eq!(sealed.parts.len(), 1, "a's part was sealed before: not again");
+        assert_eq!(rows(&root.join("b").join(layout::part_name(3))).0, 4);
+        let a_after = fs::metadata(root.join("a").join(layout::part_name(3))).unwrap();
+        assert_eq!(a_before.modified().unwrap(), a_after.modified().unwrap());
+        assert!(!root.join(layout::WAL_DIR).exists());
+
+        let again = recover(&root).unwrap();
+        assert!(again.logs.is_empty() && again.removed.is_empty());
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn recover_refuses_a_run_that_is_still_writing() {
+        let root = killed_run("recover-live", 1, 1);
+        let lock = RunLock::try_take(&root).unwrap().expect("free");
+        assert!(matches!(recover(&root), Err(RecoverError::Live { .. })));
+        drop(lock);
+        assert_eq!(recover(&root).unwrap().logs.len(), 1);
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_log_killed_before_its_first_commit_is_removed_as_empty() {
+        let root = scratch("recover-empty");
+        fs::create_dir_all(root.join(layout::WAL_DIR)).unwrap();
+        fs::write(root.join(layout::WAL_DIR).join(layout::wal_name(1)), b"SCALPW").unwrap();
+        let done = recover(&root).unwrap();
+        assert!(done.logs[0].1.tail.torn && done.logs[0].1.parts.is_empty());
+        assert!(!root.join(layout::WAL_DIR).exists());
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_foreign_file_in_the_log_directory_is_an_error_not_a_loss() {
+        let root = scratch("recover-foreign");
+        fs::create_dir_all(root.join(layout::WAL_DIR)).unwrap();
+        let log = root.join(layout::WAL_DIR).join(layout::wal_name(1));
+        fs::write(&log, b"PAR1 not a log at all").unwrap();
+        let e = recover(&root).unwrap_err().to_string();
+        assert!(e.contains("not a scalp-bpf write-ahead log"), "{e}");
+        assert!(log.exists(), "kept for a human to look at");
+        fs::remove_dir_all(&root).unwrap();
+    }
+}
