@@ -72,7 +72,8 @@ const SHIP_WAIT_FAILED: Duration = Duration::from_secs(5);
 const FOOTER_BYTES: u64 = 8 << 10;
 
 enum Backend {
-    Periods(periods::Logged),
+    // Boxed: one sink per run, and the log's state is much larger than the legacy layout's.
+    Periods(Box<periods::Logged>),
     Parts(parts::Parts),
 }
 
@@ -92,13 +93,13 @@ impl Sink {
         opts: SinkOptions,
     ) -> Result<Sink, SinkError> {
         let backend = match opts.layout {
-            Layout::Periods(p) => Backend::Periods(periods::Logged::new(
+            Layout::Periods(p) => Backend::Periods(Box::new(periods::Logged::new(
                 root,
                 schemas,
                 key_values,
                 p,
                 opts.interval,
-            )?),
+            )?)),
             Layout::Parts { flush_every } => Backend::Parts(parts::Parts::new(
                 root,
                 schemas,
@@ -309,9 +310,15 @@ mod tests {
         assert!(s.bytes() > 0);
         s.finish(&[("scalp.run_end".to_owned(), "end".to_owned())])
             .unwrap();
-        assert_eq!(parts(&root, "a"), vec![("part-00000001.parquet".to_owned(), 12)]);
+        assert_eq!(
+            parts(&root, "a"),
+            vec![("part-00000001.parquet".to_owned(), 12)]
+        );
         // b got no rows: one empty part, so that readers find its schema.
-        assert_eq!(parts(&root, "b"), vec![("part-00000001.parquet".to_owned(), 0)]);
+        assert_eq!(
+            parts(&root, "b"),
+            vec![("part-00000001.parquet".to_owned(), 0)]
+        );
         assert_eq!(s.stats(), vec![("a", 1, 12), ("b", 1, 0)]);
         assert!(hidden(&root).is_empty(), "{:?}", hidden(&root));
         drop(s);
@@ -328,9 +335,7 @@ mod tests {
             s.rotate_if_due().unwrap();
         }
         s.finish(&[]).unwrap();
-        let names: Vec<(String, i64)> = (1..=5)
-            .map(|i| (layout::part_name(i), 2))
-            .collect();
+        let names: Vec<(String, i64)> = (1..=5).map(|i| (layout::part_name(i), 2)).collect();
         assert_eq!(parts(&root, "a"), names);
         assert_eq!(parts(&root, "b").len(), 5);
         assert!(hidden(&root).is_empty());
@@ -348,7 +353,10 @@ mod tests {
         // The interval in progress when the sink goes away: not committed, so not kept.
         s.write("a", &batch(6, 3)).unwrap();
         drop(s);
-        assert_eq!(parts(&root, "a"), vec![("part-00000001.parquet".to_owned(), 6)]);
+        assert_eq!(
+            parts(&root, "a"),
+            vec![("part-00000001.parquet".to_owned(), 6)]
+        );
         assert!(hidden(&root).is_empty(), "{:?}", hidden(&root));
         fs::remove_dir_all(&root).unwrap();
     }

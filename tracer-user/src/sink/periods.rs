@@ -287,6 +287,7 @@ impl Logged {
             }
         }
         self.syncer.stop();
+        tracing::info!(fsyncs = self.syncs(), "write-ahead log: syncs of the run");
         let Some(wal) = wal else {
             return failure.map_or(Ok(()), Err);
         };

@@ -78,7 +78,6 @@ pub fn merge_kv(base: &[(String, String)], extra: &[(String, String)]) -> Vec<(S
 #[derive(Clone, Debug)]
 pub struct PartInfo {
     pub table: String,
-    pub seq: u32,
     pub path: PathBuf,
     pub rows: u64,
     pub bytes: u64,
@@ -90,7 +89,6 @@ pub struct PartWriter {
     errno: std::sync::Arc<std::sync::atomic::AtomicI32>,
     root: PathBuf,
     table: String,
-    seq: u32,
     tmp: PathBuf,
     path: PathBuf,
     rows: u64,
@@ -127,7 +125,6 @@ impl PartWriter {
             errno,
             root: root.to_owned(),
             table: table.to_owned(),
-            seq,
             path: dir.join(layout::part_name(seq)),
             tmp,
             rows: 0,
@@ -173,7 +170,6 @@ impl PartWriter {
         sync_dir(&dir).map_err(io(&dir))?;
         Ok(PartInfo {
             table: self.table.clone(),
-            seq: self.seq,
             path: self.path.clone(),
             rows: self.rows,
             bytes: file.written,
@@ -456,8 +452,15 @@ mod tests {
         let (a_rows, kv) = rows(&root.join("a").join(layout::part_name(1)));
         assert_eq!(a_rows, 10);
         assert_eq!(rows(&root.join("b").join(layout::part_name(1))).0, 5);
-        for (k, v) in [("scalp.host", "h"), ("scalp.table", "a"), ("scalp.run_end", "end")] {
-            assert!(kv.contains(&(k.to_owned(), v.to_owned())), "{k} missing: {kv:?}");
+        for (k, v) in [
+            ("scalp.host", "h"),
+            ("scalp.table", "a"),
+            ("scalp.run_end", "end"),
+        ] {
+            assert!(
+                kv.contains(&(k.to_owned(), v.to_owned())),
+                "{k} missing: {kv:?}"
+            );
         }
         assert!(layout::leftovers(&root).is_empty());
         fs::remove_dir_all(&root).unwrap();
@@ -471,7 +474,16 @@ mod tests {
         let bytes = fs::read(&log).unwrap();
         fs::create_dir_all(root.join("a")).unwrap();
         fs::create_dir_all(root.join("b")).unwrap();
-        seal(&root, 3, &log, &SealOptions { extra: &[], schema_parts: false }).unwrap();
+        seal(
+            &root,
+            3,
+            &log,
+            &SealOptions {
+                extra: &[],
+                schema_parts: false,
+            },
+        )
+        .unwrap();
         fs::remove_file(root.join("b").join(layout::part_name(3))).unwrap();
         fs::write(root.join("b").join(layout::tmp_name(3)), b"half a part").unwrap();
         let a_before = fs::metadata(root.join("a").join(layout::part_name(3))).unwrap();
@@ -487,7 +499,11 @@ mod tests {
             panic!("{:?}", done.logs)
         };
         assert_eq!(sealed.tail.torn_bytes, 30);
-        assert_eq!(sealed.parts.len(), 1, "a's part was sealed before: not again");
+        assert_eq!(
+            sealed.parts.len(),
+            1,
+            "a's part was sealed before: not again"
+        );
         assert_eq!(rows(&root.join("b").join(layout::part_name(3))).0, 4);
         let a_after = fs::metadata(root.join("a").join(layout::part_name(3))).unwrap();
         assert_eq!(a_before.modified().unwrap(), a_after.modified().unwrap());
@@ -512,7 +528,11 @@ mod tests {
     fn a_log_killed_before_its_first_commit_is_removed_as_empty() {
         let root = scratch("recover-empty");
         fs::create_dir_all(root.join(layout::WAL_DIR)).unwrap();
-        fs::write(root.join(layout::WAL_DIR).join(layout::wal_name(1)), b"SCALPW").unwrap();
+        fs::write(
+            root.join(layout::WAL_DIR).join(layout::wal_name(1)),
+            b"SCALPW",
+        )
+        .unwrap();
         let done = recover(&root).unwrap();
         assert!(done.logs[0].1.tail.torn && done.logs[0].1.parts.is_empty());
         assert!(!root.join(layout::WAL_DIR).exists());

@@ -587,8 +587,11 @@ pub mod tests {
         std::fs::read(path).unwrap()
     }
 
-    /// Every committed group, as (table, first value, rows).
-    fn read_all(bytes: &[u8], dir: &Path) -> Result<(Vec<Vec<(usize, i64, usize)>>, Tail), String> {
+    /// A group read back: (table, first value, rows) of each batch.
+    type Group = Vec<(usize, i64, usize)>;
+
+    /// Every committed group.
+    fn read_all(bytes: &[u8], dir: &Path) -> Result<(Vec<Group>, Tail), String> {
         let path = dir.join("copy.wal");
         std::fs::write(&path, bytes).unwrap();
         let mut r = match WalReader::open(File::open(&path).unwrap()) {
@@ -613,7 +616,7 @@ pub mod tests {
         Ok((groups, r.tail()))
     }
 
-    fn expected(groups: i64) -> Vec<Vec<(usize, i64, usize)>> {
+    fn expected(groups: i64) -> Vec<Group> {
         (0..groups)
             .map(|g| vec![(0, g * 10, 3), (1, g * 10, 1)])
             .collect()
