@@ -148,11 +148,24 @@ impl PartWriter {
             .map_or(0, |w| (w.bytes_written() + w.in_progress_size()) as u64)
     }
 
-    /// Footer (with `extra` key-values), fsync, rename into place, fsync of the directory.
+    /// Footer (with `extra` key-values), fsync, rename into place, fsync of the directory. On
+    /// failure the hidden file is removed.
     pub fn close(mut self, extra: &[(String, String)]) -> Result<PartInfo, SinkError> {
-        let Some(mut writer) = self.writer.take() else {
+        let Some(writer) = self.writer.take() else {
             return Err(SinkError::Thread("part closed twice".to_owned()));
         };
+        let result = self.complete(writer, extra);
+        if result.is_err() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+        result
+    }
+
+    fn complete(
+        &self,
+        mut writer: ArrowWriter<CountedFile>,
+        extra: &[(String, String)],
+    ) -> Result<PartInfo, SinkError> {
         for (k, v) in extra {
             writer.append_key_value_metadata(KeyValue::new(k.clone(), v.clone()));
         }
