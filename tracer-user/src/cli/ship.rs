@@ -39,7 +39,7 @@ pub fn main(args: ShipArgs) -> ExitCode {
             );
         } else {
             eprintln!(
-                "scalp-bpf: {dir} has intervals not sealed yet (the run was killed): `scalp-bpf recover {dir}` seals them"
+                "scalp-bpf: {dir} has intervals not sealed yet (the run was killed); seal them with: scalp-bpf recover {dir}"
             );
         }
         return ExitCode::BadRun;
