@@ -54,7 +54,7 @@ pub struct Logged {
     sealer: Sealer,
     /// Parts sealed since the last [`Logged::take_sealed`].
     fresh: Vec<PartInfo>,
-    /// Rows dropped from logs at seal time (a torn tail), for the exit summary.
+    /// Finished or abandoned: nothing more is written.
     closed: bool,
     _lock: RunLock,
 }
@@ -179,7 +179,9 @@ impl Logged {
         if let Some((path, e)) = self.syncer.take_error() {
             return Err(SinkError::io(&self.root, &path, e));
         }
-        if self.unsynced && self.last_sync.elapsed() >= self.opts.sync_every {
+        // Syncs happen at interval ends, like rotations: one due within half an interval is due
+        // now (else an interval as long as --sync-every would sync every other interval).
+        if self.unsynced && self.last_sync.elapsed() + self.slack >= self.opts.sync_every {
             self.request_sync()?;
         }
         let size_due = self.opts.rotate_size > 0

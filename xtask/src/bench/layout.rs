@@ -210,7 +210,7 @@ const QUERIES: &[(&str, &str)] = &[
     (
         "latency histogram",
         "select syscall_name, list_reduce(list(duration_histogram), \
-         (a, b) -> list_transform(list_zip(a, b), x -> x[1] + x[2])) \
+         lambda a, b: list_transform(list_zip(a, b), lambda x: x[1] + x[2])) \
          from read_parquet('{dir}/syscalls/*.parquet') group by all",
     ),
     (
@@ -301,7 +301,9 @@ pub fn run(scalp: &Path, opts: &Options) -> Result<()> {
         )?,
         start_run(scalp, "log + 10-min files", &[], opts, &pids)?,
     ];
+    let started = Instant::now();
     let syncs = count_syncs(&sides.iter().map(|s| s.child.id()).collect::<Vec<_>>())?;
+    let sync_start = Instant::now();
     let mut releases = Vec::new();
     for w in workers {
         releases.push(std::thread::spawn(move || w.release()));
@@ -324,7 +326,14 @@ pub fn run(scalp: &Path, opts: &Options) -> Result<()> {
     for s in &mut sides {
         let io = io_of(s.child.id());
         let cpu = cpu_of(s.child.id()) - s.cpu0;
-        rows.push((io, cpu));
+        // Files while running (the last, partial period is sealed when the run stops).
+        let files = dir_stats(&s.out);
+        rows.push((io, cpu, files));
+    }
+    let sync_secs = sync_start.elapsed().as_secs_f64();
+    let run_hours = started.elapsed().as_secs_f64() / 3600.0;
+    let sync_counts = sync_counts(syncs)?;
+    for s in &mut sides {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(s.child.id() as i32, libc::SIGINT) };
     }
@@ -334,7 +343,6 @@ pub fn run(scalp: &Path, opts: &Options) -> Result<()> {
             bail!("scalp-bpf ({}) failed: {st}", s.name);
         }
     }
-    let sync_counts = sync_counts(syncs)?;
     for p in &pids {
         // SAFETY: signalling the workers we started.
         unsafe { libc::kill(*p as i32, libc::SIGUSR1) };
@@ -382,18 +390,15 @@ pub fn run(scalp: &Path, opts: &Options) -> Result<()> {
     };
     line(
         "fsync-family calls per second",
-        syncs_of(sides[0].child.id()) / secs,
-        syncs_of(sides[1].child.id()) / secs,
+        syncs_of(sides[0].child.id()) / sync_secs,
+        syncs_of(sides[1].child.id()) / sync_secs,
         "",
     );
-    let (bytes_a, files_a, tables_a) = dir_stats(&sides[0].out);
-    let (bytes_b, files_b, tables_b) = dir_stats(&sides[1].out);
-    line(
-        "files per table per hour",
-        files_a as f64 / tables_a.max(1) as f64 / (minutes / 60.0),
-        files_b as f64 / tables_b.max(1) as f64 / (minutes / 60.0),
-        "",
-    );
+    let per_hour =
+        |(_, files, tables): (u64, usize, usize)| files as f64 / tables.max(1) as f64 / run_hours;
+    line("files per table per hour", per_hour(a.2), per_hour(b.2), "");
+    let (bytes_a, _, _) = dir_stats(&sides[0].out);
+    let (bytes_b, _, _) = dir_stats(&sides[1].out);
     line(
         "output size",
         kib(bytes_a as f64),

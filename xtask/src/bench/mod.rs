@@ -46,7 +46,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "kernel.bpf_stats_enabled is on: it distorts every figure; turn it off first"
         );
     }
-    let scalp = setup::build_release()?;
+    // SCALP_BPF: a binary built already (as for the tests), e.g. in another target directory.
+    let scalp = match std::env::var_os("SCALP_BPF") {
+        Some(p) => std::path::PathBuf::from(p),
+        None => setup::build_release()?,
+    };
     match args.what {
         What::Syscalls(opts) => syscalls::run(&scalp, &opts),
         What::Blockio(opts) => blockio::run(&scalp, &opts),
