@@ -40,7 +40,8 @@ pub struct Run {
     pub meta: serde_json::Value,
     /// Table name → its batches (every part, in part order, then the unsealed intervals).
     pub tables: BTreeMap<String, Vec<RecordBatch>>,
-    /// Intervals read from write-ahead logs (not sealed yet: the run is live or was killed).
+    /// Intervals whose rows were read from write-ahead logs (not sealed yet: the run is live or
+    /// was killed).
     pub unsealed: u64,
     /// The runs read together (empty for a single run); their batches carry [`HOST_COLUMN`]
     /// and [`RUN_COLUMN`].
@@ -144,14 +145,14 @@ impl Run {
                 tables.entry(t.clone()).or_insert_with(Vec::new);
             }
             while let Some(group) = reader.next_group() {
+                let mut taken = false;
                 for (t, batch) in group {
                     if !sealed[t] {
                         tables.entry(names[t].clone()).or_default().push(batch);
+                        taken = true;
                     }
                 }
-            }
-            if sealed.iter().any(|s| !s) {
-                unsealed += reader.commits();
+                unsealed += u64::from(taken);
             }
         }
         Ok(Run {
@@ -245,4 +246,71 @@ pub fn lists(batch: &RecordBatch, name: &str) -> Option<Vec<Vec<i64>>> {
             Some(ints.iter().map(|x| x.unwrap_or(0)).collect())
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::*;
+    use crate::sink::{
+        seal::{SealOptions, seal},
+        wal::{
+            WalWriter,
+            tests::{batch, schema, scratch},
+        },
+    };
+
+    fn log(root: &Path, seq: u32, rows: &[i64]) -> PathBuf {
+        let path = root.join(layout::WAL_DIR).join(layout::wal_name(seq));
+        let mut w = WalWriter::create(&path, &[], &[("a", schema()), ("b", schema())]).unwrap();
+        for (i, n) in rows.iter().enumerate() {
+            w.append(0, &batch(i as i64 * 100, *n)).unwrap();
+            w.commit().unwrap();
+        }
+        drop(w.close());
+        path
+    }
+
+    fn rows(run: &Run, table: &str) -> usize {
+        run.tables
+            .get(table)
+            .map_or(0, |b| b.iter().map(RecordBatch::num_rows).sum())
+    }
+
+    #[test]
+    fn a_killed_run_reads_its_parts_and_its_logs_each_row_once() {
+        let root = scratch("load-killed");
+        fs::write(root.join("run.json"), r#"{"tool": "scalp-bpf"}"#).unwrap();
+        fs::create_dir_all(root.join(layout::WAL_DIR)).unwrap();
+        // Period 1 sealed; its log still there, as in the moment between the rename of its
+        // parts and its deletion. Period 2 only in its log.
+        let first = log(&root, 1, &[3, 4]);
+        let copy = fs::read(&first).unwrap();
+        seal(&root, 1, &first, &SealOptions { extra: &[], schema_parts: false }).unwrap();
+        fs::write(&first, copy).unwrap();
+        log(&root, 2, &[5, 6, 7]);
+        let run = Run::load(&root).unwrap();
+        assert_eq!(rows(&run, "a"), 3 + 4 + 5 + 6 + 7);
+        // b has no rows, but its schema is known from the logs: the table is there.
+        assert_eq!(run.tables.get("b").map(Vec::len), Some(0));
+        assert_eq!(run.unsealed, 3);
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_log_is_a_corrupt_file_not_a_panic() {
+        let root = scratch("load-bad-log");
+        fs::write(root.join("run.json"), r#"{"tool": "scalp-bpf"}"#).unwrap();
+        fs::create_dir_all(root.join(layout::WAL_DIR)).unwrap();
+        fs::write(root.join(layout::WAL_DIR).join(layout::wal_name(1)), b"junk").unwrap();
+        match Run::load(&root) {
+            Err(AnalysisError::Corrupt { path, reason }) => {
+                assert!(path.ends_with(".wal/00000001.wal"), "{path:?}");
+                assert_eq!(reason, "not a scalp-bpf write-ahead log");
+            }
+            other => panic!("{:?}", other.map(|r| r.dir)),
+        }
+        fs::remove_dir_all(&root).unwrap();
+    }
 }
