@@ -287,7 +287,16 @@ mod tests {
         // parts and its deletion. Period 2 only in its log.
         let first = log(&root, 1, &[3, 4]);
         let copy = fs::read(&first).unwrap();
-        seal(&root, 1, &first, &SealOptions { extra: &[], schema_parts: false }).unwrap();
+        seal(
+            &root,
+            1,
+            &first,
+            &SealOptions {
+                extra: &[],
+                schema_parts: false,
+            },
+        )
+        .unwrap();
         fs::write(&first, copy).unwrap();
         log(&root, 2, &[5, 6, 7]);
         let run = Run::load(&root).unwrap();
@@ -303,7 +312,11 @@ mod tests {
         let root = scratch("load-bad-log");
         fs::write(root.join("run.json"), r#"{"tool": "scalp-bpf"}"#).unwrap();
         fs::create_dir_all(root.join(layout::WAL_DIR)).unwrap();
-        fs::write(root.join(layout::WAL_DIR).join(layout::wal_name(1)), b"junk").unwrap();
+        fs::write(
+            root.join(layout::WAL_DIR).join(layout::wal_name(1)),
+            b"junk",
+        )
+        .unwrap();
         match Run::load(&root) {
             Err(AnalysisError::Corrupt { path, reason }) => {
                 assert!(path.ends_with(".wal/00000001.wal"), "{path:?}");
