@@ -96,7 +96,6 @@ impl Logged {
                 .create(&dir)
                 .map_err(io(&dir))?;
         }
-        sync_dir(root).map_err(io(root))?;
         let lock = RunLock::try_take(root)?.ok_or_else(|| SinkError::Io {
             path: wal_dir.clone(),
             source: std::io::Error::other("another scalp-bpf writes this directory"),
@@ -126,10 +125,20 @@ impl Logged {
             wal_dir,
         };
         sink.open_log()?;
+        sink.sync_later(root)?;
         Ok(sink)
     }
 
-    /// Starts the next period's log, durable (file and directory entry) before any row.
+    /// Asks the syncer to fsync a file or directory: starting a run or a period does not wait
+    /// for the disk (a run must be tracing as soon as it says it is ready).
+    fn sync_later(&self, path: &Path) -> Result<(), SinkError> {
+        let file = fs::File::open(path).map_err(|e| SinkError::io(&self.root, path, e))?;
+        self.syncer.request(path, file);
+        Ok(())
+    }
+
+    /// Starts the next period's log; it and its directory entry are made durable by the syncer,
+    /// like the rows that follow.
     fn open_log(&mut self) -> Result<(), SinkError> {
         self.seq += 1;
         let path = self.wal_dir.join(layout::wal_name(self.seq));
@@ -145,10 +154,8 @@ impl Logged {
             let _ = fs::remove_file(&path);
             wal_err(&self.root, &path, e)
         })?;
-        wal.file()
-            .sync_data()
-            .and_then(|()| sync_dir(&self.wal_dir))
-            .map_err(|e| SinkError::io(&self.root, &path, e))?;
+        self.sync_later(&path)?;
+        self.sync_later(&self.wal_dir.clone())?;
         self.wal = Some(wal);
         self.period_start = Instant::now();
         Ok(())
