@@ -28,6 +28,12 @@ use super::{
     wal::{OpenError, Tail, WalReader},
 };
 
+const PAGE_BYTES: usize = 128 << 10;
+/// Rows per row group: many intervals (a busy service makes a few hundred rows per interval);
+/// and at most this many bytes, which bounds what a seal holds in memory per table.
+const ROW_GROUP_ROWS: usize = 256 << 10;
+const ROW_GROUP_BYTES: usize = 16 << 20;
+
 /// Writer settings for a table: zstd; delta encoding for integer and timestamp columns (they
 /// are counters and near-monotonic times); dictionaries for strings; statistics per page (the
 /// default); declared sorted by `interval_start` where the table has it (rows are appended in
@@ -35,6 +41,11 @@ use super::{
 pub fn properties(schema: &SchemaRef, key_values: &[(String, String)]) -> WriterProperties {
     let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        // A seal writes every table of a period at once: pages of 128 KiB (not 1 MiB) keep the
+        // encoded-but-not-yet-compressed data of ~20 columns × 8 tables small.
+        .set_data_page_size_limit(PAGE_BYTES)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
         .set_key_value_metadata(Some(
             key_values
                 .iter()

@@ -42,9 +42,9 @@ use arrow_schema::{ArrowError, SchemaRef};
 pub const MAGIC: [u8; 8] = *b"SCALPWAL";
 pub const VERSION: u32 = 1;
 const HEADER: usize = 16;
-/// zstd level: 9 makes the log about 30 % smaller than zstd's default 3 (close to the sealed
-/// Parquet) for ~30 µs of CPU per KiB of rows, a fraction of a millisecond per interval.
-const LEVEL: i32 = 9;
+/// zstd level: 3, zstd's default. Level 9 made the log 10 % smaller at 1 s intervals but its
+/// match tables (tens of MiB) raised the run's RSS by as much (`cargo xtask bench layout`).
+const LEVEL: i32 = 3;
 /// Records larger than this are garbage (a torn length), not data.
 const MAX_RECORD: usize = 1 << 30;
 
