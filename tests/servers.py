@@ -1,5 +1,7 @@
-"""Real servers for the tests, from Debian's packages (MariaDB, PostgreSQL, RabbitMQ, memcached),
-started here on 127.0.0.1 and on Unix sockets in a scratch directory, and stopped afterwards.
+"""Real servers for the tests, started here on 127.0.0.1 (and Unix sockets) in a scratch
+directory, and stopped afterwards: MariaDB, PostgreSQL, RabbitMQ and memcached from Debian's
+packages, and an S3-compatible object store (s3s-fs, from crates.io, installed by `cargo xtask
+setup`) for shipping.
 
     python3 tests/servers.py start   # leave them running (for development)
     python3 tests/servers.py stop
@@ -586,6 +588,80 @@ class EventletHttp(_Server):
 
     def stop(self):
         self._terminate(self.proc)
+
+
+S3S_FS = shutil.which("s3s-fs") or str(pathlib.Path.home() / ".cargo" / "bin" / "s3s-fs")
+
+
+class S3:
+    """s3s-fs: a real S3 server (SigV4 authentication, the S3 REST API over HTTP) storing each
+    bucket as a directory under its root. It can be stopped and started again on the same data
+    (tests of failed uploads)."""
+
+    def __init__(self, base=None, port=8014):
+        self.base = pathlib.Path(base or BASE / f"s3-{port}")
+        self.port = port
+        self.root = self.base / "data"
+        self.access_key, self.secret_key = "scalp-test", "scalp-test-secret"
+        self.proc = None
+
+    @property
+    def endpoint(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self):
+        """The environment scalp-bpf (object_store) reads its S3 settings from."""
+        return {**os.environ, "AWS_ACCESS_KEY_ID": self.access_key,
+                "AWS_SECRET_ACCESS_KEY": self.secret_key, "AWS_REGION": "us-east-1",
+                "AWS_ENDPOINT": self.endpoint, "AWS_ALLOW_HTTP": "true"}
+
+    def start(self, fresh=True):
+        left = ["-f", f"s3s-fs .*{self.root}"]
+        subprocess.run(["pkill", *left], capture_output=True)
+        for _ in range(100):
+            if port_free(self.port):
+                break
+            time.sleep(0.1)
+        if not port_free(self.port):
+            raise RuntimeError(f"port {self.port} is taken by another server")
+        if fresh and self.base.exists():
+            shutil.rmtree(self.base)
+        self.root.mkdir(parents=True, exist_ok=True)
+        log = open(self.base / "s3s-fs.log", "ab")
+        self.proc = subprocess.Popen(
+            [S3S_FS, "--host", "127.0.0.1", "--port", str(self.port), "--access-key", self.access_key,
+             "--secret-key", self.secret_key, str(self.root)],
+            stdout=log, stderr=log, start_new_session=True)
+        wait_for(self.port, "s3s-fs")
+        return self
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+    def filesystem(self):
+        """pyarrow's S3 client on this server."""
+        from pyarrow import fs
+        return fs.S3FileSystem(access_key=self.access_key, secret_key=self.secret_key,
+                               endpoint_override=f"127.0.0.1:{self.port}", scheme="http",
+                               region="us-east-1", allow_bucket_creation=True)
+
+    def storage_options(self):
+        """polars' (object_store's) S3 settings for this server."""
+        return {"aws_access_key_id": self.access_key, "aws_secret_access_key": self.secret_key,
+                "aws_region": "us-east-1", "aws_endpoint_url": self.endpoint, "aws_allow_http": "true"}
+
+    def create_bucket(self, name):
+        self.filesystem().create_dir(name)
+
+    def objects(self, prefix):
+        """{key under prefix: size} of every object, listed through the S3 API."""
+        from pyarrow import fs
+        selector = fs.FileSelector(prefix, recursive=True, allow_not_found=True)
+        infos = self.filesystem().get_file_info(selector)
+        return {i.path[len(prefix) + 1:]: i.size for i in infos if i.type == fs.FileType.File}
 
 
 def pick_port(preferred):

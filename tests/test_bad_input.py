@@ -6,7 +6,8 @@ The table's commands use placeholders that this module sets up: $OUT (a path tha
 yet), $DIR (an empty directory), $NONEMPTY, $FILE (a file of junk), $SCRIPT (not executable), $RO
 (a read-only mount), $GONE_PID, $ZOMBIE_PID, and runs: $RUN (a good one), $RUN_SYSCALLS (only
 the syscalls table), $RUN_TRUNCATED (a Parquet part cut in half), $RUN_V99 (another schema
-version), $RUN_GARBLED (run.json not JSON). A command starting with `as nobody:` runs without
+version), $RUN_GARBLED (run.json not JSON), $RUN_BADLOG (a foreign file as its write-ahead log),
+$RUN_KILLED (killed with SIGKILL while tracing). A command starting with `as nobody:` runs without
 root and capabilities."""
 import json
 import os
@@ -92,9 +93,30 @@ def places(tmp_path_factory):
     (p["RUN_V99"] / "run.json").write_text(json.dumps(meta))
     p["RUN_GARBLED"] = shutil.copytree(p["RUN"], base / "run-garbled")
     (p["RUN_GARBLED"] / "run.json").write_text("{ not json")
+    p["RUN_BADLOG"] = shutil.copytree(p["RUN"], base / "run-badlog")
+    (p["RUN_BADLOG"] / ".wal").mkdir(mode=0o700)
+    (p["RUN_BADLOG"] / ".wal" / "00000001.wal").write_bytes(b"PAR1 not a write-ahead log")
+    p["RUN_KILLED"] = killed_run(base / "run-killed")
     yield p
     subprocess.run(["umount", ro], check=True)
     zombie.wait()
+
+
+def killed_run(out):
+    """A run killed with SIGKILL while tracing: its intervals are in its write-ahead log."""
+    scalp = subprocess.Popen([SCALP, "run", "--output", out, "--interval", "50ms", "--", "sleep", "30"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not (out / "run.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)
+    children = open(f"/proc/{scalp.pid}/task/{scalp.pid}/children").read().split()
+    scalp.kill()
+    scalp.wait()
+    for pid in children:
+        os.kill(int(pid), 9)
+    assert list((out / ".wal").glob("*.wal")), "no log left"
+    return out
 
 
 def expand(text, places):

@@ -56,8 +56,9 @@ def test_a_full_sql_ring_is_counted_and_the_tracer_recovers(out, mariadb):
     try:
         ready = client.stdout.readline()
         assert ready.startswith("ready "), ready
+        # Sealed every interval: the drops table is read while the run goes on.
         scalp = Scalp(out, "--pid", client.pid, "--sql-port", mariadb.port, "--sql-ring-mib", 1,
-                      "--tracers", "syscalls,fileio,sql", "--interval", "200ms").wait_ready()
+                      "--tracers", "syscalls,fileio,sql", "--interval", "200ms", "--rotate", "200ms").wait_ready()
         # a: scalp-bpf drains the ring as usual.
         phase("a", CALM)
         # b: scalp-bpf is stopped; the kernel side fills the 1 MiB ring, then can only count.

@@ -1,6 +1,7 @@
 """The output: tables that pandas, polars, DuckDB and pyarrow read as they are, schemas that
 match schemas/, run metadata, and complete files on every way out."""
 import json
+import re
 import signal
 
 import duckdb
@@ -16,9 +17,9 @@ TABLES = ["syscalls", "fileio", "blockio", "processes", "drops"]
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    """One run of a command with children, rotated into several parts."""
+    """One run of a command with children, sealed into several parts (a period every 300 ms)."""
     out = tmp_path_factory.mktemp("output") / "run"
-    r = run_scalp("run", "--output", out, "--interval", "100ms", "--flush-every", "300ms", "--",
+    r = run_scalp("run", "--output", out, "--interval", "100ms", "--rotate", "300ms", "--",
                   "sh", "-c", f"{PYTHON} {WORKLOADS / 'sysc.py'} --getppid 20000 --fork-getppid 100; "
                   "sleep 0.5; ls / > /dev/null; sleep 0.5")
     assert r.returncode == 0, r.stderr
@@ -40,8 +41,30 @@ def test_files_match_schemas_exactly(finished_run, table):
 def test_parts_rotate_and_sort(finished_run):
     parts = sorted(p.name for p in (finished_run / "syscalls").glob("*.parquet"))
     assert len(parts) >= 3
+    # Named after the period that wrote them: in order; a period without rows makes no file.
+    assert all(re.fullmatch(r"part-\d{8}\.parquet", p) for p in parts), parts
+    periods = [int(p[5:13]) for p in parts]
+    assert periods == sorted(set(periods)) and periods[0] == 1
+    # Each part holds the rows of its period's intervals, in time order; no interval twice.
+    spans = []
+    for part in parts:
+        t = pq.read_table(finished_run / "syscalls" / part)
+        starts = t.column("interval_start").to_pylist()
+        assert starts == sorted(starts), part
+        spans.append((min(starts), max(starts)))
+    assert all(a[1] < b[0] for a, b in zip(spans, spans[1:])), spans
+    # The log is gone, nothing hidden stays.
+    assert not list(finished_run.rglob(".*"))
+
+
+def test_the_deprecated_flush_every_still_writes_a_part_per_flush(out):
+    r = run_scalp("run", "--output", out, "--interval", "100ms", "--flush-every", "100ms", "--",
+                  "sh", "-c", "for i in 1 2 3 4 5 6 7 8; do ls / > /dev/null; sleep 0.1; done")
+    assert r.returncode == 0, r.stderr
+    parts = sorted(p.name for p in (out / "syscalls").glob("*.parquet"))
+    assert len(parts) >= 4
     assert parts == [f"part-{i:08d}.parquet" for i in range(1, len(parts) + 1)]
-    assert not list(finished_run.rglob("*.inprogress"))
+    assert not list(out.rglob(".*"))
 
 
 def test_pandas_polars_duckdb_and_pyarrow_agree(finished_run):
@@ -86,6 +109,9 @@ def test_run_metadata_is_in_run_json_and_every_file(finished_run):
             assert kv[b"scalp.host"].decode() == meta["host"]
             assert kv[b"scalp.boot_id"].decode() == meta["boot_id"]
             assert json.loads(kv[b"scalp.run"])["run_start"] == meta["run_start"]
+            # Fleet names: the run id (start time and boot id) and the period's start.
+            assert kv[b"scalp.run_id"].decode().endswith(meta["boot_id"].replace("-", ""))
+            assert kv[b"scalp.period_start"].decode() >= meta["run_start"]
     last = sorted((finished_run / "syscalls").glob("*.parquet"))[-1]
     assert pq.read_metadata(last).metadata[b"scalp.run_end"].decode() == meta["run_end"]
 

@@ -51,6 +51,8 @@ fn main() -> std::process::ExitCode {
         Command::Summary(args) => cli::summary::main(args),
         Command::Diff(args) => cli::diff::main(args),
         Command::Units(args) => cli::units::main(args),
+        Command::Recover(args) => cli::recover::main(args),
+        Command::Ship(args) => cli::ship::main(args),
     };
     code.into()
 }

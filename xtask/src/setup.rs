@@ -13,6 +13,9 @@ use crate::root;
 
 /// The bpf-linker that builds with this toolchain (../shared/TOOLCHAIN.md).
 const BPF_LINKER_VERSION: &str = "0.10.4";
+/// The S3-compatible server of the shipping tests: a real S3 API over a directory. 0.14.1 is the
+/// newest that builds with Rust 1.95 (0.17 declares 1.96).
+const S3S_FS_VERSION: &str = "0.14.1";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Profile {
@@ -56,6 +59,7 @@ pub fn run(profile: Profile) -> Result<()> {
     if profile != Profile::Demo {
         python()?;
         tracefs()?;
+        s3s_fs()?;
     }
     if profile == Profile::Bench {
         bcc_kernel_headers()?;
@@ -115,6 +119,26 @@ pub fn rust() -> Result<()> {
         ]))?;
     }
     Ok(())
+}
+
+/// s3s-fs, for tests/test_ship.py (tests/servers.py starts it).
+fn s3s_fs() -> Result<()> {
+    let bin = cargo_bin("s3s-fs");
+    let version = output(Command::new(&bin).arg("--version")).unwrap_or_default();
+    if version.trim() == format!("s3s-fs {S3S_FS_VERSION}") {
+        return Ok(());
+    }
+    eprintln!("setup: installing s3s-fs {S3S_FS_VERSION} (a few minutes)");
+    sh(Command::new("cargo").args([
+        "install",
+        "s3s-fs",
+        "--version",
+        S3S_FS_VERSION,
+        "--features",
+        "binary",
+        "--locked",
+        "--force",
+    ]))
 }
 
 /// Installs the Debian packages not installed yet.

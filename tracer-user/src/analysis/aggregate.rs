@@ -2,17 +2,38 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use arrow_array::RecordBatch;
+
 use super::{
     AnalysisError, TableSpec,
-    load::{Run, ints, lists, strings},
+    load::{HOST_COLUMN, RUN_COLUMN, Run, ints, lists, strings},
     percentile::quantile,
 };
 
 /// Which group each process belongs to: the service it was traced as (all its workers and
-/// children together), or the process itself with `per_process`.
+/// children together), or the process itself with `per_process`. Runs read together (a fleet)
+/// group per host: `host/service`; their processes are told apart by run.
 pub struct Groups {
-    by_identity: HashMap<(i64, Option<i64>), String>,
-    by_pid: HashMap<i64, String>,
+    by_identity: HashMap<(String, i64, Option<i64>), String>,
+    by_pid: HashMap<(String, i64), String>,
+}
+
+/// The run and host of each row of a batch (empty for a single run).
+fn run_host(batch: &RecordBatch) -> (Vec<String>, Vec<String>) {
+    let n = batch.num_rows();
+    (
+        strings(batch, RUN_COLUMN).unwrap_or_else(|| vec![String::new(); n]),
+        strings(batch, HOST_COLUMN).unwrap_or_else(|| vec![String::new(); n]),
+    )
+}
+
+/// A group's name, under its host's when runs of several hosts are read together.
+fn on_host(host: &str, group: String) -> String {
+    if host.is_empty() {
+        group
+    } else {
+        format!("{host}/{group}")
+    }
 }
 
 impl Groups {
@@ -23,7 +44,8 @@ impl Groups {
             reason: String,
             start: Option<i64>,
         }
-        let mut procs: HashMap<i64, P> = HashMap::new();
+        let mut procs: HashMap<(String, i64), P> = HashMap::new();
+        let mut hosts: HashMap<String, String> = HashMap::new();
         for batch in run
             .tables
             .get("processes")
@@ -39,10 +61,12 @@ impl Groups {
             ) else {
                 continue;
             };
+            let (run, host) = run_host(batch);
             for i in 0..pid.len() {
                 if let Some(p) = pid[i] {
+                    hosts.insert(run[i].clone(), host[i].clone());
                     procs.insert(
-                        p,
+                        (run[i].clone(), p),
                         P {
                             ppid: ppid[i].unwrap_or(0),
                             name: name[i].clone(),
@@ -53,12 +77,13 @@ impl Groups {
                 }
             }
         }
-        let group_of = |pid: i64| -> String {
+        let group_of = |run: &String, pid: i64| -> String {
+            let key = |p: i64| (run.clone(), p);
             let mut at = pid;
             for _ in 0..64 {
-                let Some(p) = procs.get(&at) else { break };
+                let Some(p) = procs.get(&key(at)) else { break };
                 if per_process {
-                    return format!("{}[{pid}]", procs[&pid].name);
+                    return format!("{}[{pid}]", procs[&key(pid)].name);
                 }
                 if let Some(spec) = p.reason.strip_prefix("target:") {
                     // A name target names its group; a PID target is named after its process.
@@ -71,19 +96,22 @@ impl Groups {
                 if p.reason == "command" {
                     return p.name.clone();
                 }
-                if !procs.contains_key(&p.ppid) || p.ppid == at {
+                if !procs.contains_key(&key(p.ppid)) || p.ppid == at {
                     return p.name.clone();
                 }
                 at = p.ppid;
             }
-            procs.get(&pid).map_or_else(String::new, |p| p.name.clone())
+            procs
+                .get(&key(pid))
+                .map_or_else(String::new, |p| p.name.clone())
         };
         let mut by_identity = HashMap::new();
         let mut by_pid = HashMap::new();
-        for (pid, p) in &procs {
-            let g = group_of(*pid);
-            by_identity.insert((*pid, p.start), g.clone());
-            by_pid.insert(*pid, g);
+        for ((run, pid), p) in &procs {
+            let host = hosts.get(run).map_or("", String::as_str);
+            let g = on_host(host, group_of(run, *pid));
+            by_identity.insert((run.clone(), *pid, p.start), g.clone());
+            by_pid.insert((run.clone(), *pid), g);
         }
         Groups {
             by_identity,
@@ -91,20 +119,31 @@ impl Groups {
         }
     }
 
-    /// The group of a row's process; processes missing from the table group by name.
-    pub fn get(&self, pid: i64, start: Option<i64>, name: &str, per_process: bool) -> String {
+    /// The group of a row's process (of `run` on `host`, both empty for a single run);
+    /// processes missing from the table group by name.
+    pub fn get(
+        &self,
+        (run, host): (&str, &str),
+        pid: i64,
+        start: Option<i64>,
+        name: &str,
+        per_process: bool,
+    ) -> String {
         if let Some(g) = self
             .by_identity
-            .get(&(pid, start))
-            .or_else(|| self.by_pid.get(&pid))
+            .get(&(run.to_owned(), pid, start))
+            .or_else(|| self.by_pid.get(&(run.to_owned(), pid)))
         {
             return g.clone();
         }
-        if per_process {
-            format!("{name}[{pid}]")
-        } else {
-            name.to_owned()
-        }
+        on_host(
+            host,
+            if per_process {
+                format!("{name}[{pid}]")
+            } else {
+                name.to_owned()
+            },
+        )
     }
 }
 
@@ -162,8 +201,15 @@ pub fn aggregate(
             Some(h) => Some(lists(batch, h).ok_or_else(|| bad(h))?),
             None => None,
         };
+        let (run, host) = run_host(batch);
         for i in 0..batch.num_rows() {
-            let group = groups.get(pid[i].unwrap_or(0), start[i], &name[i], per_process);
+            let group = groups.get(
+                (&run[i], &host[i]),
+                pid[i].unwrap_or(0),
+                start[i],
+                &name[i],
+                per_process,
+            );
             let key: Vec<String> = keys.iter().map(|k| k[i].clone()).collect();
             let agg = rows.entry((group, key)).or_insert_with(|| Agg {
                 counters: vec![0; spec.counters.len()],

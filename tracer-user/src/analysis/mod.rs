@@ -3,6 +3,7 @@
 
 pub mod aggregate;
 pub mod compare;
+pub mod fleet;
 pub mod load;
 pub mod percentile;
 

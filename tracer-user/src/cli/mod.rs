@@ -2,7 +2,9 @@
 
 pub mod calibrate;
 pub mod diff;
+pub mod recover;
 pub mod run;
+pub mod ship;
 pub mod summary;
 pub mod units;
 
@@ -27,6 +29,10 @@ pub enum Command {
     Summary(summary::SummaryArgs),
     /// Compare two runs of the same job; exit 1 when the second regressed (the CI gate).
     Diff(diff::DiffArgs),
+    /// Seal what a killed run left in its write-ahead log (idempotent).
+    Recover(recover::RecoverArgs),
+    /// Upload a finished run's files to object storage (s3:// or file://), Hive layout.
+    Ship(ship::ShipArgs),
     /// Record how many units of work (requests, test cases) a run did, for `diff --per unit`.
     Units(units::UnitsArgs),
     /// Attach empty programs to the syscall tracepoints (a benchmark reference).

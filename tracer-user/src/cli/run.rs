@@ -55,9 +55,31 @@ pub struct OutputArgs {
     /// Directory to write (must be new or empty) [default: ./scalp-<host>-<UTC time>]
     #[arg(short, long, value_name = "DIR")]
     pub output: Option<PathBuf>,
-    /// Close a Parquet part of every table this often, so a crash (kill -9, power loss) loses
-    /// at most this much [default: every interval]. Longer means fewer, larger files.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
+    /// Seal each table's rows into one Parquet file this often (files per table per day:
+    /// 144 at the default).
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration, allow_hyphen_values = true)]
+    pub rotate: Duration,
+    /// Also seal once the period's write-ahead log reaches SIZE (K, M, G are powers of 1024;
+    /// 0: no limit), so that no file grows much past it.
+    #[arg(long, value_name = "SIZE", default_value = "128M", value_parser = parse_rotate_size, allow_hyphen_values = true)]
+    pub rotate_size: u64,
+    /// fsync the write-ahead log at most this often: a power loss loses at most this much more
+    /// than the interval in progress (a `kill -9` loses only the interval in progress).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration, allow_hyphen_values = true)]
+    pub sync_every: Duration,
+    /// Upload each Parquet file once sealed to s3://BUCKET/PREFIX (credentials and endpoint
+    /// from the AWS_* environment variables) or file:///DIR, as
+    /// table=T/date=D/host=H/RUN-N.parquet. Failed uploads are retried; files stay local.
+    #[arg(long, value_name = "URL", value_parser = crate::sink::ship::parse_url)]
+    pub ship: Option<url::Url>,
+    /// The host name written in run.json, every file and the shipped paths [default: the
+    /// machine's].
+    #[arg(long, value_name = "NAME", value_parser = parse_host)]
+    pub host: Option<String>,
+    /// Deprecated: the layout before the write-ahead log, one Parquet part per table every
+    /// DURATION (fsync'd, renamed into place). Many small files; kept for comparison.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true,
+          conflicts_with = "ship", hide_short_help = true)]
     pub flush_every: Option<Duration>,
     /// Stop tracing before the output directory grows past SIZE, so that a forgotten run cannot
     /// fill a disk (K, M, G, T are powers of 1024; 0: no limit). The files stay complete; with
@@ -75,6 +97,44 @@ pub struct MaxSize(pub Option<u64>);
 
 fn parse_max_size(s: &str) -> Result<MaxSize, String> {
     crate::sink::budget::parse_size(s).map(MaxSize)
+}
+
+fn parse_rotate_size(s: &str) -> Result<u64, String> {
+    crate::sink::budget::parse_size(s).map(|n| n.unwrap_or(0))
+}
+
+/// A host name for paths and metadata: letters, digits, `.`, `-`, `_`.
+fn parse_host(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 253
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?} is not a host name (letters, digits, '.', '-', '_')"
+        ))
+    }
+}
+
+impl OutputArgs {
+    /// The sink's settings for a run with this interval.
+    pub fn sink_options(&self, interval: Duration) -> crate::sink::SinkOptions {
+        let layout = match self.flush_every {
+            Some(flush_every) => crate::sink::Layout::Parts { flush_every },
+            None => crate::sink::Layout::Periods(crate::sink::PeriodOptions {
+                rotate: self.rotate,
+                rotate_size: self.rotate_size,
+                sync_every: self.sync_every,
+            }),
+        };
+        crate::sink::SinkOptions {
+            interval,
+            layout,
+            ship: self.ship.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Args)]

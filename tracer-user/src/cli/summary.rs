@@ -84,6 +84,22 @@ pub fn summary(args: &SummaryArgs) -> Result<String, crate::analysis::AnalysisEr
                 .get("processes")
                 .map_or(0, |b| b.iter().map(|b| b.num_rows()).sum::<usize>())
         ));
+        if !run.members.is_empty() {
+            let hosts: std::collections::BTreeSet<&str> =
+                run.members.iter().map(|m| m.host.as_str()).collect();
+            text.push_str(&format!(
+                "{} runs of {} hosts ({}), grouped per host\n",
+                run.members.len(),
+                hosts.len(),
+                hosts.into_iter().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        if run.unsealed > 0 {
+            text.push_str(&format!(
+                "{} intervals read from the write-ahead log (the run is live or was killed; `scalp-bpf recover` seals them)\n",
+                run.unsealed
+            ));
+        }
         if let Some(drops) = run
             .meta
             .get("drops")
@@ -204,6 +220,8 @@ pub fn summary(args: &SummaryArgs) -> Result<String, crate::analysis::AnalysisEr
             "seconds": run.seconds(),
             "units": run.units(),
             "drops": run.meta.get("drops"),
+            "unsealed_intervals": run.unsealed,
+            "hosts": run.meta.get("hosts"),
             "tables": json_tables,
         });
         text = serde_json::to_string_pretty(&doc).unwrap_or_default();

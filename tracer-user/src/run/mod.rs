@@ -164,7 +164,7 @@ async fn execute(args: RunArgs, argv: Vec<String>) -> Result<ExitCode, RunError>
     } else {
         Some(child::Prepared::new(&args.command)?)
     };
-    let host = kernel::hostname();
+    let host = args.output.host.clone().unwrap_or_else(kernel::hostname);
     let out_dir = args
         .output
         .output
@@ -287,8 +287,7 @@ fn open_output(
         out_dir,
         schemas,
         &meta.key_values(),
-        args.output.flush_every.unwrap_or(args.timing.interval),
-        args.timing.interval,
+        args.output.sink_options(args.timing.interval),
     )?;
     Ok(Output {
         sink,

@@ -40,6 +40,21 @@ pub struct RunMetadata {
     pub units: Option<f64>,
 }
 
+/// A run's name among many hosts' runs: its start time (UTC, to the microsecond) and the boot
+/// id of its machine, e.g. `20261127T120405.123456Z-6f0c1e1a9b2c4d3e8f7a6b5c4d3e2f1a`.
+pub fn run_id(run_start: &str, boot_id: &str) -> String {
+    let stamp: String = run_start
+        .chars()
+        .filter(|c| *c != '-' && *c != ':')
+        .collect();
+    let boot: String = boot_id.chars().filter(char::is_ascii_hexdigit).collect();
+    if boot.is_empty() {
+        stamp
+    } else {
+        format!("{stamp}-{boot}")
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct DropTotal {
     pub tracer: String,
@@ -67,6 +82,10 @@ impl RunMetadata {
             ("scalp.kernel".to_owned(), self.kernel_release.clone()),
             ("scalp.boot_id".to_owned(), self.boot_id.clone()),
             ("scalp.run_start".to_owned(), self.run_start.clone()),
+            (
+                "scalp.run_id".to_owned(),
+                run_id(&self.run_start, &self.boot_id),
+            ),
             ("scalp.command_line".to_owned(), self.command_line.join(" ")),
             ("scalp.targets".to_owned(), self.targets.join(",")),
         ];
@@ -99,5 +118,23 @@ impl RunMetadata {
         file.write_all(text.as_bytes())?;
         file.sync_all()?;
         fs::rename(tmp, path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn run_ids_are_compact_time_and_boot() {
+        assert_eq!(
+            super::run_id(
+                "2026-11-27T12:04:05.123456Z",
+                "6f0c1e1a-9b2c-4d3e-8f7a-6b5c4d3e2f1a\n"
+            ),
+            "20261127T120405.123456Z-6f0c1e1a9b2c4d3e8f7a6b5c4d3e2f1a"
+        );
+        assert_eq!(
+            super::run_id("2026-11-27T12:04:05Z", ""),
+            "20261127T120405Z"
+        );
     }
 }

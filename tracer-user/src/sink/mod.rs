@@ -1,336 +1,88 @@
-//! The Parquet sink: one directory per table, holding parts that are written to a hidden
-//! temporary name and renamed into place only once closed (fsync of the file, rename, fsync of
-//! the directory), so every visible `*.parquet` file is complete. Parts rotate every
-//! `--flush-every` (by default every interval, so that a crash loses at most the interval in
-//! progress); names sort in write order. A part that cannot be completed is removed: what is
-//! visible stays readable.
+//! The sink: where every interval's rows go, so that a run of hours on every host of a cloud
+//! makes few large files and loses nothing but the interval in progress.
+//!
+//! - **Write-ahead log.** Each interval's rows, for every table, are appended to the period's log
+//!   (`DIR/.wal/N.wal`, [`wal`]: Arrow IPC messages in one zstd stream) and committed at the
+//!   interval's end. The commit is a `write` to the file: a `kill -9` after it loses nothing of
+//!   that interval; readers (`summary`, `diff`, `recover`) see a group only with its commit
+//!   record, so the interval in progress is in every table or in none. A helper thread
+//!   fdatasyncs the log at most once per `--sync-every` (default 1 s): a power loss or kernel
+//!   crash loses at most that much more. One log for all tables keeps that to one fsync.
+//! - **Periods and sealing.** Every `--rotate` (default 10 min) or once the log reaches
+//!   `--rotate-size` (default 128 MiB), the log is closed and a second thread seals it ([`seal`])
+//!   into one zstd Parquet file per table — rows in interval order, row groups of many
+//!   intervals, page statistics, delta encoding for integers and timestamps, the run's metadata
+//!   in the footer — written under a hidden name, fsync'd, renamed into place, the directory
+//!   fsync'd; then the log is deleted. A crash in between is repaired by `scalp-bpf recover`,
+//!   which seals what is left and skips parts already in place. The last period is sealed when
+//!   the run ends, with `run_end` in its footers.
+//! - **Shipping.** With `--ship URL`, a third thread uploads each part once sealed ([`ship`]).
+//! - **Failures.** A write error (full disk, removed directory) stops the run with exit 7: the
+//!   committed intervals stay in the log, sealed if the disk allows, else by `recover` later.
+//!   A sink dropped without `finish` does the same (its `Drop` runs [`Sink::abandon`]).
+//!
+//! `--flush-every` keeps the older layout ([`parts`]: a part per table every flush) for
+//! comparison; it is deprecated.
 
+pub mod background;
 pub mod budget;
+pub mod error;
+pub mod layout;
 pub mod metadata;
 pub mod output;
+mod parts;
+mod periods;
+pub mod seal;
+pub mod ship;
+pub mod wal;
 
 use std::{
-    fs::{self, File},
-    io::{self, Write},
-    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
-    sync::{
-        Arc,
-        atomic::{AtomicI32, Ordering},
-    },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use arrow_array::RecordBatch;
-use arrow_schema::{DataType, SchemaRef};
-use parquet::{
-    arrow::ArrowWriter,
-    basic::{Compression, Encoding, ZstdLevel},
-    errors::ParquetError,
-    file::{metadata::KeyValue, properties::WriterProperties},
-    schema::types::ColumnPath,
-};
+use arrow_schema::SchemaRef;
+pub use error::SinkError;
+pub use periods::PeriodOptions;
+use url::Url;
 
-#[derive(Debug, thiserror::Error)]
-pub enum SinkError {
-    #[error("no space left on the output's file system (writing {path})")]
-    DiskFull { path: PathBuf },
-    #[error("the output directory {dir} was removed")]
-    Removed { dir: PathBuf },
-    #[error("cannot write {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("cannot write {path}: {source}")]
-    Parquet {
-        path: PathBuf,
-        #[source]
-        source: ParquetError,
-    },
+/// How a run's files are laid out.
+#[derive(Clone, Copy, Debug)]
+pub enum Layout {
+    /// A write-ahead log, sealed into a Parquet file per table per period (the default).
+    Periods(PeriodOptions),
+    /// A Parquet part per table every `flush_every` (deprecated: `--flush-every`).
+    Parts { flush_every: Duration },
 }
 
-impl SinkError {
-    /// Names the failure by its cause: a full file system, a removed directory, or the error.
-    fn io(root: &Path, path: &Path, source: io::Error) -> SinkError {
-        if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) {
-            return SinkError::DiskFull {
-                path: path.to_owned(),
-            };
-        }
-        let parent = path.parent().unwrap_or(root);
-        for dir in [root, parent] {
-            if !dir.is_dir() {
-                return SinkError::Removed {
-                    dir: dir.to_owned(),
-                };
-            }
-        }
-        SinkError::Io {
-            path: path.to_owned(),
-            source,
-        }
-    }
-
-    /// The Parquet writer reports I/O errors as text: the OS error its file saw says more.
-    fn parquet(root: &Path, path: &Path, source: ParquetError, errno: &AtomicI32) -> SinkError {
-        match errno.load(Ordering::Relaxed) {
-            0 => SinkError::Parquet {
-                path: path.to_owned(),
-                source,
-            },
-            e => SinkError::io(root, path, io::Error::from_raw_os_error(e)),
-        }
-    }
-
-    /// What the failure means for the run, to follow its message.
-    pub fn consequence(&self) -> &'static str {
-        match self {
-            SinkError::Removed { .. } => "",
-            _ => ", the parts closed before stay readable",
-        }
-    }
+#[derive(Clone, Debug)]
+pub struct SinkOptions {
+    pub interval: Duration,
+    pub layout: Layout,
+    /// `--ship URL`: upload each part once sealed.
+    pub ship: Option<Url>,
 }
 
-/// A part's file: keeps the first OS error of a write, counts bytes.
-struct PartFile {
-    file: File,
-    written: u64,
-    errno: Arc<AtomicI32>,
-}
-
-impl PartFile {
-    fn note<T>(&self, result: io::Result<T>) -> io::Result<T> {
-        if let Err(e) = &result {
-            let _ = self.errno.compare_exchange(
-                0,
-                e.raw_os_error().unwrap_or(libc::EIO),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
-        }
-        result
-    }
-}
-
-impl Write for PartFile {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let result = self.file.write(buf);
-        let n = self.note(result)?;
-        self.written += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        let result = self.file.flush();
-        self.note(result)
-    }
-}
-
-/// An open part: written under `tmp`, renamed to `path` when closed.
-struct OpenPart {
-    writer: ArrowWriter<PartFile>,
-    errno: Arc<AtomicI32>,
-    tmp: PathBuf,
-    path: PathBuf,
-}
-
-impl OpenPart {
-    /// Bytes it will take once closed (the buffered row group as estimated by the writer).
-    fn size(&self) -> u64 {
-        (self.writer.bytes_written() + self.writer.in_progress_size()) as u64
-    }
-}
-
-/// The parts of one table.
-pub struct TableWriter {
-    table: &'static str,
-    root: PathBuf,
-    dir: PathBuf,
-    schema: SchemaRef,
-    props: WriterProperties,
-    next_part: u32,
-    open: Option<OpenPart>,
-    rows: u64,
-    /// Bytes of the parts closed so far.
-    closed_bytes: u64,
-}
-
-/// Writer settings for a schema: zstd; delta encoding for integer and timestamp columns (they
-/// are counters and near-monotonic times); dictionaries for strings.
-fn properties(schema: &SchemaRef, key_values: &[(String, String)]) -> WriterProperties {
-    let mut props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::default()))
-        .set_key_value_metadata(Some(
-            key_values
-                .iter()
-                .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
-                .collect(),
-        ))
-        .set_created_by(format!("scalp-bpf {}", env!("CARGO_PKG_VERSION")));
-    for field in schema.fields() {
-        if matches!(
-            field.data_type(),
-            DataType::Int32 | DataType::Int64 | DataType::Timestamp(_, _)
-        ) {
-            let path = ColumnPath::from(field.name().as_str());
-            props = props
-                .set_column_dictionary_enabled(path.clone(), false)
-                .set_column_encoding(path, Encoding::DELTA_BINARY_PACKED);
-        }
-    }
-    props.build()
-}
-
-impl TableWriter {
-    fn new(
-        root: &Path,
-        table: &'static str,
-        schema: SchemaRef,
-        kv: &[(String, String)],
-    ) -> Result<Self, SinkError> {
-        let dir = root.join(table);
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .recursive(true)
-            .create(&dir)
-            .map_err(|source| SinkError::io(root, &dir, source))?;
-        let mut kv = kv.to_vec();
-        kv.push(("scalp.table".to_owned(), table.to_owned()));
-        Ok(TableWriter {
-            table,
-            props: properties(&schema, &kv),
-            root: root.to_owned(),
-            dir,
-            schema,
-            next_part: 1,
-            open: None,
-            rows: 0,
-            closed_bytes: 0,
-        })
-    }
-
-    fn open_part(&mut self) -> Result<&mut OpenPart, SinkError> {
-        if self.open.is_none() {
-            let name = format!("part-{:08}.parquet", self.next_part);
-            let path = self.dir.join(&name);
-            let tmp = self.dir.join(format!(".{name}.inprogress"));
-            let file = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(|source| SinkError::io(&self.root, &tmp, source))?;
-            let errno = Arc::new(AtomicI32::new(0));
-            let file = PartFile {
-                file,
-                written: 0,
-                errno: errno.clone(),
-            };
-            let writer =
-                match ArrowWriter::try_new(file, self.schema.clone(), Some(self.props.clone())) {
-                    Ok(writer) => writer,
-                    Err(source) => {
-                        let _ = fs::remove_file(&tmp);
-                        return Err(SinkError::parquet(&self.root, &tmp, source, &errno));
-                    }
-                };
-            self.next_part += 1;
-            self.open = Some(OpenPart {
-                writer,
-                errno,
-                tmp,
-                path,
-            });
-        }
-        Ok(self.open.as_mut().expect("opened above"))
-    }
-
-    /// Appends rows to the open part.
-    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), SinkError> {
-        let root = self.root.clone();
-        let part = self.open_part()?;
-        part.writer
-            .write(batch)
-            .map_err(|source| SinkError::parquet(&root, &part.tmp, source, &part.errno))?;
-        self.rows += batch.num_rows() as u64;
-        Ok(())
-    }
-
-    /// Closes the open part (footer, fsync, rename into place, fsync of the directory). On
-    /// failure the part is removed.
-    pub fn close_part(&mut self, extra: &[(String, String)]) -> Result<(), SinkError> {
-        let Some(part) = self.open.take() else {
-            return Ok(());
-        };
-        let tmp = part.tmp.clone();
-        match self.complete(part, extra) {
-            Ok(bytes) => {
-                self.closed_bytes += bytes;
-                Ok(())
-            }
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                Err(e)
-            }
-        }
-    }
-
-    /// Writes the footer and puts the part in place; returns its size.
-    fn complete(&self, mut part: OpenPart, extra: &[(String, String)]) -> Result<u64, SinkError> {
-        for (k, v) in extra {
-            part.writer
-                .append_key_value_metadata(KeyValue::new(k.clone(), v.clone()));
-        }
-        let file = part
-            .writer
-            .into_inner()
-            .map_err(|source| SinkError::parquet(&self.root, &part.tmp, source, &part.errno))?;
-        let io_err = |path: &Path| {
-            let path = path.to_owned();
-            move |source| SinkError::io(&self.root, &path, source)
-        };
-        file.file.sync_all().map_err(io_err(&part.tmp))?;
-        fs::rename(&part.tmp, &part.path).map_err(io_err(&part.path))?;
-        // The rename itself survives a power loss only once the directory is on disk too.
-        File::open(&self.dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(io_err(&self.dir))?;
-        Ok(file.written)
-    }
-
-    /// Bytes of the closed parts and of the open one once closed (estimated).
-    fn size(&self) -> u64 {
-        self.closed_bytes + self.open.as_ref().map_or(0, OpenPart::size)
-    }
-
-    /// Parts closed so far.
-    pub fn parts(&self) -> u32 {
-        self.next_part - 1 - u32::from(self.open.is_some())
-    }
-
-    /// Removes a part left open (after a failure), so no incomplete file stays behind.
-    fn abandon(&mut self) {
-        if let Some(part) = self.open.take() {
-            drop(part.writer);
-            let _ = fs::remove_file(&part.tmp);
-        }
-    }
-}
-
+/// How long the end of a run waits for uploads still failing.
+const SHIP_WAIT: Duration = Duration::from_secs(30);
+/// The same after a write error: the run is stopping anyway.
+const SHIP_WAIT_FAILED: Duration = Duration::from_secs(5);
 /// Room kept for a part's footer (schema and run metadata) when projecting sizes.
 const FOOTER_BYTES: u64 = 8 << 10;
+
+enum Backend {
+    // Boxed: one sink per run, and the log's state is much larger than the legacy layout's.
+    Periods(Box<periods::Logged>),
+    Parts(parts::Parts),
+}
 
 /// Every table of a run.
 pub struct Sink {
     root: PathBuf,
-    tables: Vec<TableWriter>,
-    flush_every: Duration,
-    /// Rotations happen at interval ends: a rotation due within half an interval is due now.
-    slack: Duration,
-    last_rotation: Instant,
+    backend: Backend,
+    shipper: Option<ship::Shipper>,
+    done: bool,
 }
 
 impl Sink {
@@ -338,19 +90,33 @@ impl Sink {
         root: &Path,
         schemas: Vec<(&'static str, SchemaRef)>,
         key_values: &[(String, String)],
-        flush_every: Duration,
-        interval: Duration,
+        opts: SinkOptions,
     ) -> Result<Sink, SinkError> {
-        let tables = schemas
-            .into_iter()
-            .map(|(t, s)| TableWriter::new(root, t, s, key_values))
-            .collect::<Result<_, _>>()?;
+        let backend = match opts.layout {
+            Layout::Periods(p) => Backend::Periods(Box::new(periods::Logged::new(
+                root,
+                schemas,
+                key_values,
+                p,
+                opts.interval,
+            )?)),
+            Layout::Parts { flush_every } => Backend::Parts(parts::Parts::new(
+                root,
+                schemas,
+                key_values,
+                flush_every,
+                opts.interval,
+            )?),
+        };
+        let shipper = match &opts.ship {
+            Some(url) => Some(ship::Shipper::start(root, url)?),
+            None => None,
+        };
         Ok(Sink {
             root: root.to_owned(),
-            tables,
-            flush_every,
-            slack: interval / 2,
-            last_rotation: Instant::now(),
+            backend,
+            shipper,
+            done: false,
         })
     }
 
@@ -358,71 +124,277 @@ impl Sink {
         &self.root
     }
 
-    fn table_mut(&mut self, table: &str) -> &mut TableWriter {
-        self.tables
-            .iter_mut()
-            .find(|t| t.table == table)
-            .unwrap_or_else(|| panic!("table {table} is not registered with the sink"))
-    }
-
+    /// Adds rows of `table` to the interval in progress.
     pub fn write(&mut self, table: &str, batch: &RecordBatch) -> Result<(), SinkError> {
-        self.table_mut(table).write(batch)
+        match &mut self.backend {
+            Backend::Periods(b) => b.write(table, batch),
+            Backend::Parts(b) => b.write(table, batch),
+        }
     }
 
-    /// Closes every open part once `--flush-every` has passed since the last rotation.
+    /// The end of an interval (called once per interval): commits its rows, syncs and ends the
+    /// period when due, hands sealed parts to the shipper.
     pub fn rotate_if_due(&mut self) -> Result<(), SinkError> {
-        if self.last_rotation.elapsed() + self.slack >= self.flush_every {
-            self.rotate(&[])?;
-        }
-        Ok(())
-    }
-
-    /// Closes every open part now.
-    pub fn rotate(&mut self, extra: &[(String, String)]) -> Result<(), SinkError> {
-        self.last_rotation = Instant::now();
-        for t in &mut self.tables {
-            t.close_part(extra)?;
-        }
-        Ok(())
-    }
-
-    /// Closes every part; a table that got no rows gets one empty part so that readers find its
-    /// schema.
-    pub fn finish(&mut self, extra: &[(String, String)]) -> Result<(), SinkError> {
-        for t in &mut self.tables {
-            if t.parts() == 0 && t.open.is_none() {
-                let empty = RecordBatch::new_empty(t.schema.clone());
-                t.write(&empty)?;
+        match &mut self.backend {
+            Backend::Periods(b) => {
+                b.end_interval()?;
+                self.ship_sealed();
+                Ok(())
             }
-            t.close_part(extra)?;
+            Backend::Parts(b) => b.end_interval(),
         }
-        Ok(())
     }
 
-    /// After a write error: drop open parts so that only complete files remain.
+    fn ship_sealed(&mut self) {
+        if let Backend::Periods(b) = &mut self.backend {
+            let parts = b.take_sealed();
+            if let Some(s) = &self.shipper {
+                for p in parts {
+                    s.submit(p.path);
+                }
+            }
+        }
+    }
+
+    /// The end of the run: every row in a sealed part (`extra` key-values in the last footers),
+    /// a part for every table, uploads finished or reported.
+    pub fn finish(&mut self, extra: &[(String, String)]) -> Result<(), SinkError> {
+        let result = match &mut self.backend {
+            Backend::Periods(b) => b.finish(extra),
+            Backend::Parts(b) => b.finish(extra),
+        };
+        if result.is_ok() {
+            self.done = true;
+        }
+        self.finish_shipping(if result.is_ok() {
+            SHIP_WAIT
+        } else {
+            SHIP_WAIT_FAILED
+        });
+        result
+    }
+
+    fn finish_shipping(&mut self, wait: Duration) {
+        self.ship_sealed();
+        let Some(shipper) = self.shipper.take() else {
+            return;
+        };
+        let report = shipper.finish(wait);
+        let sent = report.uploaded + report.present;
+        if report.failed.is_empty() {
+            eprintln!("scalp-bpf: shipped {sent} files to {}", report.url);
+        } else {
+            let last = report.failed.last().map_or("", |(_, e)| e.as_str());
+            eprintln!(
+                "scalp-bpf: {} of {} files not shipped to {} ({last}); they stay in {}: `scalp-bpf ship {} {}` uploads them",
+                report.failed.len(),
+                sent + report.failed.len(),
+                report.url,
+                self.root.display(),
+                self.root.display(),
+                report.url,
+            );
+        }
+    }
+
+    /// After a write error: the interval in progress is dropped; what was committed stays
+    /// readable (sealed if the disk allows, else in the log for `recover`); no half file stays.
     pub fn abandon(&mut self) {
-        for t in &mut self.tables {
-            t.abandon();
+        if self.done {
+            return;
+        }
+        self.done = true;
+        match &mut self.backend {
+            Backend::Periods(b) => b.abandon(),
+            Backend::Parts(b) => b.abandon(),
+        }
+        self.finish_shipping(SHIP_WAIT_FAILED);
+    }
+
+    /// Bytes the output takes, projected to what the data written so far will take once sealed
+    /// (for `--max-size`).
+    pub fn bytes(&self) -> u64 {
+        match &self.backend {
+            Backend::Periods(b) => b.bytes(),
+            Backend::Parts(b) => b.bytes(),
         }
     }
 
-    /// Bytes the parts take, the open ones counted at the size they will have once closed
-    /// (estimated).
-    pub fn bytes(&self) -> u64 {
-        self.tables.iter().map(TableWriter::size).sum()
-    }
-
-    /// Bytes that `finish` may add beyond [`Sink::bytes`]: the last, short interval and the
-    /// processes still traced make one more part per table at most.
+    /// Bytes that `finish` may add beyond [`Sink::bytes`]: the footers of one more part per
+    /// table at most.
     pub fn finish_reserve(&self) -> u64 {
-        self.tables.len() as u64 * FOOTER_BYTES
+        let tables = match &self.backend {
+            Backend::Periods(b) => b.tables(),
+            Backend::Parts(b) => b.tables(),
+        };
+        tables as u64 * FOOTER_BYTES
     }
 
     /// (table, parts, rows) for the exit summary.
     pub fn stats(&self) -> Vec<(&'static str, u32, u64)> {
-        self.tables
+        match &self.backend {
+            Backend::Periods(b) => b.stats(),
+            Backend::Parts(b) => b.stats(),
+        }
+    }
+}
+
+impl Drop for Sink {
+    /// A sink dropped unfinished (an early return, a panic) abandons: what was committed stays,
+    /// sealed or in the log, and no hidden half-written part stays behind.
+    fn drop(&mut self) {
+        self.abandon();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use parquet::file::reader::{FileReader as _, SerializedFileReader};
+
+    use super::*;
+    use crate::sink::wal::tests::{batch, schema, scratch};
+
+    fn sink(root: &Path, rotate: Duration) -> Sink {
+        let opts = SinkOptions {
+            interval: Duration::ZERO,
+            layout: Layout::Periods(PeriodOptions {
+                rotate,
+                rotate_size: 0,
+                sync_every: Duration::ZERO,
+            }),
+            ship: None,
+        };
+        let kv = vec![("scalp.host".to_owned(), "h".to_owned())];
+        Sink::new(root, vec![("a", schema()), ("b", schema())], &kv, opts).unwrap()
+    }
+
+    /// (file name, rows) of a table's parts.
+    fn parts(root: &Path, table: &str) -> Vec<(String, i64)> {
+        layout::parts(&root.join(table))
             .iter()
-            .map(|t| (t.table, t.parts(), t.rows))
+            .map(|p| {
+                let r = SerializedFileReader::new(fs::File::open(p).unwrap()).unwrap();
+                let n = r.metadata().file_metadata().num_rows();
+                (p.file_name().unwrap().to_string_lossy().into_owned(), n)
+            })
             .collect()
+    }
+
+    /// Hidden files anywhere under root.
+    fn hidden(root: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut dirs = vec![root.to_owned()];
+        while let Some(d) = dirs.pop() {
+            for e in fs::read_dir(&d).unwrap().flatten() {
+                if e.file_name().to_string_lossy().starts_with('.') {
+                    out.push(e.path());
+                }
+                if e.path().is_dir() {
+                    dirs.push(e.path());
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_run_makes_one_part_per_table_per_period_and_leaves_nothing_hidden() {
+        let root = scratch("sink-finish");
+        let mut s = sink(&root, Duration::from_secs(3600));
+        for i in 0..4 {
+            s.write("a", &batch(i * 3, 3)).unwrap();
+            s.rotate_if_due().unwrap();
+        }
+        assert!(s.bytes() > 0);
+        s.finish(&[("scalp.run_end".to_owned(), "end".to_owned())])
+            .unwrap();
+        assert_eq!(
+            parts(&root, "a"),
+            vec![("part-00000001.parquet".to_owned(), 12)]
+        );
+        // b got no rows: one empty part, so that readers find its schema.
+        assert_eq!(
+            parts(&root, "b"),
+            vec![("part-00000001.parquet".to_owned(), 0)]
+        );
+        assert_eq!(s.stats(), vec![("a", 1, 12), ("b", 1, 0)]);
+        assert!(hidden(&root).is_empty(), "{:?}", hidden(&root));
+        drop(s);
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn every_period_is_sealed_in_the_background_and_numbered_by_its_log() {
+        let root = scratch("sink-rotate");
+        let mut s = sink(&root, Duration::from_nanos(1));
+        for i in 0..5 {
+            s.write("a", &batch(i, 2)).unwrap();
+            s.write("b", &batch(i, 1)).unwrap();
+            s.rotate_if_due().unwrap();
+        }
+        s.finish(&[]).unwrap();
+        let names: Vec<(String, i64)> = (1..=5).map(|i| (layout::part_name(i), 2)).collect();
+        assert_eq!(parts(&root, "a"), names);
+        assert_eq!(parts(&root, "b").len(), 5);
+        assert!(hidden(&root).is_empty());
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_sink_dropped_unfinished_keeps_every_committed_interval_and_no_half_file() {
+        let root = scratch("sink-drop");
+        let mut s = sink(&root, Duration::from_secs(3600));
+        s.write("a", &batch(0, 3)).unwrap();
+        s.rotate_if_due().unwrap();
+        s.write("a", &batch(3, 3)).unwrap();
+        s.rotate_if_due().unwrap();
+        // The interval in progress when the sink goes away: not committed, so not kept.
+        s.write("a", &batch(6, 3)).unwrap();
+        drop(s);
+        assert_eq!(
+            parts(&root, "a"),
+            vec![("part-00000001.parquet".to_owned(), 6)]
+        );
+        assert!(hidden(&root).is_empty(), "{:?}", hidden(&root));
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_removed_output_directory_is_noticed_at_the_next_interval_end() {
+        let root = scratch("sink-removed");
+        let mut s = sink(&root, Duration::from_secs(3600));
+        s.write("a", &batch(0, 3)).unwrap();
+        s.rotate_if_due().unwrap();
+        fs::remove_dir_all(&root).unwrap();
+        s.write("a", &batch(3, 3)).unwrap();
+        match s.rotate_if_due() {
+            Err(SinkError::Removed { dir }) => assert_eq!(dir, root),
+            other => panic!("{other:?}"),
+        }
+        s.abandon();
+        assert!(!root.exists());
+    }
+
+    #[test]
+    fn the_legacy_layout_closes_a_part_per_table_every_flush() {
+        let root = scratch("sink-legacy");
+        let opts = SinkOptions {
+            interval: Duration::ZERO,
+            layout: Layout::Parts {
+                flush_every: Duration::from_nanos(1),
+            },
+            ship: None,
+        };
+        let mut s = Sink::new(&root, vec![("a", schema())], &[], opts).unwrap();
+        for i in 0..3 {
+            s.write("a", &batch(i, 1)).unwrap();
+            s.rotate_if_due().unwrap();
+        }
+        s.finish(&[]).unwrap();
+        assert_eq!(parts(&root, "a").len(), 3);
+        assert!(hidden(&root).is_empty());
+        fs::remove_dir_all(&root).unwrap();
     }
 }

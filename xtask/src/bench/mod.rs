@@ -5,6 +5,7 @@
 mod blockio;
 mod churn;
 mod harness;
+mod layout;
 mod progstats;
 mod sql;
 mod syscalls;
@@ -31,6 +32,9 @@ enum What {
     Blockio(blockio::Options),
     /// pgbench statements/s with nothing lost, and latency added per statement.
     Sql(sql::Options),
+    /// Output layouts side by side: per-interval parts vs the write-ahead log sealed every 10
+    /// min (bytes written, files, fsyncs, RSS, CPU, DuckDB query time).
+    Layout(layout::Options),
     /// Process churn: scalp-bpf's RSS and map entries while a parent forks short-lived
     /// children for minutes (they must stay flat; ended processes must be reaped).
     Churn(churn::Options),
@@ -45,7 +49,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "kernel.bpf_stats_enabled is on: it distorts every figure; turn it off first"
         );
     }
-    let scalp = match args.scalp {
+    // --scalp BIN or SCALP_BPF: a binary built already (as for the tests), e.g. in another
+    // target directory.
+    let scalp = match args.scalp.or_else(|| std::env::var_os("SCALP_BPF").map(Into::into)) {
         Some(bin) => bin,
         None => setup::build_release()?,
     };
@@ -54,5 +60,6 @@ pub fn run(args: BenchArgs) -> Result<()> {
         What::Blockio(opts) => blockio::run(&scalp, &opts),
         What::Sql(opts) => sql::run_bench(&scalp, &opts),
         What::Churn(opts) => churn::run(&scalp, &opts),
+        What::Layout(opts) => layout::run(&scalp, &opts),
     }
 }
