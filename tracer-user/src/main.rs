@@ -51,6 +51,7 @@ fn main() -> std::process::ExitCode {
         Command::Summary(args) => cli::summary::main(args),
         Command::Diff(args) => cli::diff::main(args),
         Command::Units(args) => cli::units::main(args),
+        Command::Check(args) => cli::check::main(args),
     };
     code.into()
 }
