@@ -70,6 +70,22 @@ check() {
     tail -n 15 $d/stderr | sed "s/^/SCALP-VM stderr $name: /"
 }
 
+# support: what `scalp-bpf check` says about this kernel, as JSON and as the table, with the exit
+# codes; the table also goes to the console.
+support() {
+    d=$R/support
+    mkdir -p $d
+    mark "support start"
+    # shellcheck disable=SC2086 # SCALP_GLOBAL is a word list on purpose
+    timeout -s KILL $CHECK_TIMEOUT /vm/scalp-bpf $SCALP_GLOBAL check --format json \
+        > $d/check.json 2> $d/check.json.stderr
+    echo $? > $d/json_exit
+    timeout -s KILL $CHECK_TIMEOUT /vm/scalp-bpf check > $d/check.txt 2> $d/check.txt.stderr
+    echo $? > $d/table_exit
+    mark "support end exit=$(cat $d/json_exit)"
+    sed "s/^/SCALP-VM check: /" $d/check.txt
+}
+
 # The writeback check: the workload dirties pages and waits; an untraced sync here makes the
 # flusher threads write them back while the workload is still traced.
 # $1: the check, whose end (a failed start) also ends the wait.
