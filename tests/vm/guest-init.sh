@@ -26,6 +26,7 @@ done
 mount -t tracefs tracefs /sys/kernel/tracing || fail "cannot mount tracefs"
 mount -t debugfs debugfs /sys/kernel/debug || fail "cannot mount debugfs"
 mount -t ext4 -o lazytime /dev/vda /mnt 2>> $R/errors || fail "cannot mount /dev/vda (ext4)"
+ip link set lo up || fail "cannot bring up lo"
 mark modules
 
 uname -r > $R/uname

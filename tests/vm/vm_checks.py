@@ -226,6 +226,25 @@ def check_blockio(r):
     assert r.run_json()["drops"] == []
 
 
+def check_http(r):
+    """HTTP/1.1 over loopback, client and server in the traced process: every request counted
+    on both sides, with its bytes (the capture: socket classification, user-memory copies into
+    the ring, the close hook at sys_enter)."""
+    n = r.arg("requests")
+    r.expect_exit(0)
+    pid, _ = r.command_pid()
+    response = len(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    request = sum(len(f"GET /items/{i} HTTP/1.1\r\nHost: vm\r\n\r\n") for i in range(n))
+    sums = {}
+    for row in r.table("http_requests", pid):
+        key = (row["direction"], row["http_request_method"], row["http_response_status_code"])
+        c, q, a = sums.get(key, (0, 0, 0))
+        sums[key] = (c + row["calls"], q + row["request_bytes"], a + row["response_bytes"])
+    assert sums == {("server", "GET", 200): (n, request, n * response),
+                    ("client", "GET", 200): (n, request, n * response)}, sums
+    assert r.run_json()["drops"] == []
+
+
 def check_writeback(r):
     """Pages the workload dirtied, written back by the flusher threads after an untraced sync:
     charged to the workload as writeback."""

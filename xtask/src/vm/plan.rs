@@ -50,6 +50,12 @@ pub const CHECKS: &[Check] = &[
         ],
     },
     Check {
+        name: "http",
+        before: None,
+        disk: None,
+        workload: &["http", "--requests", "200", "--port", "8080"],
+    },
+    Check {
         name: "writeback",
         before: Some("writeback_sync"),
         disk: Some("vda"),
