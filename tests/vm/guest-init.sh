@@ -26,6 +26,7 @@ done
 mount -t tracefs tracefs /sys/kernel/tracing || fail "cannot mount tracefs"
 mount -t debugfs debugfs /sys/kernel/debug || fail "cannot mount debugfs"
 mount -t ext4 -o lazytime /dev/vda /mnt 2>> $R/errors || fail "cannot mount /dev/vda (ext4)"
+ip link set lo up || fail "cannot bring up lo"
 mark modules
 
 uname -r > $R/uname
@@ -68,6 +69,22 @@ check() {
     mark "check $name end exit=$(cat $d/exit)"
     # A short view on the console; the whole stderr (verifier logs included) is in the results.
     tail -n 15 $d/stderr | sed "s/^/SCALP-VM stderr $name: /"
+}
+
+# support: what `scalp-bpf check` says about this kernel, as JSON and as the table, with the exit
+# codes; the table also goes to the console.
+support() {
+    d=$R/support
+    mkdir -p $d
+    mark "support start"
+    # shellcheck disable=SC2086 # SCALP_GLOBAL is a word list on purpose
+    timeout -s KILL $CHECK_TIMEOUT /vm/scalp-bpf $SCALP_GLOBAL check --format json \
+        > $d/check.json 2> $d/check.json.stderr
+    echo $? > $d/json_exit
+    timeout -s KILL $CHECK_TIMEOUT /vm/scalp-bpf check > $d/check.txt 2> $d/check.txt.stderr
+    echo $? > $d/table_exit
+    mark "support end exit=$(cat $d/json_exit)"
+    sed "s/^/SCALP-VM check: /" $d/check.txt
 }
 
 # The writeback check: the workload dirties pages and waits; an untraced sync here makes the

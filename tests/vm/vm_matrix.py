@@ -1,6 +1,9 @@
 """pytest plugin of the kernel matrix (loaded by xtask with -p vm_matrix, never by the host
-suite): after the checks, one table of kernel × check, PASS or FAIL, so a run says at a glance
-what works where. The reasons are in pytest's failure report above it."""
+suite): after the checks, what `scalp-bpf check` printed on each kernel, then one table of
+kernel × check, PASS or FAIL, so a run says at a glance what works where. The reasons are in
+pytest's failure report above it."""
+import os
+import pathlib
 
 OUTCOMES = {}
 
@@ -30,6 +33,11 @@ def pytest_terminal_summary(terminalreporter):
     checks = list(dict.fromkeys(c for _, c in OUTCOMES))
     width = max(len(c) for c in checks) + 2
     tr = terminalreporter
+    results = pathlib.Path(os.environ.get("SCALP_VM_RESULTS", "target/vm"))
+    for k in kernels:
+        table = results / k / "results" / "support" / "check.txt"
+        tr.section(f"scalp-bpf check on {k}")
+        tr.write_line(table.read_text().rstrip() if table.exists() else f"({table} missing)")
     tr.section("kernel matrix")
     tr.write_line("kernel".ljust(8) + "".join(c.ljust(width) for c in checks))
     for k in kernels:

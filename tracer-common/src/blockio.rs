@@ -39,12 +39,19 @@ pub struct BlockIoConfig {
     pub rq_part_offset: u32,
     pub rq_data_len_offset: u32,
     pub rq_cmd_flags_offset: u32,
-    pub bdev_dev_offset: u32,
-    /// request.q, request_queue.disk, gendisk.part0: the whole disk, for requests without a
-    /// partition (flushes).
+    /// Offset of the `dev_t` in what `request.part` points to: `block_device.bd_dev`, or
+    /// `hd_struct.__dev.devt` before 5.11.
+    pub part_dev_offset: u32,
+    /// How a request without a partition (a flush) finds its disk ([`DISK_VIA_QUEUE`], …), and
+    /// the offsets on the way: request.q → request_queue.disk, or request.rq_disk.
+    pub disk_path: u32,
     pub rq_q_offset: u32,
     pub queue_disk_offset: u32,
+    pub rq_disk_offset: u32,
+    /// gendisk.part0: a pointer to the whole disk's partition, or (before 5.11) the partition
+    /// itself, embedded (`part0_embedded` 1).
     pub disk_part0_offset: u32,
+    pub part0_embedded: u32,
     pub mapping_host_offset: u32,
     /// Bit numbers of REQ_SYNC, REQ_FUA, REQ_PREFLUSH and REQ_META in `cmd_flags` (enum
     /// req_flag_bits).
@@ -54,10 +61,27 @@ pub struct BlockIoConfig {
     pub req_meta_bit: u32,
     /// 1 when `bpf_get_current_task_btf` exists (Linux ≥ 5.11): task fields are plain loads.
     pub task_btf: u32,
-    pub _pad: u32,
+    /// 1: a write a flusher thread submits outside its inode window (where FLUSHER_OWNER names
+    /// no owner) is charged to the dirtier of its first page's inode: request.bio →
+    /// bio.bi_io_vec → bio_vec.bv_page (→ page.compound_head) → page.mapping →
+    /// address_space.host. Used with the fallback, whose submission points (insert, issue) can
+    /// come after the window.
+    pub owner_from_page: u32,
+    pub rq_bio_offset: u32,
+    pub bio_io_vec_offset: u32,
+    pub bvec_page_offset: u32,
+    pub page_compound_head_offset: u32,
+    pub page_mapping_offset: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<BlockIoConfig>() == 64);
+/// [`BlockIoConfig::disk_path`]: no way to the disk (flushes count under device 0:0).
+pub const DISK_NONE: u32 = 0;
+/// request.q → request_queue.disk (Linux ≥ 5.15).
+pub const DISK_VIA_QUEUE: u32 = 1;
+/// request.rq_disk (before 5.19).
+pub const DISK_VIA_REQUEST: u32 = 2;
+
+const _: () = assert!(core::mem::size_of::<BlockIoConfig>() == 96);
 
 crate::drop_reasons! {
     /// What the block I/O tracer can lose.

@@ -39,10 +39,22 @@ pub struct ProcessConfig {
     pub task_mm_offset: u32,
     pub mm_arg_start_offset: u32,
     pub mm_arg_end_offset: u32,
-    pub _pad: u32,
+    /// Where an exiting thread's registers are found ([`EXIT_REGS_HELPER`], …).
+    pub exit_regs: u32,
+    /// `task_struct.stack`, and the offset of `struct pt_regs` in the stack (THREAD_SIZE -
+    /// sizeof(struct pt_regs)), for [`EXIT_REGS_STACK`].
+    pub task_stack_offset: u32,
+    pub stack_regs_offset: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<ProcessConfig>() == 56);
+/// [`ProcessConfig::exit_regs`]: no way to the registers (exit and exit_group go uncounted).
+pub const EXIT_REGS_NONE: u32 = 0;
+/// `bpf_task_pt_regs(bpf_get_current_task_btf())` (Linux ≥ 5.15).
+pub const EXIT_REGS_HELPER: u32 = 1;
+/// At the top of the task's kernel stack, where the entry code saved them (older kernels).
+pub const EXIT_REGS_STACK: u32 = 2;
+
+const _: () = assert!(core::mem::size_of::<ProcessConfig>() == 64);
 
 crate::drop_reasons! {
     /// What the process tracker can lose.

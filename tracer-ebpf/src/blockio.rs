@@ -18,8 +18,9 @@ use aya_ebpf::{
 use tracer_common::{
     blockio::{
         Attribution, BLOCK_INFLIGHT_ENTRIES, BLOCK_INFLIGHT_WAYS, BLOCK_STATS_ENTRIES, BlockDrop,
-        BlockInflight, BlockIoConfig, BlockKey, BlockStats, FLAG_FUA, FLAG_META, FLAG_PREFLUSH,
-        FLAG_SYNC, FLUSHER_OWNER_ENTRIES, Owner, WRITEBACK_OWNER_ENTRIES,
+        BlockInflight, BlockIoConfig, BlockKey, BlockStats, DISK_VIA_QUEUE, DISK_VIA_REQUEST,
+        FLAG_FUA, FLAG_META, FLAG_PREFLUSH, FLAG_SYNC, FLUSHER_OWNER_ENTRIES, Owner,
+        WRITEBACK_OWNER_ENTRIES,
     },
     drops::Reasons as _,
     hist,
@@ -28,7 +29,7 @@ use tracer_common::{
 use crate::{
     kernel::{
         SharedCounter, address_of, btf_field, config_global, count_drop, current_is_kthread,
-        read_ptr, setting,
+        read_at, read_ptr, setting,
     },
     targets::traced_generation,
 };
@@ -68,9 +69,12 @@ static TRACED_IN_FLIGHT: SharedCounter = SharedCounter::new();
 /// default timeouts are 30 s).
 const STALE_NS: u64 = 120_000_000_000;
 
-/// The process the current task's block I/O is charged to, if any.
+/// `REQ_OP_WRITE` in `cmd_flags & REQ_OP_MASK` (the same in every kernel).
+const REQ_OP_WRITE: u32 = 1;
+
+/// The process request `rq`, submitted by the current task, is charged to, if any.
 #[inline(always)]
-fn owner_of_current() -> Option<(Owner, Attribution)> {
+fn owner_of(rq: *const u8) -> Option<(Owner, Attribution)> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     if let Some(generation) = traced_generation(tgid) {
@@ -84,8 +88,41 @@ fn owner_of_current() -> Option<(Owner, Attribution)> {
         return None;
     }
     // SAFETY: a plain copy out of the map value.
-    let owner = unsafe { FLUSHER_OWNER.get(pid_tgid as u32) }?;
-    Some((*owner, Attribution::Writeback))
+    if let Some(owner) = unsafe { FLUSHER_OWNER.get(pid_tgid as u32) } {
+        return Some((*owner, Attribution::Writeback));
+    }
+    if setting!(BLOCKIO_CONFIG.owner_from_page) == 0 {
+        return None;
+    }
+    let cmd_flags: u32 = btf_field(rq, setting!(BLOCKIO_CONFIG.rq_cmd_flags_offset));
+    if cmd_flags & 0xff != REQ_OP_WRITE {
+        return None;
+    }
+    owner_of_first_page(rq).map(|o| (o, Attribution::Writeback))
+}
+
+/// The traced process that last dirtied the inode of the request's first page (a page of the
+/// page cache: its mapping is the inode's; anonymous and other tagged mappings are not).
+#[inline(always)]
+fn owner_of_first_page(rq: *const u8) -> Option<Owner> {
+    let bio = read_ptr(rq, setting!(BLOCKIO_CONFIG.rq_bio_offset))?;
+    let vec = read_ptr(bio, setting!(BLOCKIO_CONFIG.bio_io_vec_offset))?;
+    let mut page = read_ptr(vec, setting!(BLOCKIO_CONFIG.bvec_page_offset))?;
+    // A tail page of a large folio points to its head (bit 0 set); the head has the mapping.
+    let head: u64 = read_at(page, setting!(BLOCKIO_CONFIG.page_compound_head_offset))?;
+    if head & 1 != 0 {
+        page = (head - 1) as *const u8;
+    }
+    let mapping: u64 = read_at(page, setting!(BLOCKIO_CONFIG.page_mapping_offset))?;
+    if mapping == 0 || mapping & 3 != 0 {
+        return None;
+    }
+    let inode = read_ptr(
+        mapping as *const u8,
+        setting!(BLOCKIO_CONFIG.mapping_host_offset),
+    )?;
+    // SAFETY: a plain copy out of the map value.
+    unsafe { WRITEBACK_OWNER.get(inode as u64) }.copied()
 }
 
 /// Fills in device, op, flags and bytes from the request as it is now.
@@ -104,21 +141,40 @@ fn describe(rq: *const u8, e: *mut BlockInflight) {
         | bit(setting!(BLOCKIO_CONFIG.req_preflush_bit), FLAG_PREFLUSH)
         | bit(setting!(BLOCKIO_CONFIG.req_meta_bit), FLAG_META);
     // Pointer fields of a BTF pointer load as BTF pointers: plain loads all the way. A flush has
-    // no partition: it counts against the whole disk.
-    let mut part: *const u8 = btf_field(rq, setting!(BLOCKIO_CONFIG.rq_part_offset));
-    if part.is_null() {
-        let q: *const u8 = btf_field(rq, setting!(BLOCKIO_CONFIG.rq_q_offset));
-        if !q.is_null() {
-            let disk: *const u8 = btf_field(q, setting!(BLOCKIO_CONFIG.queue_disk_offset));
-            if !disk.is_null() {
-                part = btf_field(disk, setting!(BLOCKIO_CONFIG.disk_part0_offset));
+    // no partition: it counts against the whole disk. Which way leads there, and what
+    // `request.part` points to, are read-only settings: the verifier walks only the branch this
+    // kernel's types were chosen for.
+    let part: *const u8 = btf_field(rq, setting!(BLOCKIO_CONFIG.rq_part_offset));
+    let part_dev = setting!(BLOCKIO_CONFIG.part_dev_offset);
+    let dev: u32 = if !part.is_null() {
+        btf_field(part, part_dev)
+    } else {
+        let path = setting!(BLOCKIO_CONFIG.disk_path);
+        let disk: *const u8 = if path == DISK_VIA_QUEUE {
+            let q: *const u8 = btf_field(rq, setting!(BLOCKIO_CONFIG.rq_q_offset));
+            if q.is_null() {
+                core::ptr::null()
+            } else {
+                btf_field(q, setting!(BLOCKIO_CONFIG.queue_disk_offset))
+            }
+        } else if path == DISK_VIA_REQUEST {
+            btf_field(rq, setting!(BLOCKIO_CONFIG.rq_disk_offset))
+        } else {
+            core::ptr::null()
+        };
+        let part0 = setting!(BLOCKIO_CONFIG.disk_part0_offset);
+        if disk.is_null() {
+            0
+        } else if setting!(BLOCKIO_CONFIG.part0_embedded) != 0 {
+            btf_field(disk, part0 + part_dev)
+        } else {
+            let whole: *const u8 = btf_field(disk, part0);
+            if whole.is_null() {
+                0
+            } else {
+                btf_field(whole, part_dev)
             }
         }
-    }
-    let dev: u32 = if part.is_null() {
-        0
-    } else {
-        btf_field(part, setting!(BLOCKIO_CONFIG.bdev_dev_offset))
     };
     // SAFETY: `e` is a valid map value; a request is handled by one CPU at a time.
     unsafe {
@@ -156,7 +212,7 @@ fn find(rq: u64) -> Option<*mut BlockInflight> {
 #[inline(always)]
 fn start(rq: *const u8) {
     // Untraced submitters pay only this check.
-    let Some((owner, attribution)) = owner_of_current() else {
+    let Some((owner, attribution)) = owner_of(rq) else {
         return;
     };
     let key = address_of(rq);

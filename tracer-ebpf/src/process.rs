@@ -17,13 +17,13 @@ use aya_log_ebpf::debug;
 use tracer_common::{
     drops::Reasons as _,
     process::{
-        ARGS_BYTES, PROCESS_EVENTS_BYTES, ProcessConfig, ProcessDrop, ProcessEvent,
-        ProcessEventKind, TRACED_FLAG, next_traced_byte,
+        ARGS_BYTES, EXIT_REGS_HELPER, EXIT_REGS_STACK, PROCESS_EVENTS_BYTES, ProcessConfig,
+        ProcessDrop, ProcessEvent, ProcessEventKind, TRACED_FLAG, next_traced_byte,
     },
 };
 
 use crate::{
-    kernel::{config_global, count_drop, current_task, read_at, setting},
+    kernel::{config_global, count_drop, current_task, read_at, read_ptr, setting},
     syscalls,
     targets::{set_traced_byte, traced_byte, traced_generation},
 };
@@ -178,6 +178,27 @@ pub fn sched_process_exec(_ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// The syscall the exiting thread is in (exit or exit_group, unless it was killed), from its saved
+/// registers: through `bpf_task_pt_regs` where the kernel has it (5.15+), else at the top of its
+/// kernel stack. The loader's choice is a read-only setting: the verifier never walks the branch
+/// not taken, so older kernels never see the helpers they lack.
+#[inline(always)]
+fn exit_syscall_nr() -> u32 {
+    let how = setting!(PROCESS_CONFIG.exit_regs);
+    let regs = if how == EXIT_REGS_HELPER {
+        // SAFETY: the helpers take the current task, which is alive while it runs this program.
+        unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u8 }
+    } else if how == EXIT_REGS_STACK {
+        match read_ptr(current_task(), setting!(PROCESS_CONFIG.task_stack_offset)) {
+            Some(stack) => stack.wrapping_add(setting!(PROCESS_CONFIG.stack_regs_offset) as usize),
+            None => return u32::MAX,
+        }
+    } else {
+        return u32::MAX;
+    };
+    read_at::<u32>(regs, setting!(PROCESS_CONFIG.regs_syscall_nr_offset)).unwrap_or(u32::MAX)
+}
+
 /// `sched_process_exit(struct task_struct *p[, bool group_dead])`, run by each exiting thread.
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
@@ -186,11 +207,7 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
     let Some(generation) = traced_generation(tgid) else {
         return 0;
     };
-    // SAFETY: the helpers take the current task, which is alive while it runs this program.
-    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8;
-    let nr =
-        read_at::<u32>(regs, setting!(PROCESS_CONFIG.regs_syscall_nr_offset)).unwrap_or(u32::MAX);
-    syscalls::on_thread_exit(tgid, generation, pid_tgid as u32, nr);
+    syscalls::on_thread_exit(tgid, generation, pid_tgid as u32, exit_syscall_nr());
 
     let task = current_task();
     let group_dead = if setting!(PROCESS_CONFIG.exit_has_group_dead) != 0 {

@@ -1,6 +1,12 @@
-//! Loads the kernel programs: writes each tracer's settings global, sizes the maps for this
-//! machine, loads the object and attaches the probes it is given. What to write and attach comes
-//! from the tracers (`crate::tracers`); this module knows none of them.
+//! Loads the kernel programs: decides per tracer what the running kernel allows ([`plan`]: its
+//! probe rows and its choices, from the kernel's BTF), writes each tracer's settings global,
+//! sizes the maps for this machine, loads the object and attaches the probes. What to write and
+//! attach comes from the tracers (`crate::tracers`); this module knows none of them beyond which
+//! are the core ([`CORE`]) and which need another ([`NEEDS`]).
+//!
+//! A tracer the kernel cannot run (a missing tracepoint, type or helper its tables have no way
+//! around, or a program the verifier refuses) is left out with one line on stderr and in run.json;
+//! only the core failing fails the run.
 
 use aya::{
     Btf, Ebpf, EbpfLoader, Endianness, Pod,
@@ -9,11 +15,22 @@ use aya::{
 use aya_log::EbpfLogger;
 
 use crate::{
-    kernel::btf::{BtfError, KernelBtf},
-    probes::Probe,
+    kernel::{
+        btf::{BtfError, KernelBtf},
+        support::{Choice, Status, TracerSupport},
+    },
+    probes::{self, Probe, ProbePlan},
     settings::Settings,
     syscall_names::Arch,
+    tracers::{self, Registration},
 };
+
+/// The tracers a run cannot go without: process tracking, the syscall dispatch and the syscall
+/// counts. When one of them cannot run on a kernel, nothing can (exit 4).
+pub const CORE: &[&str] = &["process", "dispatch", "syscalls", "drops"];
+
+/// Tracers that work through another: (tracer, the one it needs).
+pub const NEEDS: &[(&str, &str)] = &[("sql", "sockets"), ("http", "sockets")];
 
 /// The object built by build.rs from tracer-ebpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
@@ -33,13 +50,19 @@ pub enum LoadError {
     #[error("the kernel refused scalp-bpf's programs: {0}")]
     Object(#[source] aya::EbpfError),
     /// A program failed to load or attach.
-    #[error("cannot attach {program} ({tracer}) to tracepoint {tracepoint}: {source}")]
+    #[error(
+        "cannot attach {program} ({tracer}) to tracepoint {tracepoint}: {}",
+        first_line(source)
+    )]
     Attach {
         program: &'static str,
         tracer: &'static str,
         tracepoint: &'static str,
         source: Box<ProgramError>,
     },
+    /// A core tracer cannot run on this kernel.
+    #[error("this kernel cannot run scalp-bpf's {tracer} tracer: {why}")]
+    Core { tracer: &'static str, why: String },
     #[error("the object has no program {0}")]
     MissingProgram(&'static str),
     /// `--map-entries` named a map the object does not have.
@@ -47,6 +70,15 @@ pub enum LoadError {
     UnknownMap(String),
     #[error("this architecture ({0}) is not supported")]
     Arch(String),
+}
+
+/// aya's message up to the verifier's log (which `-vv` prints): one line.
+fn first_line(e: &ProgramError) -> String {
+    let text = e.to_string();
+    match text.split_once(". Verifier output:") {
+        Some((head, _)) => format!("{head} (the verifier refused it; -vv shows its log)"),
+        None => text.lines().next().unwrap_or_default().to_owned(),
+    }
 }
 
 impl LoadError {
@@ -71,6 +103,8 @@ pub struct KernelSetup<'a> {
     pub nr_cpus: u32,
     globals: Vec<(&'static str, Vec<u8>)>,
     map_entries: Vec<(&'static str, u32)>,
+    /// The tracer being set up: its probe rows as decided on this kernel, and its report.
+    current: Option<(ProbePlan, TracerSupport)>,
 }
 
 impl<'a> KernelSetup<'a> {
@@ -83,7 +117,36 @@ impl<'a> KernelSetup<'a> {
             nr_cpus: aya::util::nr_cpus().map_err(|(_, e)| LoadError::Cpus(e))? as u32,
             globals: Vec::new(),
             map_entries: Vec::new(),
+            current: None,
         })
+    }
+
+    /// Takes the first way of `choice` the kernel allows and records it in the tracer's report;
+    /// returns its value. None when no way fits and the tracer goes on without it; an error when
+    /// the tracer cannot go on.
+    pub fn choose(&mut self, choice: &Choice) -> Result<Option<u32>, BtfError> {
+        let decision = choice.decide(self.btf, self.arch.name());
+        if let Some((_, support)) = &mut self.current {
+            support.record(choice, &decision);
+            if support.status == Status::Unavailable {
+                return Err(BtfError::Unsupported {
+                    why: support.why.clone().unwrap_or_default(),
+                });
+            }
+        } else if decision.way.is_none() {
+            return Err(BtfError::Unsupported {
+                why: format!("{}: {}", choice.what, decision.because.join("; ")),
+            });
+        }
+        Ok(choice.value(&decision))
+    }
+
+    /// Whether the tracer being set up attaches `program` on this kernel (its probe rows as
+    /// decided by [`plan`]).
+    pub fn attaches(&self, program: &str) -> bool {
+        self.current
+            .as_ref()
+            .is_some_and(|(probes, _)| probes.attaches(program))
     }
 
     /// Sets the read-only global `name` (a tracer's settings) to `value`.
@@ -102,7 +165,8 @@ impl<'a> KernelSetup<'a> {
     }
 }
 
-/// A probe to attach, and the tracer it belongs to (for messages).
+/// A probe to attach, and the tracer it belongs to (for messages). It goes to the tracepoint
+/// [`Probe::pick`] finds on this kernel (its own, or an older name of it).
 pub struct Attach {
     pub tracer: &'static str,
     pub probe: &'static Probe,
@@ -115,13 +179,201 @@ pub struct Loaded {
     pub arch: Arch,
 }
 
-/// Loads the object with `setup`'s globals and map sizes, and attaches `probes`.
+/// What the running kernel allows the enabled tracers: their settings globals written, the
+/// probes to attach, and what each one uses and loses.
+pub struct Plan<'a> {
+    pub setup: KernelSetup<'a>,
+    pub probes: Vec<Attach>,
+    /// The enabled tracers that can run, in registry order.
+    pub enabled: Vec<&'static Registration>,
+    /// Every enabled tracer, those that cannot run included, in registry order.
+    pub support: Vec<TracerSupport>,
+}
+
+/// Decides, for every tracer `settings` enable, what this kernel allows ([`survey`]); fails when
+/// a core tracer cannot run.
+pub fn plan<'a>(settings: &'a Settings, btf: &'a KernelBtf) -> Result<Plan<'a>, LoadError> {
+    let plan = survey(settings, btf)?;
+    if let Some(s) = plan
+        .support
+        .iter()
+        .find(|s| CORE.contains(&s.tracer) && s.status == Status::Unavailable)
+    {
+        return Err(LoadError::Core {
+            tracer: s.tracer,
+            why: s.why.clone().unwrap_or_default(),
+        });
+    }
+    Ok(plan)
+}
+
+/// Whether every core tracer can run.
+pub fn core_ok(support: &[TracerSupport]) -> bool {
+    support
+        .iter()
+        .all(|s| !CORE.contains(&s.tracer) || s.status != Status::Unavailable)
+}
+
+/// Decides, for every tracer `settings` enable, what this kernel allows: its probe rows
+/// (`crate::probes::plan`), then its setup (which writes its settings global and takes its
+/// choices, [`KernelSetup::choose`]). A tracer that cannot run is left out, with the tracers that
+/// work through it.
+pub fn survey<'a>(settings: &'a Settings, btf: &'a KernelBtf) -> Result<Plan<'a>, LoadError> {
+    let mut setup = KernelSetup::new(settings, btf)?;
+    let mut support: Vec<TracerSupport> = Vec::new();
+    let mut planned = Vec::new();
+    for r in tracers::enabled(settings) {
+        let probes = probes::plan(r.probes, settings, btf);
+        let mut s = TracerSupport::new(r.name);
+        probes.report(&mut s);
+        setup.current = Some((probes, s));
+        let result = (r.setup)(&mut setup);
+        let Some((probes, mut s)) = setup.current.take() else {
+            continue;
+        };
+        if let Err(e) = result {
+            s.refuse(e.reason());
+        }
+        planned.push((r, probes));
+        support.push(s);
+    }
+    // Tracers that work through one that cannot run cannot run either.
+    for (t, needed) in NEEDS {
+        let down = support
+            .iter()
+            .any(|s| s.tracer == *needed && s.status == Status::Unavailable);
+        if let (true, Some(s)) = (down, support.iter_mut().find(|s| s.tracer == *t)) {
+            s.refuse(format!("it works through {needed}, which cannot run"));
+        }
+    }
+    let up = |name: &str| {
+        support
+            .iter()
+            .any(|s| s.tracer == name && s.status != Status::Unavailable)
+    };
+    let enabled: Vec<&'static Registration> = planned
+        .iter()
+        .map(|(r, _)| *r)
+        .filter(|r| up(r.name))
+        .collect();
+    let probes = planned
+        .iter()
+        .filter(|(r, _)| up(r.name))
+        .flat_map(|(r, p)| {
+            p.attached()
+                .map(|(probe, _)| Attach {
+                    tracer: r.name,
+                    probe,
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    Ok(Plan {
+        setup,
+        probes,
+        enabled,
+        support,
+    })
+}
+
+/// What [`load_plan`] does with the programs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Load and attach them (a run).
+    Attach,
+    /// Only have the verifier load them (`scalp-bpf check`).
+    VerifyOnly,
+}
+
+/// The tracers of a loaded [`Plan`]: those that run, and what every enabled one got.
+pub struct Tracers {
+    pub enabled: Vec<&'static Registration>,
+    pub support: Vec<TracerSupport>,
+    pub pid_max: u32,
+}
+
+/// Loads a [`Plan`]: the object with its globals and map sizes, then each program. A program the
+/// kernel refuses takes its tracer out (with the tracers that work through it; their programs
+/// loaded so far are unloaded, the report says why), unless the tracer is a core one: an error
+/// when attaching, recorded like the others when only verifying.
+pub fn load_plan(plan: Plan<'_>, mode: Mode) -> Result<(Loaded, Tracers), LoadError> {
+    let Plan {
+        setup,
+        probes,
+        mut enabled,
+        mut support,
+    } = plan;
+    let (mut loaded, btf) = load_object(&setup)?;
+    let mut out: Vec<&'static str> = Vec::new();
+    for a in &probes {
+        if out.contains(&a.tracer) {
+            continue;
+        }
+        let Err(e) = attach(&mut loaded.ebpf, a, &btf, setup.btf, mode) else {
+            continue;
+        };
+        if CORE.contains(&a.tracer) && mode == Mode::Attach {
+            return Err(e);
+        }
+        tracing::debug!("{e:?}");
+        let why = match &e {
+            LoadError::Attach {
+                program, source, ..
+            } => format!("the kernel refused {program}: {}", first_line(source)),
+            other => other.to_string(),
+        };
+        if let Some(s) = support.iter_mut().find(|s| s.tracer == a.tracer) {
+            s.refuse(why);
+        }
+        out.push(a.tracer);
+        for (t, _) in NEEDS.iter().filter(|(_, n)| *n == a.tracer) {
+            if let Some(s) = support.iter_mut().find(|s| s.tracer == *t) {
+                s.refuse(format!("it works through {}, which cannot run", a.tracer));
+            }
+            out.push(*t);
+        }
+        for gone in probes.iter().filter(|o| out.contains(&o.tracer)) {
+            let program: Option<&mut BtfTracePoint> = loaded
+                .ebpf
+                .program_mut(gone.probe.program)
+                .and_then(|p| p.try_into().ok());
+            if let Some(p) = program {
+                // Loaded (and attached) or not yet: either way it goes.
+                let _ = p.unload();
+            }
+        }
+    }
+    enabled.retain(|r| !out.contains(&r.name));
+    Ok((
+        loaded,
+        Tracers {
+            enabled,
+            support,
+            pid_max: setup.pid_max,
+        },
+    ))
+}
+
+/// Loads the object with `setup`'s globals and map sizes, and attaches `probes`; any failure is
+/// an error (`scalp-bpf calibrate`).
 pub fn load(setup: KernelSetup<'_>, probes: &[Attach]) -> Result<Loaded, LoadError> {
+    for a in probes {
+        a.probe
+            .pick(setup.btf)
+            .map_err(|what| BtfError::MissingType { what })?;
+    }
+    let (mut loaded, btf) = load_object(&setup)?;
+    for a in probes {
+        attach(&mut loaded.ebpf, a, &btf, setup.btf, Mode::Attach)?;
+    }
+    Ok(loaded)
+}
+
+/// The object, loaded with `setup`'s globals and map sizes (no program yet), and the kernel's
+/// BTF as aya reads it.
+fn load_object(setup: &KernelSetup<'_>) -> Result<(Loaded, Btf), LoadError> {
     if OBJECT.is_empty() {
         return Err(LoadError::NoObject);
-    }
-    for a in probes {
-        setup.btf.require_tracepoint(a.probe.tracepoint)?;
     }
     let btf = Btf::parse_file(setup.btf.path(), Endianness::default())
         .map_err(|e| LoadError::Object(aya::EbpfError::BtfError(e)))?;
@@ -143,29 +395,59 @@ pub fn load(setup: KernelSetup<'_>, probes: &[Attach]) -> Result<Loaded, LoadErr
             return Err(LoadError::UnknownMap(name.clone()));
         }
     }
-
     // Kernel-side diagnostics (aya-log) go to our log; absent when the object logs nothing.
     let logger = EbpfLogger::init(&mut ebpf).ok();
+    Ok((
+        Loaded {
+            ebpf,
+            logger,
+            arch: setup.arch,
+        },
+        btf,
+    ))
+}
 
-    for a in probes {
-        let attach_err = |source| LoadError::Attach {
-            program: a.probe.program,
-            tracer: a.tracer,
-            tracepoint: a.probe.tracepoint,
-            source: Box::new(source),
-        };
-        let program: &mut BtfTracePoint = ebpf
-            .program_mut(a.probe.program)
-            .ok_or(LoadError::MissingProgram(a.probe.program))?
-            .try_into()
-            .map_err(attach_err)?;
-        program.load(a.probe.tracepoint, &btf).map_err(attach_err)?;
+/// Loads one program for its tracepoint on this kernel and, in [`Mode::Attach`], attaches it.
+fn attach(
+    ebpf: &mut Ebpf,
+    a: &Attach,
+    btf: &Btf,
+    kernel: &KernelBtf,
+    mode: Mode,
+) -> Result<(), LoadError> {
+    let tracepoint = a
+        .probe
+        .pick(kernel)
+        .map_err(|what| BtfError::MissingType { what })?;
+    let attach_err = |source| LoadError::Attach {
+        program: a.probe.program,
+        tracer: a.tracer,
+        tracepoint,
+        source: Box::new(source),
+    };
+    let program: &mut BtfTracePoint = ebpf
+        .program_mut(a.probe.program)
+        .ok_or(LoadError::MissingProgram(a.probe.program))?
+        .try_into()
+        .map_err(attach_err)?;
+    program.load(tracepoint, btf).map_err(attach_err)?;
+    if mode == Mode::Attach {
         program.attach().map_err(attach_err)?;
-        tracing::debug!(program = a.probe.program, tracer = a.tracer, "attached");
     }
-    Ok(Loaded {
-        ebpf,
-        logger,
-        arch: setup.arch,
-    })
+    tracing::debug!(
+        program = a.probe.program,
+        tracer = a.tracer,
+        tracepoint,
+        "loaded"
+    );
+    Ok(())
+}
+
+/// One line on stderr per tracer this kernel does not fully allow.
+pub fn notify(support: &[TracerSupport]) {
+    for s in support {
+        if let Some(line) = s.notice() {
+            eprintln!("scalp-bpf: {line}");
+        }
+    }
 }

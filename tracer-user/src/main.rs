@@ -53,6 +53,7 @@ fn main() -> std::process::ExitCode {
         Command::Units(args) => cli::units::main(args),
         Command::Recover(args) => cli::recover::main(args),
         Command::Ship(args) => cli::ship::main(args),
+        Command::Check(args) => cli::check::main(args),
     };
     code.into()
 }

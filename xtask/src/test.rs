@@ -1,5 +1,7 @@
 //! `cargo xtask test`: unit tests, then the acceptance tests (pytest, as root, against the real
-//! kernel programs, real servers and real client drivers).
+//! kernel programs, real servers and real client drivers), then — for the whole suite, not with
+//! `-k` or `--acceptance-only` — the core subset on every kernel of the matrix under QEMU
+//! (`crate::vm`, `--kernel all`): what CI runs.
 
 use std::process::Command;
 
@@ -35,7 +37,12 @@ pub fn run(filter: Option<&str>, acceptance_only: bool) -> Result<()> {
     if let Some(k) = filter {
         pytest.args(["-k", k]);
     }
-    sh(&mut pytest)
+    sh(&mut pytest)?;
+    if filter.is_none() && !acceptance_only {
+        // The release binary is built: the matrix reuses it.
+        crate::vm::run(&crate::vm::VmArgs::all_with(scalp))?;
+    }
+    Ok(())
 }
 
 /// Formatting and clippy (with the workspace lints, warnings denied) on every crate, the kernel

@@ -1,6 +1,7 @@
 //! The command line: one module per subcommand.
 
 pub mod calibrate;
+pub mod check;
 pub mod diff;
 pub mod recover;
 pub mod run;
@@ -35,6 +36,9 @@ pub enum Command {
     Ship(ship::ShipArgs),
     /// Record how many units of work (requests, test cases) a run did, for `diff --per unit`.
     Units(units::UnitsArgs),
+    /// What each tracer gets on this kernel: ok, degraded (how) or unavailable (why); exit 0
+    /// when process tracking and the syscall counts work.
+    Check(check::CheckArgs),
     /// Attach empty programs to the syscall tracepoints (a benchmark reference).
     #[command(hide = true)]
     Calibrate(calibrate::CalibrateArgs),

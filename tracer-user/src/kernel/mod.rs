@@ -4,6 +4,7 @@
 pub mod btf;
 pub mod maps;
 pub mod privileges;
+pub mod support;
 
 use std::{fs, io, path::Path};
 

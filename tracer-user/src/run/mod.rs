@@ -16,7 +16,7 @@ use crate::{
         btf::{BtfError, KernelBtf},
         privileges::{self, PrivilegeError},
     },
-    loader::{self, Attach, KernelSetup, LoadError},
+    loader::{self, LoadError},
     settings::Settings,
     sink::{
         Sink, SinkError,
@@ -25,7 +25,7 @@ use crate::{
         output::{self, OutputError},
     },
     targets::{self, TargetError, TargetSpec, TracedReason, procfs::ProcInfo},
-    tracers::{self, Registration, TracerError, drops::DropsTable},
+    tracers::{self, TracerError, drops::DropsTable},
 };
 use session::{Output, Plan, Session, Tracing};
 use tracking::{Tracking, TrackingError};
@@ -125,31 +125,17 @@ fn with_default(default: u16, more: &[u16]) -> Vec<u16> {
     ports
 }
 
-/// Loads the kernel side for `settings`: every enabled registration sets up its part, then its
-/// wanted probes are attached. Returns the loaded object and the enabled registrations.
+/// Loads the kernel side for `settings`: the loader decides what this kernel allows each enabled
+/// tracer (`loader::plan`), says on stderr what is degraded or left out, and attaches. Returns
+/// what was loaded, the tracers that run, and what each enabled one got.
 pub fn load(
     settings: &Settings,
     kbtf: &KernelBtf,
-) -> Result<(loader::Loaded, Vec<&'static Registration>, u32), RunError> {
-    let enabled = tracers::enabled(settings);
-    let mut setup = KernelSetup::new(settings, kbtf)?;
-    for r in &enabled {
-        (r.setup)(&mut setup)?;
-    }
-    let pid_max = setup.pid_max;
-    let probes: Vec<Attach> = enabled
-        .iter()
-        .flat_map(|r| {
-            r.probes
-                .iter()
-                .filter(|p| (p.wanted)(settings))
-                .map(|probe| Attach {
-                    tracer: r.name,
-                    probe,
-                })
-        })
-        .collect();
-    Ok((loader::load(setup, &probes)?, enabled, pid_max))
+) -> Result<(loader::Loaded, loader::Tracers), RunError> {
+    let plan = loader::plan(settings, kbtf)?;
+    let (loaded, tracers) = loader::load_plan(plan, loader::Mode::Attach)?;
+    loader::notify(&tracers.support);
+    Ok((loaded, tracers))
 }
 
 async fn execute(args: RunArgs, argv: Vec<String>) -> Result<ExitCode, RunError> {
@@ -183,12 +169,13 @@ async fn execute(args: RunArgs, argv: Vec<String>) -> Result<ExitCode, RunError>
         .collect();
     let initial = targets::resolve(&args.targets.pids, &targets::snapshot(), args.targets.wait)?;
     let settings = settings(&args, !names.is_empty());
-    let (mut loaded, enabled, pid_max) = load(&settings, &kbtf)?;
+    let (mut loaded, kernel_tracers) = load(&settings, &kbtf)?;
+    let (enabled, pid_max) = (&kernel_tracers.enabled, kernel_tracers.pid_max);
 
     // The tracers fill their tables in the kernel (syscall classes, sampling periods) before any
     // target is marked: a short command would otherwise run before them.
-    let collectors = tracers::build(&mut loaded.ebpf, &settings, loaded.arch, &enabled)?;
-    let drops = DropsTable::new(&mut loaded.ebpf, &enabled)?;
+    let collectors = tracers::build(&mut loaded.ebpf, &settings, loaded.arch, enabled)?;
+    let drops = DropsTable::new(&mut loaded.ebpf, enabled)?;
     let mut tracking = Tracking::new(&mut loaded.ebpf, pid_max, names)?;
     for (info, reason) in &initial {
         tracking.trace(info, reason.clone());
@@ -212,7 +199,15 @@ async fn execute(args: RunArgs, argv: Vec<String>) -> Result<ExitCode, RunError>
         None => None,
     };
 
-    let output = open_output(&args, argv, &out_dir, host, started, &settings, &enabled)?;
+    let output = open_output(
+        &args,
+        argv,
+        &out_dir,
+        host,
+        started,
+        &settings,
+        &kernel_tracers,
+    )?;
     tracing::info!(output = %out_dir.display(), processes = tracking.processes.live_count(), "tracing");
     let session = Session {
         tracing: Tracing {
@@ -245,8 +240,9 @@ fn open_output(
     host: String,
     started: SystemTime,
     settings: &Settings,
-    enabled: &[&'static Registration],
+    kernel_tracers: &loader::Tracers,
 ) -> Result<Output, RunError> {
+    let enabled = &kernel_tracers.enabled;
     output::create(out_dir)?;
     let (kernel_release, kernel_version) = kernel::release_and_version();
     let meta = RunMetadata {
@@ -273,6 +269,7 @@ fn open_output(
         command_exit_code: None,
         drops: Vec::new(),
         units: args.output.units,
+        kernel_support: kernel_tracers.support.clone(),
     };
     meta.write(out_dir).map_err(|source| RunError::Metadata {
         path: out_dir.join("run.json"),

@@ -38,6 +38,9 @@ pub struct RunMetadata {
     pub drops: Vec<DropTotal>,
     /// Units of work the run did (`--units`), for per-unit comparisons.
     pub units: Option<f64>,
+    /// What each enabled tracer got on this kernel: where its programs are attached, the
+    /// fallbacks it uses, what it loses, or why it could not run (as `scalp-bpf check` says).
+    pub kernel_support: Vec<crate::kernel::support::TracerSupport>,
 }
 
 /// A run's name among many hosts' runs: its start time (UTC, to the microsecond) and the boot

@@ -14,7 +14,8 @@ use aya::{
 };
 use tracer_common::blockio::{
     self as common, Attribution, BLOCK_INFLIGHT, BLOCK_STATS, BlockDrop, BlockInflight,
-    BlockIoConfig, BlockKey, BlockStats, FLAG_FUA, FLAG_META, FLAG_PREFLUSH, FLAG_SYNC,
+    BlockIoConfig, BlockKey, BlockStats, DISK_NONE, DISK_VIA_QUEUE, DISK_VIA_REQUEST, FLAG_FUA,
+    FLAG_META, FLAG_PREFLUSH, FLAG_SYNC,
 };
 
 use super::{
@@ -24,9 +25,13 @@ use super::{
 };
 use crate::{
     devices::{DeviceNames, kernel_dev},
-    kernel::{btf::BtfError, maps},
+    kernel::{
+        btf::BtfError,
+        maps,
+        support::{Choice, Need, Otherwise, Way},
+    },
     loader::KernelSetup,
-    probes::{Probe, always},
+    probes::{IfMissing, Probe},
     processes::{OfProcess, ProcessKey, Processes},
     settings::Settings,
     snapshot::{Counters, Op, StatsMap},
@@ -82,88 +87,197 @@ fn fallback(s: &Settings) -> bool {
     s.block_fallback
 }
 
+/// What a kernel without the writeback tracepoints loses.
+const WRITEBACK: IfMissing = IfMissing::Optional {
+    feature: "writeback",
+    lost: "writeback is not attributed (flusher threads' writes are not charged to the process \
+           that dirtied the pages)",
+    only_with: &[],
+};
+
 /// Submission, issue, completion, the rare requeue/merge/error, and the writeback hand-over.
-/// block_rq_insert and block_rq_complete stand in for block_io_start/done only when some device
-/// does not account I/O (they would cost two program runs per request).
+/// block_rq_insert and block_rq_complete stand in for block_io_start/done when some device does
+/// not account I/O (they would cost two program runs per request otherwise), and on kernels
+/// before 6.5, which have no block_io_start/done. writeback_dirty_folio was writeback_dirty_page
+/// before 5.19 (same arguments: the page or folio, its mapping).
 const PROBES: &[Probe] = &[
-    Probe {
-        program: "block_io_start",
-        tracepoint: "block_io_start",
-        wanted: always,
-    },
-    Probe {
-        program: "block_rq_insert",
-        tracepoint: "block_rq_insert",
-        wanted: fallback,
-    },
-    Probe {
-        program: "block_rq_issue",
-        tracepoint: "block_rq_issue",
-        wanted: always,
-    },
-    Probe {
-        program: "block_rq_requeue",
-        tracepoint: "block_rq_requeue",
-        wanted: always,
-    },
-    Probe {
-        program: "block_rq_merge",
-        tracepoint: "block_rq_merge",
-        wanted: always,
-    },
-    Probe {
-        program: "block_rq_error",
-        tracepoint: "block_rq_error",
-        wanted: always,
-    },
-    Probe {
-        program: "block_rq_complete",
-        tracepoint: "block_rq_complete",
-        wanted: fallback,
-    },
-    Probe {
-        program: "block_io_done",
-        tracepoint: "block_io_done",
-        wanted: always,
-    },
-    Probe {
-        program: "writeback_dirty_folio",
-        tracepoint: "writeback_dirty_folio",
-        wanted: always,
-    },
-    Probe {
-        program: "writeback_single_inode_start",
-        tracepoint: "writeback_single_inode_start",
-        wanted: always,
-    },
-    Probe {
-        program: "writeback_single_inode",
-        tracepoint: "writeback_single_inode",
-        wanted: always,
-    },
+    Probe::new("block_io_start", "block_io_start", &["request"]).if_missing(IfMissing::StoodIn),
+    Probe::new("block_rq_insert", "block_rq_insert", &["request"])
+        .when(fallback)
+        .stands_in_for(&["block_io_start", "block_io_done"]),
+    Probe::new("block_rq_issue", "block_rq_issue", &["request"]),
+    Probe::new("block_rq_requeue", "block_rq_requeue", &["request"]),
+    Probe::new("block_rq_merge", "block_rq_merge", &["request"]),
+    // block_rq_complete carries the error too; only block_io_done's requests need this one.
+    Probe::new("block_rq_error", "block_rq_error", &["request"]).if_missing(IfMissing::Optional {
+        feature: "block_rq_error",
+        lost: "errors of requests that end at block_io_done are not counted",
+        only_with: &["block_io_done"],
+    }),
+    Probe::new(
+        "block_rq_complete",
+        "block_rq_complete",
+        &["request", "", ""],
+    )
+    .when(fallback)
+    .stands_in_for(&["block_io_start", "block_io_done"]),
+    Probe::new("block_io_done", "block_io_done", &["request"]).if_missing(IfMissing::StoodIn),
+    Probe::new(
+        "writeback_dirty_folio",
+        "writeback_dirty_folio",
+        &["", "address_space"],
+    )
+    .or(&["writeback_dirty_page"])
+    .if_missing(WRITEBACK),
+    Probe::new(
+        "writeback_single_inode_start",
+        "writeback_single_inode_start",
+        &["inode"],
+    )
+    .if_missing(WRITEBACK),
+    Probe::new(
+        "writeback_single_inode",
+        "writeback_single_inode",
+        &["inode"],
+    )
+    .if_missing(WRITEBACK),
 ];
 
+/// The device number of a request's partition, decided by the type of `request.part` (a wrong
+/// offset would be accepted by the verifier and count everything under device 0:0).
+const DEVICE: Choice = Choice {
+    what: "device of a request",
+    ways: &[
+        Way {
+            value: 1,
+            name: "request.part → block_device.bd_dev",
+            needs: &[
+                Need::FieldType("request", "part", "struct block_device *"),
+                Need::Field("block_device", "bd_dev"),
+            ],
+        },
+        Way {
+            value: 2,
+            name: "request.part → hd_struct.__dev.devt",
+            needs: &[
+                Need::FieldType("request", "part", "struct hd_struct *"),
+                Need::FieldType("hd_struct", "__dev", "struct device"),
+                Need::Field("device", "devt"),
+            ],
+        },
+    ],
+    otherwise: Otherwise::Unavailable,
+};
+
+/// The whole disk of a request without a partition (a flush), by the same types.
+const FLUSH_DISK: Choice = Choice {
+    what: "disk of a request without a partition (flush)",
+    ways: &[
+        Way {
+            value: DISK_VIA_QUEUE,
+            name: "request.q → request_queue.disk → gendisk.part0",
+            needs: &[
+                Need::FieldType("request", "part", "struct block_device *"),
+                Need::FieldType("request_queue", "disk", "struct gendisk *"),
+                Need::FieldType("gendisk", "part0", "struct block_device *"),
+            ],
+        },
+        Way {
+            value: DISK_VIA_REQUEST,
+            name: "request.rq_disk → gendisk.part0",
+            needs: &[
+                Need::FieldType("request", "part", "struct block_device *"),
+                Need::FieldType("request", "rq_disk", "struct gendisk *"),
+                Need::FieldType("gendisk", "part0", "struct block_device *"),
+            ],
+        },
+        Way {
+            value: VIA_REQUEST_EMBEDDED,
+            name: "request.rq_disk → gendisk.part0 (an hd_struct, embedded)",
+            needs: &[
+                Need::FieldType("request", "part", "struct hd_struct *"),
+                Need::FieldType("request", "rq_disk", "struct gendisk *"),
+                Need::FieldType("gendisk", "part0", "struct hd_struct"),
+            ],
+        },
+    ],
+    otherwise: Otherwise::Lost("flush requests without a partition count under device 0:0"),
+};
+
+/// [`FLUSH_DISK`]'s value for `DISK_VIA_REQUEST` with the partition embedded in the disk.
+const VIA_REQUEST_EMBEDDED: u32 = 100;
+
+/// With the fallback, a flusher may issue a request after its inode window closed (the plug is
+/// flushed later): the request's own first page says whose it is.
+const OWNER_FROM_PAGE: Choice = Choice {
+    what: "owner of writeback issued after the flusher's inode window",
+    ways: &[Way {
+        value: 1,
+        name: "request.bio → first page → mapping.host → last dirtier",
+        needs: &[
+            Need::FieldType("request", "bio", "struct bio *"),
+            Need::FieldType("bio", "bi_io_vec", "struct bio_vec *"),
+            Need::FieldType("bio_vec", "bv_page", "struct page *"),
+            Need::Field("page", "compound_head"),
+            Need::FieldType("page", "mapping", "struct address_space *"),
+        ],
+    }],
+    otherwise: Otherwise::Lost(
+        "writeback a flusher issues after writeback_single_inode is not attributed",
+    ),
+};
+
 fn setup(k: &mut KernelSetup<'_>) -> Result<(), BtfError> {
+    let task_btf = k.choose(&super::dispatch::CURRENT_TASK)?.unwrap_or(0);
+    let device = k.choose(&DEVICE)?;
+    let flush = k.choose(&FLUSH_DISK)?.unwrap_or(DISK_NONE);
+    let (disk_path, part0_embedded) = match flush {
+        VIA_REQUEST_EMBEDDED => (DISK_VIA_REQUEST, true),
+        other => (other, false),
+    };
+    let fallback = k.attaches("block_rq_insert");
+    let writeback = k.attaches("writeback_single_inode_start");
+    let owner_from_page = if fallback && writeback {
+        k.choose(&OWNER_FROM_PAGE)?.unwrap_or(0)
+    } else {
+        0
+    };
     let b = k.btf;
     let off = |s: &str, f: &str| b.field_offset(s, f);
+    let or_zero = |s: &str, f: &str| b.field_offset(s, f).unwrap_or(0);
     let bit = |name: &str| b.enum_value("req_flag_bits", name);
+    let part_dev_offset = if device == Some(2) {
+        b.path_offset(&[("hd_struct", "__dev"), ("device", "devt")])?
+    } else {
+        off("block_device", "bd_dev")?
+    };
+    let page = owner_from_page != 0;
+    let at = |s: &str, f: &str| if page { off(s, f) } else { Ok(0) };
     let config = BlockIoConfig {
-        fallback: u32::from(k.settings.block_fallback),
+        fallback: u32::from(fallback),
         task_flags_offset: off("task_struct", "flags")?,
         rq_part_offset: off("request", "part")?,
         rq_data_len_offset: off("request", "__data_len")?,
         rq_cmd_flags_offset: off("request", "cmd_flags")?,
-        bdev_dev_offset: off("block_device", "bd_dev")?,
+        part_dev_offset,
+        disk_path,
         rq_q_offset: off("request", "q")?,
-        queue_disk_offset: off("request_queue", "disk")?,
-        disk_part0_offset: off("gendisk", "part0")?,
+        queue_disk_offset: or_zero("request_queue", "disk"),
+        rq_disk_offset: or_zero("request", "rq_disk"),
+        disk_part0_offset: or_zero("gendisk", "part0"),
+        part0_embedded: u32::from(part0_embedded),
         mapping_host_offset: off("address_space", "host")?,
         req_sync_bit: bit("__REQ_SYNC")?,
         req_fua_bit: bit("__REQ_FUA")?,
         req_preflush_bit: bit("__REQ_PREFLUSH")?,
         req_meta_bit: bit("__REQ_META")?,
-        task_btf: u32::from(b.has_helper_current_task_btf()),
-        _pad: 0,
+        task_btf,
+        owner_from_page,
+        rq_bio_offset: at("request", "bio")?,
+        bio_io_vec_offset: at("bio", "bi_io_vec")?,
+        bvec_page_offset: at("bio_vec", "bv_page")?,
+        page_compound_head_offset: at("page", "compound_head")?,
+        page_mapping_offset: at("page", "mapping")?,
     };
     k.global(common::CONFIG, &config);
     Ok(())
@@ -359,5 +473,63 @@ impl Tracer for BlockIoTracer {
         } else {
             Vec::new()
         }
+    }
+}
+
+#[cfg(test)]
+mod kernels {
+    use super::*;
+    use crate::kernel::support::fake;
+
+    fn v5_10() -> fake::Kernel {
+        fake::Kernel::default()
+            .field("request", "part", "struct hd_struct *")
+            .field("request", "rq_disk", "struct gendisk *")
+            .field("hd_struct", "__dev", "struct device")
+            .field("device", "devt", "dev_t")
+            .field("gendisk", "part0", "struct hd_struct")
+    }
+
+    fn v6_1() -> fake::Kernel {
+        fake::Kernel::default()
+            .field("request", "part", "struct block_device *")
+            .field("block_device", "bd_dev", "dev_t")
+            .field("request_queue", "disk", "struct gendisk *")
+            .field("gendisk", "part0", "struct block_device *")
+    }
+
+    fn value(c: &Choice, k: &fake::Kernel) -> Option<u32> {
+        c.value(&c.decide(k, "x86_64"))
+    }
+
+    #[test]
+    fn the_device_comes_from_the_type_of_request_part() {
+        assert_eq!(value(&DEVICE, &v6_1()), Some(1));
+        assert_eq!(value(&DEVICE, &v5_10()), Some(2));
+        assert_eq!(value(&FLUSH_DISK, &v6_1()), Some(DISK_VIA_QUEUE));
+        assert_eq!(value(&FLUSH_DISK, &v5_10()), Some(VIA_REQUEST_EMBEDDED));
+        // 5.11–5.14: a block_device partition, rq_disk still there, no request_queue.disk yet.
+        let between = fake::Kernel::default()
+            .field("request", "part", "struct block_device *")
+            .field("block_device", "bd_dev", "dev_t")
+            .field("request", "rq_disk", "struct gendisk *")
+            .field("gendisk", "part0", "struct block_device *");
+        assert_eq!(value(&DEVICE, &between), Some(1));
+        assert_eq!(value(&FLUSH_DISK, &between), Some(DISK_VIA_REQUEST));
+        let neither = fake::Kernel::default()
+            .field("request", "part", "struct block_device *")
+            .field("block_device", "bd_dev", "dev_t");
+        assert_eq!(
+            value(&FLUSH_DISK, &neither),
+            None,
+            "flushes count under 0:0"
+        );
+    }
+
+    #[test]
+    fn an_unknown_partition_type_is_no_device_at_all() {
+        let odd = fake::Kernel::default().field("request", "part", "struct gendisk *");
+        assert_eq!(value(&DEVICE, &odd), None);
+        assert!(matches!(DEVICE.otherwise, Otherwise::Unavailable));
     }
 }

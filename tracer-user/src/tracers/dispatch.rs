@@ -20,9 +20,10 @@ use crate::{
     kernel::{
         btf::BtfError,
         maps::{self, MapAccessError},
+        support::{Choice, Need, Otherwise, Way},
     },
     loader::KernelSetup,
-    probes::{self, Probe},
+    probes::Probe,
     settings::Settings,
     syscall_names::Arch,
 };
@@ -32,16 +33,8 @@ pub static REGISTRATION: Registration = Registration {
     selectable: false,
     wanted: super::always,
     probes: &[
-        Probe {
-            program: "sys_enter",
-            tracepoint: "sys_enter",
-            wanted: wants_enter,
-        },
-        Probe {
-            program: "sys_exit",
-            tracepoint: "sys_exit",
-            wanted: probes::always,
-        },
+        Probe::new("sys_enter", "sys_enter", &["pt_regs", ""]).when(wants_enter),
+        Probe::new("sys_exit", "sys_exit", &["pt_regs", ""]),
     ],
     tables: &[],
     metrics: &[],
@@ -56,7 +49,28 @@ fn wants_enter(s: &Settings) -> bool {
     super::syscalls::measures_latency(s) || super::sockets::wants_enter(s)
 }
 
+/// How programs read the current task's fields (the walk to a descriptor's file, the flusher
+/// test): plain loads through a BTF pointer where the kernel hands one out, else probe reads
+/// (as exact, a little slower). Any tracer that reads the current task takes this choice.
+pub const CURRENT_TASK: Choice = Choice {
+    what: "fields of the current task",
+    ways: &[
+        Way {
+            value: 1,
+            name: "bpf_get_current_task_btf (plain loads)",
+            needs: &[Need::Helper("get_current_task_btf")],
+        },
+        Way {
+            value: 0,
+            name: "bpf_get_current_task and probe reads",
+            needs: &[],
+        },
+    ],
+    otherwise: Otherwise::Unavailable,
+};
+
 fn setup(k: &mut KernelSetup<'_>) -> Result<(), BtfError> {
+    let task_btf = k.choose(&CURRENT_TASK)?.unwrap_or(0);
     let b = k.btf;
     let off = |s: &str, f: &str| b.field_offset(s, f);
     let arch = k.arch;
@@ -82,7 +96,7 @@ fn setup(k: &mut KernelSetup<'_>) -> Result<(), BtfError> {
         file_inode_offset: off("file", "f_inode")?,
         inode_mode_offset: off("inode", "i_mode")?,
         inode_ino_offset: off("inode", "i_ino")?,
-        task_btf: u32::from(b.has_helper_current_task_btf()),
+        task_btf,
         _pad: 0,
     };
     k.global(common::CONFIG, &config);

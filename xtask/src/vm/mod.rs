@@ -97,6 +97,24 @@ pub struct VmArgs {
     pub vm_cpus: u32,
 }
 
+impl VmArgs {
+    /// Every kernel and check, with the defaults, testing `scalp` (what `cargo xtask test` runs
+    /// after the host's tests).
+    pub fn all_with(scalp: PathBuf) -> VmArgs {
+        VmArgs {
+            kernels: vec!["all".to_owned()],
+            checks: Vec::new(),
+            scalp_args: Vec::new(),
+            scalp_verbose: 0,
+            scalp_log: None,
+            scalp_bpf: Some(scalp),
+            memlock: None,
+            vm_timeout: 600,
+            vm_cpus: 2,
+        }
+    }
+}
+
 /// Debian packages the matrix needs on the host.
 const PACKAGES: &[&str] = &[
     "qemu-system-x86",

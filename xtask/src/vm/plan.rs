@@ -50,6 +50,12 @@ pub const CHECKS: &[Check] = &[
         ],
     },
     Check {
+        name: "http",
+        before: None,
+        disk: None,
+        workload: &["http", "--requests", "200", "--port", "8080"],
+    },
+    Check {
         name: "writeback",
         before: Some("writeback_sync"),
         disk: Some("vda"),
@@ -129,6 +135,8 @@ impl Plan<'_> {
         if let Some(m) = self.memlock {
             s += &format!("ulimit -l {} || fail 'ulimit -l {m} refused'\n", quote(m));
         }
+        // What `scalp-bpf check` says, before the runs (tests/vm/vm_checks.py's test_support).
+        s += "support\n";
         for c in self.checks {
             if let Some(b) = c.before {
                 s += &format!("{b} {} &\n", c.name);
@@ -180,6 +188,7 @@ mod tests {
         assert!(s.contains("SCALP_GLOBAL='-vv'\n"));
         assert!(s.contains("SCALP_ARGS='--tracers syscalls'\n"));
         assert!(s.contains("export SCALP_LOG='debug'\n"));
+        assert!(s.find("support\n").unwrap() < s.find("check syscalls").unwrap());
         let syscalls = s
             .find("check syscalls -- /vm/xtask vm-workload 'syscalls'")
             .unwrap();

@@ -54,6 +54,15 @@ enum Kind {
         #[arg(long)]
         reads: u32,
     },
+    /// `requests` HTTP/1.1 GETs (`/items/<i>`) over one keep-alive connection on 127.0.0.1:`port`,
+    /// client and server both in this process (two threads); each answer is a 200 with a
+    /// two-byte body and a Content-Length. The client closes, then the server.
+    Http {
+        #[arg(long)]
+        requests: u32,
+        #[arg(long)]
+        port: u16,
+    },
     /// Buffered writes of `bytes` to a new file, no fsync; then creates `written` and waits for
     /// `synced` to appear (someone else's sync makes the flusher threads write the pages back
     /// while this process is still traced).
@@ -94,6 +103,7 @@ pub fn run(args: WorkloadArgs) -> Result<()> {
             written,
             synced,
         } => buffered(&path, bytes, &written, &synced),
+        Kind::Http { requests, port } => http(requests, port),
     }
 }
 
@@ -245,4 +255,59 @@ fn buffered(path: &Path, bytes: usize, written: &Path, synced: &Path) -> Result<
         std::thread::sleep(Duration::from_millis(10));
     }
     bail!("{} never appeared", synced.display())
+}
+
+/// The answer to every request of the HTTP workload (tests/vm/vm_checks.py counts its bytes).
+pub const HTTP_RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+/// Request `i` of the HTTP workload.
+pub fn http_request(i: u32) -> String {
+    format!("GET /items/{i} HTTP/1.1\r\nHost: vm\r\n\r\n")
+}
+
+/// Reads from `s` until `buf` ends with `end` (a request's blank line, a response's body).
+fn read_until(s: &mut std::net::TcpStream, buf: &mut Vec<u8>, end: &[u8]) -> Result<bool> {
+    use std::io::Read as _;
+    buf.clear();
+    let mut chunk = [0u8; 512];
+    while !buf.ends_with(end) {
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(false);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok(true)
+}
+
+fn http(requests: u32, port: u16) -> Result<()> {
+    use std::io::Write as _;
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port))
+        .with_context(|| format!("listening on 127.0.0.1:{port}"))?;
+    let server = std::thread::spawn(move || -> Result<u32> {
+        let (mut conn, _) = listener.accept()?;
+        let mut buf = Vec::new();
+        let mut served = 0;
+        while read_until(&mut conn, &mut buf, b"\r\n\r\n")? {
+            conn.write_all(HTTP_RESPONSE)?;
+            served += 1;
+        }
+        Ok(served)
+    });
+    let mut client = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    let mut buf = Vec::new();
+    for i in 0..requests {
+        client.write_all(http_request(i).as_bytes())?;
+        if !read_until(&mut client, &mut buf, b"\r\n\r\nok")? || buf != HTTP_RESPONSE {
+            bail!("request {i}: answer {:?}", String::from_utf8_lossy(&buf));
+        }
+    }
+    drop(client);
+    let served = server
+        .join()
+        .map_err(|_| anyhow::anyhow!("the server thread panicked"))??;
+    if served != requests {
+        bail!("the server answered {served} requests of {requests}");
+    }
+    Ok(())
 }
