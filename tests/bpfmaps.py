@@ -88,13 +88,52 @@ class Map:
         return sum(1 for b in data if b & 1)
 
 
+def possible_cpus():
+    """How many CPUs the kernel may bring up (per-CPU maps hold one value for each)."""
+    n = 0
+    for part in open("/sys/devices/system/cpu/possible").read().strip().split(","):
+        lo, _, hi = part.partition("-")
+        n += int(hi or lo) - int(lo) + 1
+    return n
+
+
+class PerCpuCounters:
+    """The u64 per-CPU array `name` that `pid` holds (a tracer's drop counters), read while
+    scalp-bpf itself may be stopped."""
+
+    def __init__(self, pid, name):
+        self.map = None
+        for map_id in held_ids(pid)[1]:
+            m = Map(map_id)
+            if m.name == name:
+                self.map = m
+                break
+            m.close()
+        assert self.map is not None, f"process {pid} holds no map {name}"
+        assert self.map.type == 6 and self.map.value_size == 8, (name, self.map.type)  # PERCPU_ARRAY
+        self.values = (ctypes.c_uint64 * possible_cpus())()
+
+    def sum(self, index):
+        key = ctypes.c_uint32(index)
+        _bpf(BPF_MAP_LOOKUP_ELEM, struct.pack("=IIQQ", self.map.fd, 0, ctypes.addressof(key),
+                                              ctypes.addressof(self.values)))
+        return sum(self.values)
+
+    def close(self):
+        self.map.close()
+
+
 def snapshot(pid):
-    """{map name: entries} for the hash maps of `pid`, plus TRACED: the tgids marked traced."""
+    """{map name: entries} for the hash maps of `pid`, plus TRACED: the tgids marked traced. A
+    map that `pid` does not hold is absent, not 0."""
     out = {}
     for map_id in held_ids(pid)[1]:
         try:
             m = Map(map_id)
-        except OSError:
+        except OSError as e:
+            # Held a moment ago: gone only if the process let go of it (it exited).
+            if map_id in held_ids(pid)[1]:
+                raise AssertionError(f"cannot open map {map_id} of process {pid}: {e}") from e
             continue
         try:
             if m.type in HASH_TYPES:

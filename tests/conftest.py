@@ -209,8 +209,41 @@ def memcached():
 
 
 def rows(out, table, pid=None):
-    """A table's rows as dicts (optionally of one process)."""
+    """A table's rows as dicts (optionally of one process). A table that was not written is an
+    error, not an empty list: a test must not pass on a table that is not there (use
+    `absent_table` where a table is meant to be missing)."""
     path = pathlib.Path(out) / table
-    if not path.exists():
-        return []
+    if not path.is_dir():
+        present = sorted(p.name for p in pathlib.Path(out).iterdir() if p.is_dir()) if pathlib.Path(out).is_dir() else []
+        raise AssertionError(f"{out} has no table {table!r} (tables: {present})")
     return [r for r in read_table(out, table).to_pylist() if pid is None or r["process_pid"] == pid]
+
+
+def absent_table(out, table):
+    """True when `table` was not written (its tracer was not enabled); the run itself must exist."""
+    assert (pathlib.Path(out) / "run.json").exists(), f"{out} is not a scalp-bpf run"
+    return not (pathlib.Path(out) / table).exists()
+
+
+KERNEL_NAMES = None
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_in_the_kernel():
+    """After every test, none of the BPF programs and maps of the scalp-bpf runs it started is
+    still loaded or pinned, and none was ever held by another process (tests/kernel_objects.py).
+    A scalp-bpf still running when the test ends (a failed test) is killed first."""
+    import kernel_objects
+    global KERNEL_NAMES
+    if KERNEL_NAMES is None:
+        KERNEL_NAMES = kernel_objects.kernel_names(ROOT / "tracer-ebpf" / "src")
+    watch = kernel_objects.Watch(SCALP, KERNEL_NAMES)
+    yield watch
+    watch.stop()
+    for pid in watch.still_running():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    wait_for(lambda: not watch.still_running(), 30, "the test's scalp-bpf processes to end")
+    watch.check()

@@ -1,35 +1,73 @@
 """Nothing is lost silently: losses forced for real (scalp-bpf stopped with SIGSTOP while the kernel
 side keeps writing into full ring buffers) show up in the drops table, in run.json and in the exit
-summary on stderr, with counts that add up against what the workloads did."""
+summary on stderr, with counts that add up exactly against what the workloads did. The kernel
+maps' own losses are in test_map_drops.py."""
 import json
 import os
 import signal
 import subprocess
 
+import bpfmaps
 from conftest import PYTHON, Scalp, rows, run_json, wait_for
 
-# A MySQL client in three phases, each a distinct statement text, run on request: "PHASE N" on
-# stdin sends N statements, then prints {"phase": PHASE, "sent": N}.
+# A MySQL client that counts its own socket syscalls. On request it sends N statements of a
+# phase, each a distinct statement text ("PHASE N"), or N pings ("PING N"), then prints what it
+# did: {"phase": PHASE, "sent": N, "events": E, "bytes": B}, where E counts its send and receive
+# syscalls that moved bytes on the connection (each one is one event of the socket capture) and B
+# the bytes they moved. PyMySQL's socket is wrapped so that every send(2) and recv(2) goes
+# through the counters.
 PHASED_CLIENT = r'''
-import json, os, sys, pymysql
+import io, json, os, socket, sys, pymysql
+
+class Counted:
+    def __init__(self, sock):
+        self.sock, self.events, self.bytes = sock, 0, 0
+    def recv_into(self, buf, n=0, flags=0):
+        got = self.sock.recv_into(buf, n, flags)
+        if got > 0:
+            self.events += 1
+            self.bytes += got
+        return got
+    def sendall(self, data):
+        view = memoryview(data)
+        while view:
+            sent = self.sock.send(view)
+            if sent > 0:
+                self.events += 1
+                self.bytes += sent
+            view = view[sent:]
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
 conn = pymysql.connect(host="127.0.0.1", port=int(sys.argv[1]), user="scalp", password="scalp-test",
                        database="scalp")
+counted = Counted(conn._sock)
+conn._sock = counted
+conn._rfile = io.BufferedReader(socket.SocketIO(counted, "rb"))
 cur = conn.cursor()
 print("ready", os.getpid(), flush=True)
 for line in sys.stdin:
     phase, n = line.split()
+    events, nbytes = counted.events, counted.bytes
     for i in range(int(n)):
-        cur.execute(f"SELECT id AS phase_{phase} FROM scalp_items WHERE id = %s", (i % 3,))
-        cur.fetchall()
-    print(json.dumps({"phase": phase, "sent": int(n)}), flush=True)
+        if phase == "PING":
+            conn.ping(reconnect=False)
+        else:
+            cur.execute(f"SELECT id AS phase_{phase} FROM scalp_items WHERE id = %s", (i % 3,))
+            cur.fetchall()
+    print(json.dumps({"phase": phase, "sent": int(n), "events": counted.events - events,
+                      "bytes": counted.bytes - nbytes}), flush=True)
 conn.close()
 '''
 
-# Every SELECT of the overflow phase sends one request and receives one response: at least two
-# events of 40 header bytes + 8 of ring framing, so this many overflow a 1 MiB ring whatever the
-# statements' size.
+# Each phase-b statement is at least two events; this many would overflow a 1 MiB ring by
+# themselves.
 OVERFLOW = 15_000
 CALM = 500
+# COM_PING (4-byte header + command) and its OK packet (header + 7 bytes); COM_QUIT.
+PING_BYTES, QUIT_BYTES = 5 + 11, 5
+# The socket capture's drop counters (tracer-common/src/sockets.rs: SocketDrop).
+SOCKETS_DROPS, EVENT_RING_FULL = "SOCKETS_DROPS", 0
 
 
 def drops_by_reason(out):
@@ -44,14 +82,20 @@ def phase_calls(stmts, phase):
     return sum(r["calls"] for r in stmts if f"phase_{phase}" in r["db_query_text"])
 
 
-def test_a_full_sql_ring_is_counted_and_the_tracer_recovers(out, mariadb):
+def test_a_full_sql_ring_is_counted_exactly_and_the_tracer_recovers(out, mariadb):
+    """scalp-bpf is stopped (SIGSTOP) with a 1 MiB ring. Pings fill the ring to the last record
+    (read from the kernel's own drop counter as they go); then a whole phase of statements can
+    only be lost. Every lost event is counted: the drops equal the send and receive syscalls the
+    client itself counted, and counting is exact again once scalp-bpf runs."""
     client = subprocess.Popen([PYTHON, "-c", PHASED_CLIENT, str(mariadb.port)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
 
     def phase(name, n):
         client.stdin.write(f"{name} {n}\n")
         client.stdin.flush()
-        assert json.loads(client.stdout.readline()) == {"phase": name, "sent": n}
+        done = json.loads(client.stdout.readline())
+        assert (done["phase"], done["sent"]) == (name, n), done
+        return done
 
     try:
         ready = client.stdout.readline()
@@ -59,58 +103,76 @@ def test_a_full_sql_ring_is_counted_and_the_tracer_recovers(out, mariadb):
         # Sealed every interval: the drops table is read while the run goes on.
         scalp = Scalp(out, "--pid", client.pid, "--sql-port", mariadb.port, "--sql-ring-mib", 1,
                       "--tracers", "syscalls,fileio,sql", "--interval", "200ms", "--rotate", "200ms").wait_ready()
+        counters = bpfmaps.PerCpuCounters(scalp.proc.pid, SOCKETS_DROPS)
+        lost = lambda: counters.sum(EVENT_RING_FULL)
+        first_loss_ping = None
         # a: scalp-bpf drains the ring as usual.
-        phase("a", CALM)
-        # b: scalp-bpf is stopped; the kernel side fills the 1 MiB ring, then can only count.
+        done_a = phase("a", CALM)
         os.kill(scalp.proc.pid, signal.SIGSTOP)
         try:
-            phase("b", OVERFLOW)
+            # Pings, one at a time, until the kernel could not put an event in the ring; then one
+            # more. A ping is a 5-byte request (a 72-byte record) and an 11-byte OK (80 bytes):
+            # once one failed and one more ping went by, less than 72 bytes are left, and no
+            # event of the connection (≥ 1 byte of data: ≥ 72 bytes) fits any more.
+            # 4,000 pings are 608,000 bytes of records: the ring still has room after them.
+            bulk = phase("PING", 4000)
+            assert (bulk["events"], bulk["bytes"], lost()) == (8000, 4000 * PING_BYTES, 0), bulk
+            pings, ping_bytes = 4000, bulk["bytes"]
+            while lost() == 0 or pings == first_loss_ping:
+                assert pings < 20_000, "1 MiB of pings never filled the ring"
+                done = phase("PING", 1)
+                assert (done["events"], done["bytes"]) == (2, PING_BYTES), done
+                pings += 1
+                ping_bytes += done["bytes"]
+                if first_loss_ping is None and lost() > 0:
+                    first_loss_ping = pings
+            lost_while_filling = lost()
+            # b: everything it sends or receives is lost, and counted.
+            done_b = phase("b", OVERFLOW)
+            assert lost() == lost_while_filling + done_b["events"]
         finally:
             os.kill(scalp.proc.pid, signal.SIGCONT)
         # The first interval after SIGCONT drains the whole ring before it writes its drops row.
         wait_for(lambda: drops_by_reason(out).get(("sockets", "event_ring_full"), 0) > 0, 60,
                  "the lost SQL events in the drops table", scalp.proc)
         # c: room again; nothing more is lost.
-        phase("c", CALM)
+        done_c = phase("c", CALM)
         client.stdin.close()
         assert client.wait(60) == 0
         assert scalp.wait() == 0, scalp.stderr
     finally:
         client.kill()
+        if "counters" in locals():
+            counters.close()
 
     stmts = rows(out, "sql_statements", client.pid)
     a, b, c = (phase_calls(stmts, p) for p in "abc")
     drops = drops_by_reason(out)
-    lost = drops[("sockets", "event_ring_full")]
-    # Exact before and after the overflow: the ring was drained, then had room again.
-    assert (a, c) == (CALM, CALM)
-    # During it, what the ring held was decoded and the rest lost, not mis-parsed.
-    assert 0 < b < OVERFLOW
-    other = [(r["db_query_text"], r["calls"], r["errors"]) for r in stmts
-             if not any(f"phase_{p}" in r["db_query_text"] for p in "abc")]
-    assert other == [("QUIT", 1, 0)]
-    # The events lost are the tail of phase b: the statements missing, times the events a
-    # statement takes. Every send or receive on the connection that moved bytes is one event
-    # (plus one for the connection itself), and the file I/O tracer counted those syscalls.
-    sock = [r for r in rows(out, "fileio", client.pid) if r["file_kind"] == "socket"]
-    attempted = sum(r["calls"] - r["errors"] for r in sock) + 1
-    sent = 2 * CALM + OVERFLOW
-    per_statement = attempted / sent
-    missing = OVERFLOW - b
-    print(f"sent {sent}, counted b {b} of {OVERFLOW}, lost {lost}, attempted {attempted}, drops {drops}")
-    assert 1.9 < per_statement < 3.5, per_statement
-    assert lost <= attempted
-    assert abs(lost - missing * per_statement) <= 0.05 * missing * per_statement + 3, (lost, missing, per_statement)
+    total_lost = drops[("sockets", "event_ring_full")]
+    print(f"pings {pings} (first loss at {first_loss_ping}), lost while filling {lost_while_filling}, "
+          f"phase b events {done_b['events']}, lost {total_lost}, drops {drops}")
+    # Exact before and after the overflow; nothing of phase b got through.
+    assert (a, b, c) == (CALM, 0, CALM)
+    # What was lost is what the client did in phase b, plus the tail of the pings (the ping
+    # during which the first event was lost and the one after: 2 to 4 events).
+    assert done_b["events"] >= 2 * OVERFLOW
+    assert total_lost == lost_while_filling + done_b["events"]
+    assert 2 <= lost_while_filling <= 4, lost_while_filling
+    # The pings before the first loss were all decoded; the two after it were not complete.
+    calls = {r["db_query_text"]: r["calls"] for r in stmts if "phase_" not in r["db_query_text"]}
+    assert calls == {"PING": first_loss_ping - 1, "QUIT": 1}, calls
+    assert sum(r["errors"] for r in stmts) == 0
     # The parser lost its place at most where the loss began and where it ended.
     assert drops.get(("sql", "stream_desync"), 0) <= 2
-    # The connection's byte counts fall short by what was lost, never exceed what moved.
+    # The connection's bytes fall short of what moved by phase b's and the lost ping events'
+    # (each a 5-byte request or an 11-byte OK).
     conns = rows(out, "sql_connections", client.pid)
-    moved = sum(r["bytes"] for r in sock)
     seen = sum(r["bytes_sent"] + r["bytes_received"] for r in conns)
-    assert 0 < seen < moved
+    moved = done_a["bytes"] + ping_bytes + done_b["bytes"] + done_c["bytes"] + QUIT_BYTES
+    assert 5 * lost_while_filling <= moved - done_b["bytes"] - seen <= 11 * lost_while_filling, (moved, seen)
     # The same total in run.json and in the summary at exit.
-    assert {"tracer": "sockets", "reason": "event_ring_full", "count": lost} in run_json(out)["drops"]
-    assert f"scalp-bpf: dropped {lost} (sockets event_ring_full)" in scalp.stderr
+    assert {"tracer": "sockets", "reason": "event_ring_full", "count": total_lost} in run_json(out)["drops"]
+    assert f"scalp-bpf: dropped {total_lost} (sockets event_ring_full)" in scalp.stderr
     # Losses are per interval: one or more rows, each with a positive count.
     lost_rows = [r for r in rows(out, "drops") if r["reason"] == "event_ring_full"]
     assert lost_rows and all(r["count"] > 0 and r["interval_start"] < r["interval_end"] for r in lost_rows)

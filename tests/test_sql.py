@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import PYTHON, WORKLOADS, Held, Scalp, rows
+from conftest import PYTHON, WORKLOADS, Held, Scalp, rows, run_scalp
 
 SQL = str(WORKLOADS / "sql.py")
 
@@ -27,8 +27,6 @@ def run_mix(out, db, server, *args, unix=False, hold=True, scalp_args=()):
         assert scalp.wait() == 0, scalp.stderr
         pid = work.pid
     else:
-        r = subprocess.run(["scalp-bpf-run-placeholder"], capture_output=True) if False else None
-        from conftest import run_scalp
         r = run_scalp("run", "--output", out, "--sql-port", server.port, *scalp_args, "--", PYTHON, SQL, *cmd)
         assert r.returncode == 0, r.stderr
         done = json.loads(r.stdout.strip().splitlines()[-1])
@@ -173,9 +171,10 @@ def memcached_and_http(tmp_path):
 
 def test_other_protocols_never_appear_as_sql(out, memcached_and_http):
     mc_port, http_port = memcached_and_http
-    from conftest import run_scalp
-    # Even declared as SQL ports, their traffic does not parse as SQL statements.
-    r = run_scalp("run", "--output", out, "--", PYTHON, "-c", OTHER_TRAFFIC, mc_port, http_port)
+    # Declared as SQL ports, their connections are captured as SQL: what is tested is that their
+    # traffic does not parse as SQL statements.
+    r = run_scalp("run", "--output", out, "--sql-port", mc_port, "--sql-port", http_port,
+                  "--", PYTHON, "-c", OTHER_TRAFFIC, mc_port, http_port)
     assert r.returncode == 0, r.stderr
     assert rows(out, "sql_statements") == []
     assert rows(out, "sql_connections") == []

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import PYTHON, WORKLOADS, Held, Scalp, read_table, run_scalp, syscall_totals
+from conftest import PYTHON, WORKLOADS, Held, Scalp, read_table, run_scalp, syscall_totals, wait_for
 
 
 def traced(out):
@@ -71,11 +71,14 @@ def test_children_forked_after_start_are_traced(out):
 def test_existing_children_of_a_pid_target_are_traced(out):
     parent = subprocess.Popen(["sh", "-c", "sleep 30 & sleep 30 & wait"])
     try:
-        import time
-        deadline = time.monotonic() + 10
         kids = []
-        while len(kids) < 2 and time.monotonic() < deadline:
-            kids = [int(p) for p in open(f"/proc/{parent.pid}/task/{parent.pid}/children").read().split()]
+
+        def both_started():
+            kids[:] = [int(p) for p in open(f"/proc/{parent.pid}/task/{parent.pid}/children").read().split()]
+            return len(kids) == 2 and all(open(f"/proc/{k}/comm").read().strip() == "sleep" for k in kids)
+
+        # Without both children the check below would hold vacuously.
+        wait_for(both_started, 10, "the shell's two sleep children", parent)
         scalp = Scalp(out, "--pid", parent.pid, "--duration", "1s").wait_ready()
         assert scalp.wait() == 0
     finally:
@@ -83,8 +86,9 @@ def test_existing_children_of_a_pid_target_are_traced(out):
         subprocess.run(["pkill", "-P", str(parent.pid)])
         parent.wait()
     procs = traced(out)
-    assert set(kids) <= set(procs)
+    assert len(kids) == 2 and set(kids) <= set(procs), (kids, procs.keys())
     assert all(procs[k]["process_traced_reason"] == "descendant" for k in kids)
+    assert all(procs[k]["process_parent_pid"] == parent.pid for k in kids)
 
 
 def test_a_late_starter_is_picked_up_by_name(out):

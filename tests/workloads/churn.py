@@ -4,6 +4,7 @@ child execs /bin/true instead, every --thread-every-th one runs a second thread,
 --sync-every-th one fdatasyncs its file. The children overwrite a rolling set of --files files in
 --dir without truncating them, so their pages are written back after the child has ended.
 
+With --count the parent forks exactly that many children (at --rate), with no time limit.
 The parent keeps at most --max-live children alive and reaps them with waitpid. It prints a JSON
 line every second ({"forked": N, "live": L, "elapsed": S}) and a last one with "done": true.
 With --hold it first prints "ready PID" and waits for a line on stdin; with --hold-after it
@@ -54,6 +55,8 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--rate", type=float, default=300, help="children forked per second")
     p.add_argument("--seconds", type=float, default=60, help="how long to churn")
+    p.add_argument("--count", type=int, default=0,
+                   help="fork exactly this many children (at --rate), however long it takes")
     p.add_argument("--dir", required=True, help="where the children write their files")
     p.add_argument("--files", type=int, default=64)
     p.add_argument("--max-live", type=int, default=64)
@@ -74,7 +77,7 @@ def main() -> int:
     while True:
         now = time.monotonic()
         elapsed = now - start
-        if elapsed >= a.seconds:
+        if (forked >= a.count) if a.count else (elapsed >= a.seconds):
             break
         if now >= next_report:
             print(json.dumps({"forked": forked, "live": len(live), "elapsed": round(elapsed, 3)}),

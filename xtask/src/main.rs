@@ -79,3 +79,59 @@ pub fn root() -> PathBuf {
         .expect("xtask lives in the workspace")
         .to_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("xtask").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_cli_is_consistent() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn test_filters_apply_to_the_host_suite_only() {
+        match parse(&["test", "-k", "drops"]).map(|c| c.task) {
+            Ok(Task::Test {
+                filter,
+                acceptance_only,
+                vm,
+            }) => {
+                assert_eq!(filter.as_deref(), Some("drops"));
+                assert!(!acceptance_only && vm.kernels.is_empty());
+            }
+            _ => panic!("test -k drops should parse"),
+        }
+        use clap::error::ErrorKind;
+        for (args, kind) in [
+            (&["test", "-k", "drops", "--kernel", "6.1"][..], ErrorKind::ArgumentConflict),
+            (&["test", "--acceptance-only", "--kernel", "all"], ErrorKind::ArgumentConflict),
+            // Guest options need a kernel.
+            (&["test", "--check", "syscalls"], ErrorKind::MissingRequiredArgument),
+        ] {
+            match parse(args) {
+                Err(e) => assert_eq!(e.kind(), kind, "{args:?}: {e}"),
+                Ok(_) => panic!("{args:?} should be refused"),
+            }
+        }
+    }
+
+    #[test]
+    fn setup_defaults_to_the_test_profile() {
+        match parse(&["setup"]).map(|c| c.task) {
+            Ok(Task::Setup { profile }) => assert_eq!(profile, setup::Profile::Test),
+            _ => panic!("setup should parse"),
+        }
+        assert!(parse(&["setup", "everything"]).is_err());
+    }
+
+    #[test]
+    fn the_root_is_the_workspace() {
+        assert!(root().join("Cargo.toml").is_file() && root().join("xtask").is_dir());
+    }
+}

@@ -232,7 +232,8 @@ fn bcc_kernel_headers() -> Result<()> {
     Ok(())
 }
 
-/// Builds the scalp-bpf release binary and returns its path.
+/// Builds the scalp-bpf release binary and returns its path: under CARGO_TARGET_DIR when it is
+/// set (cargo builds there; the workspace's own target/ may hold an older binary).
 pub fn build_release() -> Result<PathBuf> {
     sh(Command::new("cargo").current_dir(root()).args([
         "build",
@@ -240,5 +241,65 @@ pub fn build_release() -> Result<PathBuf> {
         "--package",
         "tracer-user",
     ]))?;
-    Ok(root().join("target/release/scalp-bpf"))
+    Ok(target_dir(std::env::var_os("CARGO_TARGET_DIR"), &root()).join("release/scalp-bpf"))
+}
+
+/// Where cargo, run in `root`, puts its output: CARGO_TARGET_DIR (relative to `root`), else
+/// `root`/target.
+fn target_dir(cargo_target_dir: Option<std::ffi::OsString>, root: &Path) -> PathBuf {
+    match cargo_target_dir {
+        Some(dir) if !dir.is_empty() => root.join(dir),
+        _ => root.join("target"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_release_binary_is_where_cargo_target_dir_says() {
+        let root = Path::new("/work/repo");
+        assert_eq!(target_dir(None, root), Path::new("/work/repo/target"));
+        assert_eq!(target_dir(Some("".into()), root), Path::new("/work/repo/target"));
+        assert_eq!(
+            target_dir(Some("/work/target-x".into()), root),
+            Path::new("/work/target-x")
+        );
+        assert_eq!(
+            target_dir(Some("build/t".into()), root),
+            Path::new("/work/repo/build/t")
+        );
+    }
+
+    #[test]
+    fn each_profile_installs_what_the_previous_one_does_and_more() {
+        let (demo, test, bench) = (
+            packages(Profile::Demo),
+            packages(Profile::Test),
+            packages(Profile::Bench),
+        );
+        assert!(demo.is_empty(), "the demo needs no Debian package: {demo:?}");
+        assert!(test.iter().all(|p| bench.contains(p)));
+        assert!(bench.len() > test.len());
+        // What the acceptance tests run besides scalp-bpf: the servers, bpftool (nothing left
+        // loaded after a run), bpftrace and perf (the peers beside it), fio.
+        for p in [
+            "mariadb-server",
+            "postgresql",
+            "memcached",
+            "rabbitmq-server",
+            "nginx",
+            "bpftool",
+            "bpftrace",
+            "linux-perf",
+            "fio",
+        ] {
+            assert!(test.contains(&p), "{p} missing from the test profile");
+        }
+        let mut unique = test.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), test.len(), "a package listed twice");
+    }
 }

@@ -235,18 +235,21 @@ pub fn judge(
         Measure::Counter(_) => {
             let base_rate = base.map(|(v, _)| v / base_denom);
             let head_rate = head.map(|(v, _)| v / head_denom);
-            let (b, h) = (base_rate.unwrap_or(0.0), head_rate.unwrap_or(0.0));
-            let change = (b > 0.0 && head_rate.is_some()).then(|| h / b - 1.0);
-            // The difference in the head run's own terms: what head did beyond what the base
-            // rate predicts for head's amount of work.
-            let excess = h * head_denom - b * head_denom;
+            // In the head run's own terms: what the base rate predicts for head's amount of
+            // work, and what head did beyond it. Computed from the raw values (not from the
+            // rates) so that equal amounts of work compare exactly: 1000 → 1100 calls is +10 %,
+            // not +10.000000000000009 % (which a 10 % threshold would flag).
+            let predicted = base.map_or(0.0, |(v, _)| v * (head_denom / base_denom));
+            let excess = head.map_or(0.0, |(v, _)| v) - predicted;
+            let relative = (predicted > 0.0).then(|| excess / predicted);
+            let change = relative.filter(|_| head.is_some());
             let verdict = match (base, head) {
                 (None, Some((v, _))) if metric.new_is_regression && v > 0.0 => Verdict::New,
                 (Some(_), None) => Verdict::Gone,
-                _ if excess >= limits.floor && (b == 0.0 || h / b - 1.0 > limits.threshold) => {
+                _ if excess >= limits.floor && relative.is_none_or(|c| c > limits.threshold) => {
                     Verdict::Regression
                 }
-                _ if -excess >= limits.floor && h / b - 1.0 < -limits.threshold => {
+                _ if -excess >= limits.floor && relative.is_some_and(|c| c < -limits.threshold) => {
                     Verdict::Improvement
                 }
                 _ => Verdict::Same,
@@ -262,7 +265,7 @@ pub fn judge(
             let enough = base.is_some_and(|x| x.1 >= min_samples)
                 && head.is_some_and(|x| x.1 >= min_samples);
             let change = match (b, h) {
-                (Some(b), Some(h)) if b > 0.0 => Some(h / b - 1.0),
+                (Some(b), Some(h)) if b > 0.0 => Some((h - b) / b),
                 _ => None,
             };
             let verdict = match (b, h, change) {
@@ -448,6 +451,109 @@ mod tests {
         let (.., v) = judge(m, &limits(m), Some((1000.0, 0)), Some((500.0, 0)), 1.0, 1.0);
         assert_eq!(v, Verdict::Improvement);
         assert!(!v.fails());
+    }
+
+    /// The verdict of `metric` (default limits unless given) for raw values `base` → `head`
+    /// with `samples` behind each and the runs' denominators.
+    fn verdict(
+        m: &'static Metric,
+        l: Option<Limits>,
+        base: f64,
+        head: f64,
+        samples: i64,
+        denoms: (f64, f64),
+    ) -> Verdict {
+        let l = l.unwrap_or_else(|| limits(m));
+        judge(
+            m,
+            &l,
+            Some((base, samples)),
+            Some((head, samples)),
+            denoms.0,
+            denoms.1,
+        )
+        .3
+    }
+
+    #[test]
+    fn a_counter_exactly_at_its_threshold_is_not_a_regression() {
+        // syscalls.calls: 10 %, floor 100. +10 % exactly (1000 → 1100; 0.1 is not a binary
+        // fraction) is not worse than the threshold; one call more is.
+        let m = metric("syscalls.calls");
+        assert_eq!(verdict(m, None, 1000.0, 1100.0, 0, (1.0, 1.0)), Verdict::Same);
+        assert_eq!(verdict(m, None, 1000.0, 1101.0, 0, (1.0, 1.0)), Verdict::Regression);
+        // The same per unit, with units that are not powers of two.
+        assert_eq!(verdict(m, None, 3000.0, 3300.0, 0, (3.0, 3.0)), Verdict::Same);
+        assert_eq!(verdict(m, None, 3000.0, 3301.0, 0, (3.0, 3.0)), Verdict::Regression);
+        assert_eq!(verdict(m, None, 1000.0, 2200.0, 0, (10.0, 20.0)), Verdict::Same);
+        // -10 % exactly is not an improvement either; more is.
+        assert_eq!(verdict(m, None, 1000.0, 900.0, 0, (1.0, 1.0)), Verdict::Same);
+        assert_eq!(verdict(m, None, 1000.0, 899.0, 0, (1.0, 1.0)), Verdict::Improvement);
+        // The reported change is the exact +10 %.
+        let (.., change, _) = judge(m, &limits(m), Some((1000.0, 0)), Some((1100.0, 0)), 1.0, 1.0);
+        assert_eq!(change, Some(0.1));
+    }
+
+    #[test]
+    fn a_counter_exactly_at_its_floor_is_a_regression() {
+        // sql.calls: 10 %, floor 20 (in head's terms). +100 % of 20 is 20 more: at the floor.
+        let m = metric("sql.calls");
+        assert_eq!(verdict(m, None, 20.0, 40.0, 0, (1.0, 1.0)), Verdict::Regression);
+        assert_eq!(verdict(m, None, 19.0, 38.0, 0, (1.0, 1.0)), Verdict::Same);
+        // Per unit: base 2 per unit, head 3 per unit over 20 units: 20 more than predicted.
+        assert_eq!(verdict(m, None, 20.0, 60.0, 0, (10.0, 20.0)), Verdict::Regression);
+        assert_eq!(verdict(m, None, 20.0, 59.0, 0, (10.0, 20.0)), Verdict::Same);
+        // Something base never did (syscalls.calls, floor 100): the floor alone decides.
+        let s = metric("syscalls.calls");
+        let none = |head| judge(s, &limits(s), None, Some((head, 0)), 1.0, 1.0).3;
+        assert_eq!(none(100.0), Verdict::Regression);
+        assert_eq!(none(99.0), Verdict::Same);
+        let zero = |head| judge(s, &limits(s), Some((0.0, 0)), Some((head, 0)), 1.0, 1.0).3;
+        assert_eq!(zero(100.0), Verdict::Regression);
+        assert_eq!(zero(99.0), Verdict::Same);
+        // Improvements need the floor too: 101 fewer of 1001 is beyond both; 99 fewer of 500 is
+        // -19.8 % but below the floor.
+        assert_eq!(verdict(s, None, 1001.0, 900.0, 0, (1.0, 1.0)), Verdict::Improvement);
+        assert_eq!(verdict(s, None, 500.0, 401.0, 0, (1.0, 1.0)), Verdict::Same);
+    }
+
+    #[test]
+    fn latency_exactly_at_its_threshold_floor_and_sample_count() {
+        let m = metric("sql.p97");
+        let enough = crate::tracers::views::MIN_LATENCY_SAMPLES;
+        // 100 %, floor 1 ms: 2 ms → 4 ms is +100 % exactly: the same; a nanosecond more regresses.
+        assert_eq!(verdict(m, None, 2e6, 4e6, enough, (1.0, 1.0)), Verdict::Same);
+        assert_eq!(verdict(m, None, 2e6, 4e6 + 1.0, enough, (1.0, 1.0)), Verdict::Regression);
+        // 0.5 ms → 1.5 ms: +200 %, and 1 ms more: exactly the floor.
+        assert_eq!(verdict(m, None, 5e5, 1.5e6, enough, (1.0, 1.0)), Verdict::Regression);
+        assert_eq!(verdict(m, None, 5e5, 1.5e6 - 1.0, enough, (1.0, 1.0)), Verdict::Same);
+        // Exactly the minimum of samples in both runs is enough; one fewer is not.
+        assert_eq!(verdict(m, None, 2e6, 5e6, enough - 1, (1.0, 1.0)), Verdict::Same);
+        // Halving is the mirror of doubling: 4 ms → 2 ms exactly is the same, below improves.
+        assert_eq!(verdict(m, None, 4e6, 2e6, enough, (1.0, 1.0)), Verdict::Same);
+        assert_eq!(verdict(m, None, 4e6, 2e6 - 1.0, enough, (1.0, 1.0)), Verdict::Improvement);
+        // Quantiles are not normalized: the denominators do not matter.
+        assert_eq!(verdict(m, None, 2e6, 4e6, enough, (1.0, 7.0)), Verdict::Same);
+    }
+
+    #[test]
+    fn ratios_exactly_at_their_threshold_and_floor() {
+        let m = metric("cache.miss_ratio");
+        // Binary fractions, so that the boundaries are exact: 25 %, floor 1/16.
+        let l = || {
+            Some(Limits {
+                threshold: 0.25,
+                floor: 0.0625,
+            })
+        };
+        assert_eq!(verdict(m, l(), 0.5, 0.625, 1, (1.0, 1.0)), Verdict::Same);
+        assert_eq!(verdict(m, l(), 0.5, 0.6875, 1, (1.0, 1.0)), Verdict::Regression);
+        // +50 % but only 1/32 more: below the floor.
+        assert_eq!(verdict(m, l(), 0.0625, 0.09375, 1, (1.0, 1.0)), Verdict::Same);
+        // +100 % and exactly the floor.
+        assert_eq!(verdict(m, l(), 0.0625, 0.125, 1, (1.0, 1.0)), Verdict::Regression);
+        // A ratio needs one sample (a denominator) in each run.
+        assert_eq!(verdict(m, l(), 0.5, 1.0, 0, (1.0, 1.0)), Verdict::Same);
     }
 
     #[test]

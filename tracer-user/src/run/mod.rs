@@ -27,7 +27,7 @@ use crate::{
     targets::{self, TargetError, TargetSpec, TracedReason, procfs::ProcInfo},
     tracers::{self, TracerError, drops::DropsTable},
 };
-use session::{Output, Plan, Session, Tracing};
+use session::{Output, Plan, Session, Signals, Tracing};
 use tracking::{Tracking, TrackingError};
 
 #[derive(Debug, thiserror::Error)]
@@ -187,6 +187,9 @@ async fn execute(args: RunArgs, argv: Vec<String>) -> Result<ExitCode, RunError>
         let pid = initial.first().map_or(0, |(p, _)| p.pid);
         return Err(TargetError::Exited { pid }.into());
     }
+    // From here on a SIGINT or SIGTERM ends the run the normal way: a signal sent as soon as
+    // run.json exists (tracing is on) once killed the process with its files incomplete.
+    let signals = Signals::new()?;
     let child = match &command {
         Some(cmd) => Some(cmd.spawn(|pid| {
             let info = targets::procfs::read(pid).unwrap_or(ProcInfo {
@@ -229,7 +232,7 @@ async fn execute(args: RunArgs, argv: Vec<String>) -> Result<ExitCode, RunError>
             child,
         },
     };
-    session.run().await
+    session.run(signals).await
 }
 
 /// Creates the output directory, run.json and the sink with every enabled table.

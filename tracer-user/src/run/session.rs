@@ -85,15 +85,16 @@ enum Stop {
     Failed(RunError),
 }
 
-/// Signals the session listens to.
-struct Signals {
+/// Signals the session listens to. Listening starts when this is made (until then SIGINT and
+/// SIGTERM kill the process), so it is made before the command starts and run.json appears.
+pub struct Signals {
     int: Signal,
     term: Signal,
     child: Signal,
 }
 
 impl Signals {
-    fn new() -> Result<Signals, RunError> {
+    pub fn new() -> Result<Signals, RunError> {
         let on = |kind| signal(kind).map_err(RunError::Runtime);
         Ok(Signals {
             int: on(SignalKind::interrupt())?,
@@ -104,8 +105,7 @@ impl Signals {
 }
 
 impl Session {
-    pub async fn run(mut self) -> Result<ExitCode, RunError> {
-        let mut signals = Signals::new()?;
+    pub async fn run(mut self, mut signals: Signals) -> Result<ExitCode, RunError> {
         let rings = self.rings()?;
         let poll_rings = self
             .tracing

@@ -207,3 +207,18 @@ pub fn scratch(name: &str) -> PathBuf {
 pub fn remove(p: &Path) {
     let _ = std::fs::remove_dir_all(p);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_median_of_odd_even_unsorted_and_empty_samples() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(&mut [7.5]), 7.5);
+        assert!(median(&mut []).is_nan());
+        // Sorted by total order: a NaN sample sorts last instead of scrambling the rest.
+        assert_eq!(median(&mut [f64::NAN, 1.0, 2.0]), 2.0);
+    }
+}

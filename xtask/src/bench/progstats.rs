@@ -55,3 +55,20 @@ impl Drop for StatsOn {
         let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", &self.0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delta_sums_the_given_programs_only() {
+        let before: Snapshot = [(1, (100, 10)), (2, (50, 5)), (3, (7, 1))].into();
+        let after: Snapshot = [(1, (160, 16)), (2, (90, 9)), (3, (1000, 100)), (4, (30, 3))].into();
+        assert_eq!(delta(&before, &after, &[1, 2]), (100, 10));
+        // A program loaded after the first snapshot counts from zero.
+        assert_eq!(delta(&before, &after, &[4]), (30, 3));
+        // One unloaded before the second (or counters reset) adds nothing, never underflows.
+        assert_eq!(delta(&after, &before, &[1, 4]), (0, 0));
+        assert_eq!(delta(&before, &after, &[]), (0, 0));
+    }
+}
