@@ -2,9 +2,13 @@
 //! per process group and key, with percentiles from the latency histograms.
 
 pub mod aggregate;
+pub mod attribution;
 pub mod compare;
+pub mod diff_report;
 pub mod load;
 pub mod percentile;
+pub mod series;
+pub mod stats;
 
 use crate::exit::ExitCode;
 
