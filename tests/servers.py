@@ -413,10 +413,10 @@ class _Server:
             proc.wait()
 
 
-def _uwsgi_cmd(base, socket_args, workers):
+def _uwsgi_cmd(base, socket_args, workers, wsgi_file=WORKLOADS / "wsgi_app.py"):
     cmd = [UWSGI, *socket_args, "--master", "--die-on-term", "--need-app", "--strict",
            "--processes", str(workers), "--lazy-apps",  # each worker opens its own DB connection
-           "--wsgi-file", str(WORKLOADS / "wsgi_app.py"), "--callable", "application",
+           "--wsgi-file", str(wsgi_file), "--callable", "application",
            "--pidfile", str(base / "uwsgi.pid"), "--logger", f"file:{base / 'uwsgi.log'}",
            "--req-logger", f"file:{base / 'requests.log'}", "--logformat", UWSGI_REQUEST_LOG]
     if sys.prefix != sys.base_prefix:
@@ -662,6 +662,37 @@ class S3:
         selector = fs.FileSelector(prefix, recursive=True, allow_not_found=True)
         infos = self.filesystem().get_file_info(selector)
         return {i.path[len(prefix) + 1:]: i.size for i in infos if i.type == fs.FileType.File}
+
+
+class GateService(_Server):
+    """One service of tests/workloads/gate_app.py (catalog, orders or files) under uWSGI in
+    http-socket mode, `workers` workers, on MariaDB and PostgreSQL servers of this module; the
+    knobs file and blob directory are shared by the services of one stack."""
+
+    def __init__(self, service, mariadb, postgres, knobs, files, port, workers=2, base=None):
+        self.service, self.port, self.workers = service, port, workers
+        self.env = {**os.environ, "SCALP_GATE_SERVICE": service, "SCALP_GATE_KNOBS": str(knobs),
+                    "SCALP_GATE_FILES": str(files), "SCALP_GATE_MYSQL_PORT": str(mariadb.port),
+                    "SCALP_GATE_POSTGRESQL_PORT": str(postgres.port)}
+        self.base = pathlib.Path(base or BASE / f"gate-{service}-{port}")
+        self.proc = None
+
+    def prepare(self):
+        """Creates and fills the services' tables and blobs (once per stack, before start)."""
+        subprocess.run([sys.executable, "-c", "import gate_app; gate_app.prepare()"], cwd=WORKLOADS,
+                       env={**self.env, "SCALP_GATE_SERVICE": "none"}, check=True)
+
+    def start(self):
+        self._fresh_base([self.port])
+        cmd = _uwsgi_cmd(self.base, ["--http-socket", f"127.0.0.1:{self.port}"], self.workers,
+                         WORKLOADS / "gate_app.py")
+        self.proc = self._spawn(cmd + ["--procname-prefix-spaced", f"{self.service}:"], self.env)
+        self._wait(self.port, f"uwsgi ({self.service})")
+        _wait_workers_ready(self)
+        return self
+
+    def stop(self):
+        self._terminate(self.proc)
 
 
 def pick_port(preferred):

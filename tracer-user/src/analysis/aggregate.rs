@@ -19,7 +19,7 @@ pub struct Groups {
 }
 
 /// The run and host of each row of a batch (empty for a single run).
-fn run_host(batch: &RecordBatch) -> (Vec<String>, Vec<String>) {
+pub(super) fn run_host(batch: &RecordBatch) -> (Vec<String>, Vec<String>) {
     let n = batch.num_rows();
     (
         strings(batch, RUN_COLUMN).unwrap_or_else(|| vec![String::new(); n]),
@@ -174,6 +174,81 @@ pub fn aggregate(
     per_process: bool,
 ) -> Result<Aggregated, AnalysisError> {
     let mut rows: BTreeMap<(String, Vec<String>), Agg> = BTreeMap::new();
+    visit(
+        run,
+        spec,
+        groups,
+        per_process,
+        |group, key, _, counters, hist| {
+            let agg = rows.entry((group, key)).or_insert_with(|| Agg {
+                counters: vec![0; spec.counters.len()],
+                hist: Vec::new(),
+            });
+            agg.add(counters, hist);
+        },
+    )?;
+    Ok(Aggregated { rows })
+}
+
+/// A table aggregated per interval: (group, key values) → interval start (µs) → sums.
+pub type ByInterval = BTreeMap<(String, Vec<String>), BTreeMap<i64, Agg>>;
+
+/// Like [`aggregate`], but keeping each interval apart: the samples `diff` judges noise by.
+pub fn aggregate_by_interval(
+    run: &Run,
+    spec: &'static TableSpec,
+    groups: &Groups,
+) -> Result<ByInterval, AnalysisError> {
+    let mut rows = ByInterval::new();
+    visit(
+        run,
+        spec,
+        groups,
+        false,
+        |group, key, start, counters, hist| {
+            let agg = rows
+                .entry((group, key))
+                .or_default()
+                .entry(start)
+                .or_insert_with(|| Agg {
+                    counters: vec![0; spec.counters.len()],
+                    hist: Vec::new(),
+                });
+            agg.add(counters, hist);
+        },
+    )?;
+    Ok(rows)
+}
+
+impl Agg {
+    fn add(&mut self, counters: impl Iterator<Item = i64>, hist: Option<&[i64]>) {
+        for (sum, v) in self.counters.iter_mut().zip(counters) {
+            *sum += v;
+        }
+        if let Some(h) = hist {
+            if self.hist.len() < h.len() {
+                self.hist.resize(h.len(), 0);
+            }
+            for (a, b) in self.hist.iter_mut().zip(h) {
+                *a += b;
+            }
+        }
+    }
+
+    /// Adds another sum (of the same table).
+    pub fn merge(&mut self, other: &Agg) {
+        self.add(other.counters.iter().copied(), Some(&other.hist));
+    }
+}
+
+/// Calls `f(group, key, interval start, counters, histogram)` for every row of the table.
+fn visit(
+    run: &Run,
+    spec: &'static TableSpec,
+    groups: &Groups,
+    per_process: bool,
+    mut f: impl FnMut(String, Vec<String>, i64, &mut dyn Iterator<Item = i64>, Option<&[i64]>),
+) -> Result<(), AnalysisError> {
     let bad = |what: &str| AnalysisError::Corrupt {
         path: run.dir.join(spec.table),
         reason: format!("missing or mistyped column {what}"),
@@ -187,6 +262,7 @@ pub fn aggregate(
         let pid = ints(batch, "process_pid").ok_or_else(|| bad("process_pid"))?;
         let start = ints(batch, "process_start_time").ok_or_else(|| bad("process_start_time"))?;
         let name = strings(batch, "process_name").ok_or_else(|| bad("process_name"))?;
+        let interval = ints(batch, "interval_start").ok_or_else(|| bad("interval_start"))?;
         let keys: Vec<Vec<String>> = spec
             .keys
             .iter()
@@ -211,23 +287,15 @@ pub fn aggregate(
                 per_process,
             );
             let key: Vec<String> = keys.iter().map(|k| k[i].clone()).collect();
-            let agg = rows.entry((group, key)).or_insert_with(|| Agg {
-                counters: vec![0; spec.counters.len()],
-                hist: Vec::new(),
-            });
-            for (sum, col) in agg.counters.iter_mut().zip(&counters) {
-                *sum += col[i].unwrap_or(0);
-            }
-            if let Some(h) = &hist {
-                let h = &h[i];
-                if agg.hist.len() < h.len() {
-                    agg.hist.resize(h.len(), 0);
-                }
-                for (a, b) in agg.hist.iter_mut().zip(h) {
-                    *a += b;
-                }
-            }
+            let mut values = counters.iter().map(|col| col[i].unwrap_or(0));
+            f(
+                group,
+                key,
+                interval[i].unwrap_or(0),
+                &mut values,
+                hist.as_ref().map(|h| h[i].as_slice()),
+            );
         }
     }
-    Ok(Aggregated { rows })
+    Ok(())
 }

@@ -1,22 +1,25 @@
-//! Comparing two runs of the same job, metric by metric, for `diff`.
+//! Comparing runs of the same job, metric by metric, for `diff`: one or several base runs against
+//! a head run.
 //!
-//! Each metric is a value per (process group, key) taken from one table: a counter's sum
-//! (normalized per unit of work or per second of tracing) or a latency quantile from the
-//! merged histograms. A change is a regression when it is worse than the metric's relative
-//! threshold *and* its absolute floor, so that noise on tiny numbers (1 → 2 calls) never alarms.
+//! Each metric is a value per (process group, key) taken from one table: a counter's sum divided
+//! by the group's units of work (its own server-side requests, recorded units, or seconds: see
+//! [`Basis`]), a ratio of two counters, or a latency quantile from the merged histograms. Every
+//! run has one sample per interval, so each change comes with an interval (`stats`); a change is a
+//! regression when that interval is entirely above zero *and* the change is worse than the
+//! metric's relative threshold *and* its absolute floor, so that neither noise nor real but tiny
+//! differences (1 → 2 calls) alarm.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use tracer_common::fileio::FileOp;
-
 use super::{
-    TableSpec,
-    aggregate::{Agg, Groups, aggregate},
+    AnalysisError,
+    attribution::{CallSite, RouteShare},
     load::Run,
+    series::{Basis, Frame, Series},
+    stats::{self, Cells, Interval, Pool},
 };
-use crate::analysis::AnalysisError;
+use crate::tracers::views::metrics;
 pub use crate::tracers::views::{Measure, Metric};
-use crate::tracers::views::{metrics, table_spec};
 
 /// A metric's effective settings after the command line's overrides.
 #[derive(Clone, Debug)]
@@ -25,91 +28,75 @@ pub struct Limits {
     pub floor: f64,
 }
 
-/// What the values are divided by.
+/// What the values are divided by, as asked on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Per {
+    /// Per group: its requests when every run has some, else units when every run records
+    /// them, else seconds.
+    Auto,
     Unit,
     Second,
     /// Whole runs, as they are.
     Run,
 }
 
-impl Per {
-    pub fn name(self) -> &'static str {
-        match self {
-            Per::Unit => "unit",
-            Per::Second => "second",
-            Per::Run => "run",
-        }
-    }
+/// How `diff` decides.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub per: Per,
+    /// One entry per metric of `metrics()`.
+    pub limits: Vec<Limits>,
+    /// Confidence of the intervals (0.99).
+    pub confidence: f64,
+    /// A key no base run has fails when it occurs at least this often per unit (request, unit,
+    /// second).
+    pub new_floor: f64,
 }
 
-/// The divisor of one run.
-pub fn denominator(run: &Run, per: Per) -> Result<f64, AnalysisError> {
-    let d = match per {
-        Per::Run => Some(1.0),
-        Per::Unit => run.units(),
-        Per::Second => run.seconds().or_else(|| traced_seconds(run)),
-    };
-    match d {
-        Some(d) if d > 0.0 && d.is_finite() => Ok(d),
-        _ => Err(AnalysisError::Incomparable {
-            what: match per {
-                Per::Unit => format!(
-                    "{} records no units of work (run --units N, or scalp-bpf units {} N)",
-                    run.dir.display(),
-                    run.dir.display()
-                ),
-                _ => format!("{}: cannot tell how long it traced", run.dir.display()),
-            },
-        }),
-    }
-}
-
-/// Seconds covered by the intervals of a run whose end was not recorded (it was killed).
-fn traced_seconds(run: &Run) -> Option<f64> {
-    let (mut lo, mut hi) = (i64::MAX, i64::MIN);
-    for batch in run.tables.get("syscalls")? {
-        let (Some(s), Some(e)) = (
-            super::load::ints(batch, "interval_start"),
-            super::load::ints(batch, "interval_end"),
-        ) else {
-            continue;
-        };
-        lo = s.iter().flatten().fold(lo, |a, b| a.min(*b));
-        hi = e.iter().flatten().fold(hi, |a, b| a.max(*b));
-    }
-    (hi > lo).then(|| (hi - lo) as f64 / 1e6)
-}
-
-/// One (group, key) of one metric in both runs.
+/// One (group, key) of one metric in the base runs and the head run.
 #[derive(Clone, Debug)]
 pub struct Change {
     pub metric: &'static Metric,
     pub group: String,
     pub key: Vec<String>,
-    /// Raw values (sums or quantiles); None when the key is absent from that run.
+    pub basis: Basis,
+    /// Raw values (sums over the base runs, or pooled ratios and quantiles); None when the key
+    /// is absent from every base run (from head).
     pub base: Option<f64>,
     pub head: Option<f64>,
-    /// Normalized values (counters), or the quantiles again.
+    /// Normalized values (counters per unit), or the ratios and quantiles again.
     pub base_rate: Option<f64>,
     pub head_rate: Option<f64>,
     /// head_rate / base_rate − 1 (None when either is missing or base is 0).
     pub change: Option<f64>,
+    /// The change's interval; None when it could not be computed (too few intervals, a zero).
+    pub interval: Option<Interval>,
+    /// The worsening in the head run's own terms: counts beyond what the base rate predicts for
+    /// head's units (counters), or head − base (ratios, quantiles).
+    pub excess: f64,
+    /// Head's units of this key: the group's units (counters), the ratio's denominator
+    /// (requests with a known cost), or the histogram's calls.
+    pub head_units: f64,
     pub verdict: Verdict,
+    /// Routes whose cost per request grew with it (filled in for regressions).
+    pub routes: Vec<RouteShare>,
+    /// Where the statements come from (`sql_statements.code_*`, when the runs have it).
+    pub call_sites: Vec<CallSite>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Verdict {
-    /// Worse beyond the threshold and the floor.
+    /// Worse beyond noise, the threshold and the floor.
     Regression,
-    /// A key only head has, regressing by itself (new SQL fingerprint).
+    /// A key no base run has, frequent enough to fail by itself (new SQL fingerprint).
     New,
-    /// Better beyond the threshold and the floor.
+    /// A key no base run has, rarer than the floor for new keys.
+    NewBelowFloor,
+    /// Better beyond noise, the threshold and the floor.
     Improvement,
-    /// A key only base has.
+    /// A key only base runs have.
     Gone,
-    /// Within the limits.
+    /// Within the limits, or not beyond the noise.
     Same,
 }
 
@@ -118,6 +105,7 @@ impl Verdict {
         match self {
             Verdict::Regression => "regression",
             Verdict::New => "new",
+            Verdict::NewBelowFloor => "new below floor",
             Verdict::Improvement => "improvement",
             Verdict::Gone => "gone",
             Verdict::Same => "same",
@@ -129,202 +117,395 @@ impl Verdict {
     }
 }
 
-/// (group, key) → (raw value, samples behind it).
-type Values = BTreeMap<(String, Vec<String>), (f64, i64)>;
+/// How one group was normalized.
+#[derive(Clone, Debug)]
+pub struct GroupBasis {
+    pub group: String,
+    pub basis: Basis,
+    /// Units over all base runs, and in head.
+    pub base_units: f64,
+    pub head_units: f64,
+}
 
-/// The values of one metric in one run: (group, key) → (raw value, samples behind it).
-fn values(
-    run: &Run,
-    metric: &'static Metric,
-    groups: &Groups,
-    exclude_io_syscalls: bool,
-) -> Result<Values, AnalysisError> {
-    let spec: &'static TableSpec =
-        table_spec(metric.table).expect("every metric's table has a spec");
-    let agg = aggregate(run, spec, groups, false)?;
-    let col = |name: &str| spec.keys.iter().position(|k| *k == name);
-    let key_at: Vec<usize> = metric
-        .keys
-        .iter()
-        .map(|k| col(k).expect("metric keys are spec keys"))
-        .collect();
-    let filters: Vec<(usize, &[&str])> = metric
-        .only
-        .iter()
-        .map(|(c, vals)| (col(c).expect("metric filters are spec keys"), *vals))
-        .collect();
-    let calls_at = spec.counters.iter().position(|c| *c == "calls");
-    let mut merged: BTreeMap<(String, Vec<String>), Agg> = BTreeMap::new();
-    for ((group, key), a) in &agg.rows {
-        if !filters
+/// Units per interval of one group in each run.
+struct Units {
+    basis: Basis,
+    bases: Vec<Vec<f64>>,
+    head: Vec<f64>,
+}
+
+/// The outcome of [`compare`].
+pub struct Comparison {
+    pub changes: Vec<Change>,
+    pub groups: Vec<GroupBasis>,
+}
+
+/// The runs being compared, read once for every metric.
+pub struct Context<'a> {
+    pub bases: Vec<Frame<'a>>,
+    pub head: Frame<'a>,
+    settings: &'a Settings,
+    exclude_io: bool,
+    units: BTreeMap<String, Units>,
+}
+
+impl<'a> Context<'a> {
+    pub fn new(
+        bases: &'a [Run],
+        head: &'a Run,
+        settings: &'a Settings,
+    ) -> Result<Self, AnalysisError> {
+        let base_frames: Vec<Frame> = bases.iter().map(Frame::of).collect::<Result<_, _>>()?;
+        let head_frame = Frame::of(head)?;
+        if settings.per == Per::Unit {
+            for f in base_frames.iter().chain([&head_frame]) {
+                let any = f.run.units().is_some()
+                    || f.run
+                        .meta
+                        .get("units_by_group")
+                        .and_then(|g| g.as_object())
+                        .is_some_and(|g| !g.is_empty());
+                if !any {
+                    return Err(no_units(f.run));
+                }
+            }
+        }
+        let mut ctx = Context {
+            bases: base_frames,
+            head: head_frame,
+            settings,
+            exclude_io: false,
+            units: BTreeMap::new(),
+        };
+        ctx.exclude_io = ctx.all_have("fileio");
+        Ok(ctx)
+    }
+
+    /// Whether every run has the table.
+    pub fn all_have(&self, table: &str) -> bool {
+        self.bases
             .iter()
-            .all(|(i, vals)| vals.contains(&key[*i].as_str()))
-        {
-            continue;
-        }
-        if exclude_io_syscalls
-            && metric.table == "syscalls"
-            && matches!(metric.measure, Measure::Counter(_))
-            && FileOp::of_syscall(&key[key_at[0]]).is_some()
-        {
-            continue;
-        }
-        let k: Vec<String> = key_at.iter().map(|i| key[*i].clone()).collect();
-        let m = merged.entry((group.clone(), k)).or_insert_with(|| Agg {
-            counters: vec![0; a.counters.len()],
-            hist: Vec::new(),
-        });
-        for (x, y) in m.counters.iter_mut().zip(&a.counters) {
-            *x += y;
-        }
-        if m.hist.len() < a.hist.len() {
-            m.hist.resize(a.hist.len(), 0);
-        }
-        for (x, y) in m.hist.iter_mut().zip(&a.hist) {
-            *x += y;
-        }
+            .chain([&self.head])
+            .all(|f| f.run.tables.contains_key(table))
     }
-    let mut out = BTreeMap::new();
-    for (k, a) in merged {
-        let samples = calls_at.map_or(0, |i| a.counters[i]);
-        match metric.measure {
-            Measure::Counter(c) => {
-                let i = spec
-                    .counters
-                    .iter()
-                    .position(|x| *x == c)
-                    .expect("metric counters are spec counters");
-                out.insert(k, (a.counters[i] as f64, samples));
-            }
-            Measure::Ratio {
-                numerator,
-                denominator,
-            } => {
-                let at = |c: &str| {
-                    spec.counters
-                        .iter()
-                        .position(|x| *x == c)
-                        .expect("metric counters are spec counters")
-                };
-                let (n, d) = (a.counters[at(numerator)], a.counters[at(denominator)]);
-                if d > 0 {
-                    out.insert(k, (n as f64 / d as f64, d));
-                }
-            }
-            Measure::Quantile { q, .. } => {
-                let timed: i64 = a.hist.iter().sum();
-                if let Some(v) = a.quantile(q) {
-                    out.insert(k, (v, timed));
-                }
-            }
-        }
+
+    /// How each group met so far was normalized.
+    pub fn groups(&self) -> Vec<GroupBasis> {
+        self.units
+            .iter()
+            .map(|(group, u)| GroupBasis {
+                group: group.clone(),
+                basis: u.basis,
+                base_units: u.bases.iter().flatten().sum(),
+                head_units: u.head.iter().sum(),
+            })
+            .collect()
     }
-    Ok(out)
+
+    /// One metric's changes, every key of every group.
+    pub fn changes(
+        &mut self,
+        metric: &'static Metric,
+        limits: &Limits,
+    ) -> Result<Vec<Change>, AnalysisError> {
+        if !self.all_have(metric.table) {
+            return Ok(Vec::new());
+        }
+        let base_series: Vec<Series> = self
+            .bases
+            .iter()
+            .map(|f| f.series(metric, self.exclude_io))
+            .collect::<Result<_, _>>()?;
+        let head_series = self.head.series(metric, self.exclude_io)?;
+        let keys: BTreeSet<&(String, Vec<String>)> = base_series
+            .iter()
+            .flat_map(|s| s.keys())
+            .chain(head_series.keys())
+            .collect();
+        let mut changes = Vec::new();
+        for k in keys {
+            if !self.units.contains_key(&k.0) {
+                let u = units_of(&k.0, self.settings.per, &self.bases, &self.head)?;
+                self.units.insert(k.0.clone(), u);
+            }
+            let u = &self.units[&k.0];
+            let base_cells: Vec<Cells> = base_series
+                .iter()
+                .zip(&u.bases)
+                .zip(&self.bases)
+                .map(|((s, units), f)| cells(metric, s.get(k), units, f.intervals()))
+                .collect();
+            let head_cells = cells(metric, head_series.get(k), &u.head, self.head.intervals());
+            let seed = stats::seed_of(
+                [metric.id, k.0.as_str()]
+                    .into_iter()
+                    .chain(k.1.iter().map(String::as_str)),
+            );
+            let input = Input {
+                bases: base_cells.iter().collect(),
+                head: &head_cells,
+                base_present: base_series.iter().any(|s| s.contains_key(k)),
+                head_present: head_series.contains_key(k),
+                seed,
+            };
+            changes.push(judge(metric, limits, self.settings, u.basis, k, &input));
+        }
+        Ok(changes)
+    }
+}
+
+/// Every metric's changes between the base runs and head, regressions annotated with the routes
+/// and call sites behind them.
+pub fn compare(
+    bases: &[Run],
+    head: &Run,
+    settings: &Settings,
+) -> Result<Comparison, AnalysisError> {
+    let mut ctx = Context::new(bases, head, settings)?;
+    let mut changes = Vec::new();
+    for (metric, limits) in metrics().iter().copied().zip(&settings.limits) {
+        changes.extend(ctx.changes(metric, limits)?);
+    }
+    super::attribution::annotate(&mut ctx, &mut changes)?;
+    Ok(Comparison {
+        changes,
+        groups: ctx.groups(),
+    })
+}
+
+fn no_units(run: &Run) -> AnalysisError {
+    AnalysisError::Incomparable {
+        what: format!(
+            "{} records no units of work (run --units N, or scalp-bpf units {} N)",
+            run.dir.display(),
+            run.dir.display()
+        ),
+    }
+}
+
+/// Picks a group's basis and reads its units in every run.
+fn units_of(group: &str, per: Per, bases: &[Frame], head: &Frame) -> Result<Units, AnalysisError> {
+    let all = || bases.iter().chain([head]);
+    let basis = match per {
+        Per::Auto if all().all(|f| f.requests(group) > 0.0) => Basis::Request,
+        Per::Auto if all().all(|f| f.units(group).is_some()) => Basis::Unit,
+        Per::Auto | Per::Second => Basis::Second,
+        Per::Unit => Basis::Unit,
+        Per::Run => Basis::Run,
+    };
+    let of = |f: &Frame| {
+        f.units_per_interval(group, basis)
+            .ok_or_else(|| match basis {
+                Basis::Unit => no_units(f.run),
+                _ => AnalysisError::Incomparable {
+                    what: format!("{}: cannot tell how long it traced", f.run.dir.display()),
+                },
+            })
+    };
+    Ok(Units {
+        basis,
+        bases: bases.iter().map(of).collect::<Result<_, _>>()?,
+        head: of(head)?,
+    })
+}
+
+/// One run's samples of one key: every interval, zeros where the key had no row.
+fn cells(
+    metric: &Metric,
+    series: Option<&BTreeMap<usize, super::aggregate::Agg>>,
+    units: &[f64],
+    n: usize,
+) -> Cells {
+    let spec = crate::tracers::views::table_spec(metric.table).expect("metrics have specs");
+    let at = |c: &str| {
+        spec.counters
+            .iter()
+            .position(|x| *x == c)
+            .expect("metric counters are spec counters")
+    };
+    let get = |i: usize, c: usize| {
+        series
+            .and_then(|s| s.get(&i))
+            .map_or(0.0, |a| a.counters[c] as f64)
+    };
+    match metric.measure {
+        Measure::Counter(c) => {
+            let c = at(c);
+            Cells::Ratio((0..n).map(|i| (get(i, c), units[i])).collect())
+        }
+        Measure::Ratio {
+            numerator,
+            denominator,
+        } => {
+            let (nu, de) = (at(numerator), at(denominator));
+            Cells::Ratio((0..n).map(|i| (get(i, nu), get(i, de))).collect())
+        }
+        Measure::Quantile { q, .. } => Cells::Hist {
+            q,
+            hists: (0..n)
+                .map(|i| {
+                    series
+                        .and_then(|s| s.get(&i))
+                        .map_or_else(Vec::new, |a| a.hist.clone())
+                })
+                .collect(),
+        },
+    }
+}
+
+/// The samples of one (group, key) in every run.
+pub struct Input<'a> {
+    pub bases: Vec<&'a Cells>,
+    pub head: &'a Cells,
+    /// Whether some base run, and head, have rows for the key.
+    pub base_present: bool,
+    pub head_present: bool,
+    pub seed: u64,
 }
 
 /// Judges one (group, key) of a metric.
 pub fn judge(
     metric: &'static Metric,
     limits: &Limits,
-    base: Option<(f64, i64)>,
-    head: Option<(f64, i64)>,
-    base_denom: f64,
-    head_denom: f64,
-) -> (Option<f64>, Option<f64>, Option<f64>, Verdict) {
+    settings: &Settings,
+    basis: Basis,
+    key: &(String, Vec<String>),
+    input: &Input,
+) -> Change {
+    let mut base_pool = Pool::default();
+    for c in &input.bases {
+        base_pool.add_all(c);
+    }
+    let mut head_pool = Pool::default();
+    head_pool.add_all(input.head);
+    let (b, h) = (base_pool.value(), head_pool.value());
+    let raw = |pool: &Pool, cells: &[&Cells]| match metric.measure {
+        Measure::Counter(_) => Some(
+            cells
+                .iter()
+                .map(|c| match c {
+                    Cells::Ratio(v) => v.iter().map(|x| x.0).sum::<f64>(),
+                    Cells::Hist { .. } => 0.0,
+                })
+                .sum(),
+        ),
+        _ => pool.value(),
+    };
+    let mut change = Change {
+        metric,
+        group: key.0.clone(),
+        key: key.1.clone(),
+        basis,
+        base: input
+            .base_present
+            .then(|| raw(&base_pool, &input.bases))
+            .flatten(),
+        head: input
+            .head_present
+            .then(|| raw(&head_pool, &[input.head]))
+            .flatten(),
+        base_rate: input.base_present.then_some(b).flatten(),
+        head_rate: input.head_present.then_some(h).flatten(),
+        change: None,
+        interval: None,
+        excess: 0.0,
+        head_units: head_pool.den(),
+        verdict: Verdict::Same,
+        routes: Vec::new(),
+        call_sites: Vec::new(),
+    };
+    let interval = || stats::interval(&input.bases, input.head, settings.confidence, input.seed);
+    // Beyond the noise: the interval excludes no change; without an interval (too few
+    // intervals), threshold and floor decide alone.
+    let up = |i: &Option<Interval>| i.is_none_or(|i| i.low > 0.0);
+    let down = |i: &Option<Interval>| i.is_none_or(|i| i.high < 0.0);
     match metric.measure {
         Measure::Counter(_) => {
-            let base_rate = base.map(|(v, _)| v / base_denom);
-            let head_rate = head.map(|(v, _)| v / head_denom);
-            // In the head run's own terms: what the base rate predicts for head's amount of
-            // work, and what head did beyond it. Computed from the raw values (not from the
-            // rates) so that equal amounts of work compare exactly: 1000 → 1100 calls is +10 %,
-            // not +10.000000000000009 % (which a 10 % threshold would flag).
-            let predicted = base.map_or(0.0, |(v, _)| v * (head_denom / base_denom));
-            let excess = head.map_or(0.0, |(v, _)| v) - predicted;
-            let relative = (predicted > 0.0).then(|| excess / predicted);
-            let change = relative.filter(|_| head.is_some());
-            let verdict = match (base, head) {
-                (None, Some((v, _))) if metric.new_is_regression && v > 0.0 => Verdict::New,
-                (Some(_), None) => Verdict::Gone,
-                _ if excess >= limits.floor && relative.is_none_or(|c| c > limits.threshold) => {
+            let (b, h) = (
+                change.base_rate.unwrap_or(0.0),
+                change.head_rate.unwrap_or(0.0),
+            );
+            // (h - b) / b, not h / b - 1: equal amounts of work compare exactly (1000 → 1100
+            // calls is +10 %, not +10.000000000000009 %, which a 10 % threshold would flag).
+            change.change = (b > 0.0 && change.head_rate.is_some()).then(|| (h - b) / b);
+            change.excess = (h - b) * head_pool.den();
+            if b > 0.0 && h > 0.0 {
+                change.interval = interval();
+            }
+            let c = &change;
+            change.verdict = match (input.base_present, input.head_present) {
+                (false, true) if metric.new_is_regression && h > 0.0 => {
+                    if h >= settings.new_floor {
+                        Verdict::New
+                    } else {
+                        Verdict::NewBelowFloor
+                    }
+                }
+                (true, false) => Verdict::Gone,
+                _ if c.excess >= limits.floor
+                    && (b == 0.0 || (h - b) / b > limits.threshold)
+                    && up(&c.interval) =>
+                {
                     Verdict::Regression
                 }
-                _ if -excess >= limits.floor && relative.is_some_and(|c| c < -limits.threshold) => {
+                _ if -c.excess >= limits.floor
+                    && (h - b) / b < -limits.threshold
+                    && down(&c.interval) =>
+                {
                     Verdict::Improvement
                 }
                 _ => Verdict::Same,
             };
-            (base_rate, head_rate, change, verdict)
         }
         Measure::Quantile { .. } | Measure::Ratio { .. } => {
             let min_samples = match metric.measure {
-                Measure::Quantile { min_samples, .. } => min_samples,
-                _ => 1,
+                Measure::Quantile { min_samples, .. } => min_samples as f64,
+                _ => 1.0,
             };
-            let (b, h) = (base.map(|x| x.0), head.map(|x| x.0));
-            let enough = base.is_some_and(|x| x.1 >= min_samples)
-                && head.is_some_and(|x| x.1 >= min_samples);
-            let change = match (b, h) {
-                (Some(b), Some(h)) if b > 0.0 => Some((h - b) / b),
-                _ => None,
+            let samples = |p: &Pool, cells: &[&Cells]| match metric.measure {
+                Measure::Quantile { .. } => cells
+                    .iter()
+                    .map(|c| match c {
+                        Cells::Hist { hists, .. } => hists.iter().flatten().sum::<i64>() as f64,
+                        Cells::Ratio(_) => 0.0,
+                    })
+                    .sum(),
+                _ => p.den(),
             };
-            let verdict = match (b, h, change) {
-                (Some(b), Some(h), Some(c)) if enough => {
-                    if c > limits.threshold && h - b >= limits.floor {
+            let enough = samples(&base_pool, &input.bases) >= min_samples
+                && samples(&head_pool, &[input.head]) >= min_samples;
+            if let (Some(b), Some(h)) = (change.base_rate, change.head_rate) {
+                change.excess = h - b;
+                if b > 0.0 {
+                    change.change = Some((h - b) / b);
+                }
+                if enough && b > 0.0 && h > 0.0 {
+                    change.interval = interval();
+                }
+                let c = &change;
+                change.verdict = match c.change {
+                    Some(x)
+                        if enough
+                            && x > limits.threshold
+                            && c.excess >= limits.floor
+                            && up(&c.interval) =>
+                    {
                         Verdict::Regression
-                    } else if c < -limits.threshold / (1.0 + limits.threshold)
-                        && b - h >= limits.floor
+                    }
+                    Some(x)
+                        if enough
+                            && x < -limits.threshold / (1.0 + limits.threshold)
+                            && -c.excess >= limits.floor
+                            && down(&c.interval) =>
                     {
                         Verdict::Improvement
-                    } else {
-                        Verdict::Same
                     }
-                }
-                _ => Verdict::Same,
-            };
-            (b, h, change, verdict)
+                    _ => Verdict::Same,
+                };
+            }
         }
     }
-}
-
-/// Every metric's changes between two runs. `limits` has one entry per metric of `metrics()`.
-pub fn compare(
-    base: &Run,
-    head: &Run,
-    per: Per,
-    limits: &[Limits],
-) -> Result<Vec<Change>, AnalysisError> {
-    let (bd, hd) = (denominator(base, per)?, denominator(head, per)?);
-    let (bg, hg) = (Groups::of(base, false), Groups::of(head, false));
-    // With the file I/O table in both runs, read/write-family syscalls are counted there, by
-    // what they carry (SQL statements, bytes to files, fsyncs), and not again as syscalls: a
-    // patch that doubles a service's queries is one finding, not three.
-    let exclude_io = base.tables.contains_key("fileio") && head.tables.contains_key("fileio");
-    let mut out = Vec::new();
-    for (metric, limits) in metrics().iter().copied().zip(limits) {
-        if !base.tables.contains_key(metric.table) || !head.tables.contains_key(metric.table) {
-            continue;
-        }
-        let b = values(base, metric, &bg, exclude_io)?;
-        let h = values(head, metric, &hg, exclude_io)?;
-        let keys: BTreeSet<&(String, Vec<String>)> = b.keys().chain(h.keys()).collect();
-        for k in keys {
-            let (bv, hv) = (b.get(k).copied(), h.get(k).copied());
-            let (base_rate, head_rate, change, verdict) = judge(metric, limits, bv, hv, bd, hd);
-            out.push(Change {
-                metric,
-                group: k.0.clone(),
-                key: k.1.clone(),
-                base: bv.map(|x| x.0),
-                head: hv.map(|x| x.0),
-                base_rate,
-                head_rate,
-                change,
-                verdict,
-            });
-        }
-    }
-    Ok(out)
+    change
 }
 
 /// Checks that two runs can be compared: the same schema version and the same tables.
@@ -361,213 +542,4 @@ pub fn comparable(base: &Run, head: &Run) -> Result<(), AnalysisError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn metric(id: &str) -> &'static Metric {
-        metrics().iter().copied().find(|m| m.id == id).unwrap()
-    }
-
-    fn limits(m: &Metric) -> Limits {
-        Limits {
-            threshold: m.threshold,
-            floor: m.floor,
-        }
-    }
-
-    #[test]
-    fn twice_the_statements_per_unit_regress() {
-        let m = metric("sql.calls");
-        // 50 requests each: 50 statements vs 100.
-        let (b, h, c, v) = judge(
-            m,
-            &limits(m),
-            Some((50.0, 50)),
-            Some((100.0, 100)),
-            50.0,
-            50.0,
-        );
-        assert_eq!((b, h), (Some(1.0), Some(2.0)));
-        assert_eq!(c, Some(1.0));
-        assert_eq!(v, Verdict::Regression);
-    }
-
-    #[test]
-    fn per_unit_normalization_forgives_more_work() {
-        let m = metric("sql.calls");
-        // Head did twice the requests: the same statements per request.
-        let (.., v) = judge(
-            m,
-            &limits(m),
-            Some((500.0, 0)),
-            Some((1000.0, 0)),
-            50.0,
-            100.0,
-        );
-        assert_eq!(v, Verdict::Same);
-    }
-
-    #[test]
-    fn floors_keep_small_numbers_quiet() {
-        let m = metric("syscalls.calls");
-        // 1 → 2 calls is +100 %, but one call is noise.
-        let (.., c, v) = judge(m, &limits(m), Some((1.0, 1)), Some((2.0, 2)), 1.0, 1.0);
-        assert_eq!(c, Some(1.0));
-        assert_eq!(v, Verdict::Same);
-        // A syscall new in head with enough calls regresses; with few it does not.
-        let (.., v) = judge(m, &limits(m), None, Some((500.0, 500)), 1.0, 1.0);
-        assert_eq!(v, Verdict::Regression);
-        let (.., v) = judge(m, &limits(m), None, Some((5.0, 5)), 1.0, 1.0);
-        assert_eq!(v, Verdict::Same);
-    }
-
-    #[test]
-    fn new_fingerprints_regress_by_themselves_and_gone_ones_are_reported() {
-        let m = metric("sql.calls");
-        let (.., v) = judge(m, &limits(m), None, Some((1.0, 1)), 1.0, 1.0);
-        assert_eq!(v, Verdict::New);
-        let (.., v) = judge(m, &limits(m), Some((300.0, 300)), None, 1.0, 1.0);
-        assert_eq!(v, Verdict::Gone);
-    }
-
-    #[test]
-    fn thresholds_are_relative_and_improvements_are_not_failures() {
-        let m = metric("syscalls.calls");
-        let tight = Limits {
-            threshold: 0.05,
-            floor: 1.0,
-        };
-        let (.., v) = judge(m, &tight, Some((1000.0, 0)), Some((1080.0, 0)), 1.0, 1.0);
-        assert_eq!(v, Verdict::Regression);
-        let (.., v) = judge(
-            m,
-            &limits(m),
-            Some((1000.0, 0)),
-            Some((1080.0, 0)),
-            1.0,
-            1.0,
-        );
-        assert_eq!(v, Verdict::Same);
-        let (.., v) = judge(m, &limits(m), Some((1000.0, 0)), Some((500.0, 0)), 1.0, 1.0);
-        assert_eq!(v, Verdict::Improvement);
-        assert!(!v.fails());
-    }
-
-    /// The verdict of `metric` (default limits unless given) for raw values `base` → `head`
-    /// with `samples` behind each and the runs' denominators.
-    fn verdict(
-        m: &'static Metric,
-        l: Option<Limits>,
-        base: f64,
-        head: f64,
-        samples: i64,
-        denoms: (f64, f64),
-    ) -> Verdict {
-        let l = l.unwrap_or_else(|| limits(m));
-        judge(
-            m,
-            &l,
-            Some((base, samples)),
-            Some((head, samples)),
-            denoms.0,
-            denoms.1,
-        )
-        .3
-    }
-
-    #[test]
-    fn a_counter_exactly_at_its_threshold_is_not_a_regression() {
-        // syscalls.calls: 10 %, floor 100. +10 % exactly (1000 → 1100; 0.1 is not a binary
-        // fraction) is not worse than the threshold; one call more is.
-        let m = metric("syscalls.calls");
-        assert_eq!(verdict(m, None, 1000.0, 1100.0, 0, (1.0, 1.0)), Verdict::Same);
-        assert_eq!(verdict(m, None, 1000.0, 1101.0, 0, (1.0, 1.0)), Verdict::Regression);
-        // The same per unit, with units that are not powers of two.
-        assert_eq!(verdict(m, None, 3000.0, 3300.0, 0, (3.0, 3.0)), Verdict::Same);
-        assert_eq!(verdict(m, None, 3000.0, 3301.0, 0, (3.0, 3.0)), Verdict::Regression);
-        assert_eq!(verdict(m, None, 1000.0, 2200.0, 0, (10.0, 20.0)), Verdict::Same);
-        // -10 % exactly is not an improvement either; more is.
-        assert_eq!(verdict(m, None, 1000.0, 900.0, 0, (1.0, 1.0)), Verdict::Same);
-        assert_eq!(verdict(m, None, 1000.0, 899.0, 0, (1.0, 1.0)), Verdict::Improvement);
-        // The reported change is the exact +10 %.
-        let (.., change, _) = judge(m, &limits(m), Some((1000.0, 0)), Some((1100.0, 0)), 1.0, 1.0);
-        assert_eq!(change, Some(0.1));
-    }
-
-    #[test]
-    fn a_counter_exactly_at_its_floor_is_a_regression() {
-        // sql.calls: 10 %, floor 20 (in head's terms). +100 % of 20 is 20 more: at the floor.
-        let m = metric("sql.calls");
-        assert_eq!(verdict(m, None, 20.0, 40.0, 0, (1.0, 1.0)), Verdict::Regression);
-        assert_eq!(verdict(m, None, 19.0, 38.0, 0, (1.0, 1.0)), Verdict::Same);
-        // Per unit: base 2 per unit, head 3 per unit over 20 units: 20 more than predicted.
-        assert_eq!(verdict(m, None, 20.0, 60.0, 0, (10.0, 20.0)), Verdict::Regression);
-        assert_eq!(verdict(m, None, 20.0, 59.0, 0, (10.0, 20.0)), Verdict::Same);
-        // Something base never did (syscalls.calls, floor 100): the floor alone decides.
-        let s = metric("syscalls.calls");
-        let none = |head| judge(s, &limits(s), None, Some((head, 0)), 1.0, 1.0).3;
-        assert_eq!(none(100.0), Verdict::Regression);
-        assert_eq!(none(99.0), Verdict::Same);
-        let zero = |head| judge(s, &limits(s), Some((0.0, 0)), Some((head, 0)), 1.0, 1.0).3;
-        assert_eq!(zero(100.0), Verdict::Regression);
-        assert_eq!(zero(99.0), Verdict::Same);
-        // Improvements need the floor too: 101 fewer of 1001 is beyond both; 99 fewer of 500 is
-        // -19.8 % but below the floor.
-        assert_eq!(verdict(s, None, 1001.0, 900.0, 0, (1.0, 1.0)), Verdict::Improvement);
-        assert_eq!(verdict(s, None, 500.0, 401.0, 0, (1.0, 1.0)), Verdict::Same);
-    }
-
-    #[test]
-    fn latency_exactly_at_its_threshold_floor_and_sample_count() {
-        let m = metric("sql.p97");
-        let enough = crate::tracers::views::MIN_LATENCY_SAMPLES;
-        // 100 %, floor 1 ms: 2 ms → 4 ms is +100 % exactly: the same; a nanosecond more regresses.
-        assert_eq!(verdict(m, None, 2e6, 4e6, enough, (1.0, 1.0)), Verdict::Same);
-        assert_eq!(verdict(m, None, 2e6, 4e6 + 1.0, enough, (1.0, 1.0)), Verdict::Regression);
-        // 0.5 ms → 1.5 ms: +200 %, and 1 ms more: exactly the floor.
-        assert_eq!(verdict(m, None, 5e5, 1.5e6, enough, (1.0, 1.0)), Verdict::Regression);
-        assert_eq!(verdict(m, None, 5e5, 1.5e6 - 1.0, enough, (1.0, 1.0)), Verdict::Same);
-        // Exactly the minimum of samples in both runs is enough; one fewer is not.
-        assert_eq!(verdict(m, None, 2e6, 5e6, enough - 1, (1.0, 1.0)), Verdict::Same);
-        // Halving is the mirror of doubling: 4 ms → 2 ms exactly is the same, below improves.
-        assert_eq!(verdict(m, None, 4e6, 2e6, enough, (1.0, 1.0)), Verdict::Same);
-        assert_eq!(verdict(m, None, 4e6, 2e6 - 1.0, enough, (1.0, 1.0)), Verdict::Improvement);
-        // Quantiles are not normalized: the denominators do not matter.
-        assert_eq!(verdict(m, None, 2e6, 4e6, enough, (1.0, 7.0)), Verdict::Same);
-    }
-
-    #[test]
-    fn ratios_exactly_at_their_threshold_and_floor() {
-        let m = metric("cache.miss_ratio");
-        // Binary fractions, so that the boundaries are exact: 25 %, floor 1/16.
-        let l = || {
-            Some(Limits {
-                threshold: 0.25,
-                floor: 0.0625,
-            })
-        };
-        assert_eq!(verdict(m, l(), 0.5, 0.625, 1, (1.0, 1.0)), Verdict::Same);
-        assert_eq!(verdict(m, l(), 0.5, 0.6875, 1, (1.0, 1.0)), Verdict::Regression);
-        // +50 % but only 1/32 more: below the floor.
-        assert_eq!(verdict(m, l(), 0.0625, 0.09375, 1, (1.0, 1.0)), Verdict::Same);
-        // +100 % and exactly the floor.
-        assert_eq!(verdict(m, l(), 0.0625, 0.125, 1, (1.0, 1.0)), Verdict::Regression);
-        // A ratio needs one sample (a denominator) in each run.
-        assert_eq!(verdict(m, l(), 0.5, 1.0, 0, (1.0, 1.0)), Verdict::Same);
-    }
-
-    #[test]
-    fn latency_needs_samples_a_ratio_and_an_absolute_step() {
-        let m = metric("sql.p97");
-        let l = limits(m);
-        // 2 ms → 5 ms with 1000 samples each: regression.
-        let (.., v) = judge(m, &l, Some((2e6, 1000)), Some((5e6, 1000)), 1.0, 1.0);
-        assert_eq!(v, Verdict::Regression);
-        // The same with 200 samples: not enough to tell.
-        let (.., v) = judge(m, &l, Some((2e6, 200)), Some((5e6, 200)), 1.0, 1.0);
-        assert_eq!(v, Verdict::Same);
-        // 100 µs → 300 µs: 3x, but 0.2 ms is below the 1 ms floor.
-        let (.., v) = judge(m, &l, Some((1e5, 1000)), Some((3e5, 1000)), 1.0, 1.0);
-        assert_eq!(v, Verdict::Same);
-    }
-}
+mod tests;

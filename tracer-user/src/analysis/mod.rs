@@ -2,10 +2,14 @@
 //! per process group and key, with percentiles from the latency histograms.
 
 pub mod aggregate;
+pub mod attribution;
 pub mod compare;
+pub mod diff_report;
 pub mod fleet;
 pub mod load;
 pub mod percentile;
+pub mod series;
+pub mod stats;
 
 use crate::exit::ExitCode;
 

@@ -1,27 +1,29 @@
-//! `scalp-bpf diff BASE_RUN HEAD_RUN`: the CI regression gate. Compares two runs of the same
-//! job per unit of work (or per second), flags what got worse beyond the thresholds, and exits 1
-//! when anything did.
+//! `scalp-bpf diff BASE HEAD` (or `diff BASE1 BASE2 … -- HEAD`): the CI regression gate. Compares
+//! runs of the same job per request of each service (or per unit of work, or per second), flags
+//! what got worse beyond the noise, the thresholds and the floors, and exits 1 when anything
+//! did.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
-use serde_json::json;
 
 use crate::{
     analysis::{
         AnalysisError,
-        compare::{self, Change, Limits, Measure, Per, Verdict},
+        compare::{self, Change, Comparison, Limits, Measure, Per, Settings},
+        diff_report::Report,
         load::Run,
     },
     exit::ExitCode,
-    report::{self, Format, TextTable},
+    report::{self, Format},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum PerArg {
-    /// Per unit when both runs record units of work, else per second.
+    /// Per group: its own server-side requests when every run has some, else units of work
+    /// when every run records them, else seconds.
     Auto,
-    /// Per unit of work (`run --units N` or `scalp-bpf units RUN N`).
+    /// Per unit of work (`run --units N` or `scalp-bpf units RUN N [--group G]`).
     Unit,
     /// Per second of tracing.
     Second,
@@ -32,10 +34,13 @@ pub enum PerArg {
 #[derive(Debug, Args)]
 #[command(after_help = metrics_help())]
 pub struct DiffArgs {
-    /// The reference run (e.g. the target branch's).
-    pub base: PathBuf,
-    /// The run to judge (e.g. the patch's).
-    pub head: PathBuf,
+    /// `BASE HEAD`, or base runs then `-- HEAD`: `diff BASE1 BASE2 BASE3 -- HEAD`. A directory
+    /// of runs stands for the runs in it.
+    #[arg(required = true, value_name = "RUN")]
+    pub runs: Vec<PathBuf>,
+    /// The run to judge, after `--` when several base runs are given.
+    #[arg(last = true, value_name = "HEAD")]
+    pub head: Option<PathBuf>,
     /// What counts are divided by before comparing.
     #[arg(long, value_enum, default_value = "auto")]
     pub per: PerArg,
@@ -50,6 +55,14 @@ pub struct DiffArgs {
     /// (calls, bytes, or ns for latency). Repeatable.
     #[arg(long, value_name = "METRIC=N", value_parser = parse_floor)]
     pub floor: Vec<(String, f64)>,
+    /// Confidence of the intervals: a change regresses only when its interval is entirely above
+    /// zero.
+    #[arg(long, value_name = "PERCENT", default_value = "99%", value_parser = parse_confidence)]
+    pub confidence: f64,
+    /// A SQL fingerprint no base run has fails when head issues it at least this often per
+    /// request (or unit, or second).
+    #[arg(long, value_name = "PERCENT", default_value = "1%", value_parser = parse_percent)]
+    pub new_floor: f64,
     #[arg(long, value_enum, default_value = "markdown")]
     pub format: Format,
     /// Also list the unchanged keys.
@@ -87,6 +100,14 @@ fn parse_percent(s: &str) -> Result<f64, String> {
         return Err(format!("{s:?} must be a percentage ≥ 0"));
     }
     Ok(v / 100.0)
+}
+
+fn parse_confidence(s: &str) -> Result<f64, String> {
+    let v = parse_percent(s)?;
+    if !(0.5..1.0).contains(&v) {
+        return Err(format!("{s:?} must be at least 50% and below 100%"));
+    }
+    Ok(v)
 }
 
 fn metric_id(id: &str) -> Result<String, String> {
@@ -163,20 +184,72 @@ fn limits(args: &DiffArgs) -> Vec<Limits> {
         .collect()
 }
 
+/// The base runs and the head run the arguments name.
+fn runs(args: &DiffArgs) -> Result<(Vec<PathBuf>, PathBuf), AnalysisError> {
+    let (bases, head) = match (&args.head, args.runs.as_slice()) {
+        (Some(head), bases) => (bases.to_vec(), head.clone()),
+        (None, [base, head]) => (vec![base.clone()], head.clone()),
+        (None, _) => {
+            return Err(AnalysisError::Usage {
+                what: "give a base run and a head run (diff BASE HEAD), or base runs and the head after -- (diff BASE1 BASE2 -- HEAD)".to_owned(),
+            });
+        }
+    };
+    let mut expanded = Vec::new();
+    for b in bases {
+        expanded.extend(runs_in(&b));
+    }
+    Ok((expanded, head))
+}
+
+/// A run, or the runs in a directory of runs (sorted); a path that is neither stays as it is,
+/// for loading to say why.
+fn runs_in(path: &Path) -> Vec<PathBuf> {
+    if path.join("run.json").exists() {
+        return vec![path.to_owned()];
+    }
+    let mut inside: Vec<PathBuf> = std::fs::read_dir(path)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.join("run.json").is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    inside.sort();
+    if inside.is_empty() {
+        vec![path.to_owned()]
+    } else {
+        inside
+    }
+}
+
 /// The report, and whether anything regressed.
 pub fn diff(args: &DiffArgs) -> Result<(String, bool), AnalysisError> {
-    let base = Run::load(&args.base)?;
-    let head = Run::load(&args.head)?;
-    compare::comparable(&base, &head)?;
-    let per = match args.per {
-        PerArg::Unit => Per::Unit,
-        PerArg::Second => Per::Second,
-        PerArg::Run => Per::Run,
-        PerArg::Auto if base.units().is_some() && head.units().is_some() => Per::Unit,
-        PerArg::Auto => Per::Second,
+    let (base_dirs, head_dir) = runs(args)?;
+    let bases: Vec<Run> = base_dirs
+        .iter()
+        .map(|d| Run::load(d))
+        .collect::<Result<_, _>>()?;
+    let head = Run::load(&head_dir)?;
+    for b in &bases {
+        compare::comparable(b, &head)?;
+    }
+    let settings = Settings {
+        per: match args.per {
+            PerArg::Auto => Per::Auto,
+            PerArg::Unit => Per::Unit,
+            PerArg::Second => Per::Second,
+            PerArg::Run => Per::Run,
+        },
+        limits: limits(args),
+        confidence: args.confidence,
+        new_floor: args.new_floor,
     };
-    let limits = limits(args);
-    let mut changes = compare::compare(&base, &head, per, &limits)?;
+    let Comparison {
+        mut changes,
+        groups,
+    } = compare::compare(&bases, &head, &settings)?;
     changes.sort_by(|a, b| {
         a.verdict
             .cmp(&b.verdict)
@@ -198,178 +271,26 @@ pub fn diff(args: &DiffArgs) -> Result<(String, bool), AnalysisError> {
             .then_with(|| (&a.group, &a.key).cmp(&(&b.group, &b.key)))
     });
     let regressed = changes.iter().any(|c| c.verdict.fails());
-    let denominators = (
-        compare::denominator(&base, per)?,
-        compare::denominator(&head, per)?,
-    );
+    let report = Report {
+        bases: &base_dirs,
+        head: &head_dir,
+        settings: &settings,
+        groups: &groups,
+        changes: &changes,
+        regressed,
+        all: args.all,
+    };
     let text = match args.format {
-        Format::Json => json_report(args, per, denominators, &limits, &changes, regressed),
-        f => human_report(args, per, denominators, &changes, regressed, f),
+        Format::Json => report.json(),
+        f => report.human(f),
     };
     Ok((text, regressed))
 }
 
-fn key_text(c: &Change) -> String {
-    c.key.join(" · ")
-}
-
-fn value_text(c: &Change, v: Option<f64>) -> String {
-    match (v, c.metric.measure) {
-        (None, _) => "—".to_owned(),
-        (Some(v), Measure::Quantile { .. }) => report::duration(v),
-        (Some(v), Measure::Ratio { .. }) => format!("{v:.2}"),
-        (Some(v), Measure::Counter(_)) if v != 0.0 && v.abs() < 10.0 => format!("{v:.3}"),
-        (Some(v), Measure::Counter(_)) => report::count(v.round() as i64),
-    }
-}
-
-fn change_text(c: &Change) -> String {
-    match (c.verdict, c.change) {
-        (Verdict::New, _) => "new".to_owned(),
-        (Verdict::Gone, _) => "gone".to_owned(),
-        (_, Some(x)) => format!("{:+.1}%", x * 100.0),
-        (_, None) => "new".to_owned(),
-    }
-}
-
-fn human_report(
-    args: &DiffArgs,
-    per: Per,
-    (bd, hd): (f64, f64),
-    changes: &[Change],
-    regressed: bool,
-    format: Format,
-) -> String {
-    let mut s = String::new();
-    let n = changes.iter().filter(|c| c.verdict.fails()).count();
-    let heading = if format == Format::Markdown {
-        "### "
-    } else {
-        ""
-    };
-    s.push_str(&format!(
-        "{heading}scalp-bpf diff: {}\n\n",
-        if regressed {
-            format!("{n} regression{}", if n == 1 { "" } else { "s" })
-        } else {
-            "no regression".to_owned()
-        }
-    ));
-    let per_text = match per {
-        Per::Unit => format!("per unit of work (base {bd} units, head {hd} units)"),
-        Per::Second => format!("per second of tracing (base {bd:.1} s, head {hd:.1} s)"),
-        Per::Run => "per run (not normalized)".to_owned(),
-    };
-    s.push_str(&format!(
-        "base {} → head {}, counts {per_text}\n",
-        args.base.display(),
-        args.head.display()
-    ));
-    let sections: [(&str, &[Verdict]); 3] = [
-        ("Regressions", &[Verdict::Regression, Verdict::New]),
-        ("Improvements", &[Verdict::Improvement]),
-        ("Only in base", &[Verdict::Gone]),
-    ];
-    for (title, verdicts) in sections {
-        let rows: Vec<&Change> = changes
-            .iter()
-            .filter(|c| verdicts.contains(&c.verdict))
-            .collect();
-        if rows.is_empty() {
-            continue;
-        }
-        s.push_str(&format!("\n{heading}{title}\n\n"));
-        s.push_str(&table(&rows, format));
-    }
-    if args.all {
-        let rows: Vec<&Change> = changes
-            .iter()
-            .filter(|c| c.verdict == Verdict::Same)
-            .collect();
-        if !rows.is_empty() {
-            s.push_str(&format!("\n{heading}Unchanged\n\n"));
-            s.push_str(&table(&rows, format));
-        }
-    }
-    s
-}
-
-fn table(rows: &[&Change], format: Format) -> String {
-    let mut t = TextTable::new(
-        &["metric", "group", "key", "base", "head", "change"],
-        &[false, false, false, true, true, true],
-    );
-    for c in rows {
-        t.rows.push(vec![
-            c.metric.id.to_owned(),
-            c.group.clone(),
-            key_text(c),
-            value_text(c, c.base_rate),
-            value_text(c, c.head_rate),
-            change_text(c),
-        ]);
-    }
-    t.render(format)
-}
-
-fn json_report(
-    args: &DiffArgs,
-    per: Per,
-    (bd, hd): (f64, f64),
-    limits: &[Limits],
-    changes: &[Change],
-    regressed: bool,
-) -> String {
-    let item = |c: &Change| {
-        let key: serde_json::Map<String, serde_json::Value> = c
-            .metric
-            .keys
-            .iter()
-            .zip(&c.key)
-            .map(|(k, v)| ((*k).to_owned(), json!(v)))
-            .collect();
-        json!({
-            "metric": c.metric.id,
-            "table": c.metric.table,
-            "group": c.group,
-            "key": key,
-            "verdict": c.verdict.name(),
-            "base": c.base,
-            "head": c.head,
-            "base_normalized": c.base_rate,
-            "head_normalized": c.head_rate,
-            "change": c.change,
-        })
-    };
-    let pick = |v: &[Verdict]| -> Vec<serde_json::Value> {
-        changes
-            .iter()
-            .filter(|c| v.contains(&c.verdict))
-            .map(item)
-            .collect()
-    };
-    let doc = json!({
-        "base": args.base.display().to_string(),
-        "head": args.head.display().to_string(),
-        "per": per.name(),
-        "base_denominator": bd,
-        "head_denominator": hd,
-        "regressed": regressed,
-        "limits": crate::tracers::views::metrics().iter().zip(limits).map(|(m, l)| json!({
-            "metric": m.id, "threshold": l.threshold, "floor": l.floor,
-        })).collect::<Vec<_>>(),
-        "regressions": pick(&[Verdict::Regression, Verdict::New]),
-        "improvements": pick(&[Verdict::Improvement]),
-        "gone": pick(&[Verdict::Gone]),
-        "unchanged": if args.all { pick(&[Verdict::Same]) } else { Vec::new() },
-    });
-    let mut s = serde_json::to_string_pretty(&doc).unwrap_or_default();
-    s.push('\n');
-    s
-}
-
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
 
     #[test]
@@ -389,5 +310,50 @@ mod tests {
             Ok(("syscalls.calls".to_owned(), 500.0))
         );
         assert!(parse_floor("syscalls.calls=lots").is_err());
+        assert_eq!(parse_confidence("99%"), Ok(0.99));
+        assert!(parse_confidence("100%").is_err());
+        assert!(parse_confidence("30%").is_err());
+    }
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        diff: DiffArgs,
+    }
+
+    fn parsed(args: &[&str]) -> Result<(Vec<PathBuf>, PathBuf), AnalysisError> {
+        let cli = Cli::try_parse_from(std::iter::once("diff").chain(args.iter().copied()))
+            .expect("parses");
+        runs(&cli.diff)
+    }
+
+    #[test]
+    fn base_runs_come_before_the_head_or_before_a_double_dash() {
+        let p = |s: &str| PathBuf::from(s);
+        assert_eq!(parsed(&["a", "b"]).unwrap(), (vec![p("a")], p("b")));
+        assert_eq!(
+            parsed(&["a", "b", "c", "--", "h"]).unwrap(),
+            (vec![p("a"), p("b"), p("c")], p("h"))
+        );
+        assert_eq!(parsed(&["a", "--", "h"]).unwrap(), (vec![p("a")], p("h")));
+        assert!(matches!(parsed(&["a"]), Err(AnalysisError::Usage { .. })));
+        assert!(matches!(
+            parsed(&["a", "b", "c"]),
+            Err(AnalysisError::Usage { .. })
+        ));
+    }
+
+    #[test]
+    fn a_directory_of_runs_stands_for_its_runs() {
+        let dir = std::env::temp_dir().join(format!("scalp-diff-runs-{}", std::process::id()));
+        for r in ["r2", "r1"] {
+            std::fs::create_dir_all(dir.join(r)).unwrap();
+            std::fs::write(dir.join(r).join("run.json"), "{}").unwrap();
+        }
+        std::fs::create_dir_all(dir.join("not-a-run")).unwrap();
+        assert_eq!(runs_in(&dir), vec![dir.join("r1"), dir.join("r2")]);
+        assert_eq!(runs_in(&dir.join("r1")), vec![dir.join("r1")]);
+        assert_eq!(runs_in(&dir.join("not-a-run")), vec![dir.join("not-a-run")]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,6 +1,7 @@
-//! `scalp-bpf units RUN N`: records how much work a run did (requests served, test cases run),
-//! after the fact, so that `diff` compares per unit. For CI jobs that learn the count only once
-//! the workload has finished.
+//! `scalp-bpf units RUN N [--group NAME]`: records how much work a run did (requests served, test
+//! cases run), after the fact, so that `diff` compares per unit. For CI jobs that learn the count
+//! only once the workload has finished, and for services without HTTP requests of their own
+//! (workers, batch jobs): `--group` gives one service its own count.
 
 use std::{
     fs,
@@ -23,6 +24,9 @@ pub struct UnitsArgs {
     /// Units of work the run did (> 0).
     #[arg(value_parser = parse_units, allow_hyphen_values = true)]
     pub units: f64,
+    /// The units of one group (a service as `summary` and `diff` name it) instead of the run's.
+    #[arg(long, value_name = "NAME")]
+    pub group: Option<String>,
 }
 
 pub fn parse_units(s: &str) -> Result<f64, String> {
@@ -33,7 +37,7 @@ pub fn parse_units(s: &str) -> Result<f64, String> {
 }
 
 pub fn main(args: UnitsArgs) -> ExitCode {
-    match set_units(&args.run, args.units) {
+    match set_units(&args.run, args.units, args.group.as_deref()) {
         Ok(()) => ExitCode::Ok,
         Err(e) => {
             eprintln!("scalp-bpf: {e}");
@@ -42,10 +46,19 @@ pub fn main(args: UnitsArgs) -> ExitCode {
     }
 }
 
-/// Rewrites `run.json` with `units`, atomically (a reader sees the old or the new file).
-fn set_units(dir: &Path, units: f64) -> Result<(), AnalysisError> {
+/// Rewrites `run.json` with `units` (for the run, or in `units_by_group` for one group),
+/// atomically (a reader sees the old or the new file).
+fn set_units(dir: &Path, units: f64, group: Option<&str>) -> Result<(), AnalysisError> {
     let mut meta = Run::metadata(dir)?;
-    meta["units"] = serde_json::json!(units);
+    match group {
+        None => meta["units"] = serde_json::json!(units),
+        Some(g) => {
+            if !meta.get("units_by_group").is_some_and(|v| v.is_object()) {
+                meta["units_by_group"] = serde_json::json!({});
+            }
+            meta["units_by_group"][g] = serde_json::json!(units);
+        }
+    }
     let failed = |e: std::io::Error| AnalysisError::Corrupt {
         path: dir.join("run.json"),
         reason: format!("cannot rewrite: {e}"),

@@ -4,6 +4,7 @@
 
 mod blockio;
 mod churn;
+mod gate;
 mod harness;
 mod layout;
 mod progstats;
@@ -38,6 +39,8 @@ enum What {
     /// Process churn: scalp-bpf's RSS and map entries while a parent forks short-lived
     /// children for minutes (they must stay flat; ended processes must be reaped).
     Churn(churn::Options),
+    /// The CI gate's false-alarm and detection rates on a mixed uWSGI workload (tests/gate.py).
+    Gate(gate::Options),
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -61,5 +64,6 @@ pub fn run(args: BenchArgs) -> Result<()> {
         What::Sql(opts) => sql::run_bench(&scalp, &opts),
         What::Churn(opts) => churn::run(&scalp, &opts),
         What::Layout(opts) => layout::run(&scalp, &opts),
+        What::Gate(opts) => gate::run(&scalp, &opts),
     }
 }
