@@ -46,6 +46,8 @@ fn packages(profile: Profile) -> Vec<&'static str> {
     }
     if profile == Profile::Bench {
         p.extend(["bpfcc-tools", "linux-headers-amd64"]);
+        // Load generators of bench http/mix (wrk) and bench cache (memaslap, as memcaslap).
+        p.extend(["wrk", "libmemcached-tools"]);
     }
     p
 }
@@ -216,5 +218,9 @@ pub fn build_release() -> Result<PathBuf> {
         "--package",
         "tracer-user",
     ]))?;
-    Ok(root().join("target/release/scalp-bpf"))
+    // Where cargo put it: CARGO_TARGET_DIR when set (relative to the workspace), else target/.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(|d| root().join(d))
+        .unwrap_or_else(|| root().join("target"));
+    Ok(target.join("release/scalp-bpf"))
 }

@@ -6,6 +6,7 @@ mod blockio;
 mod churn;
 mod harness;
 mod progstats;
+mod py;
 mod sql;
 mod syscalls;
 
@@ -34,6 +35,17 @@ enum What {
     /// Process churn: scalp-bpf's RSS and map entries while a parent forks short-lived
     /// children for minutes (they must stay flat; ended processes must be reaped).
     Churn(churn::Options),
+    /// A service mix (uWSGI + MariaDB under wrk, fsync and buffered writers, untraced twins):
+    /// per-program bpf_stats, scalp-bpf's CPU and RSS, the workload's rates (issue 15).
+    Mix(py::Options),
+    /// wrk against wsgi_app under uWSGI: requests/s, added latency and CPU per request, exact
+    /// counts with nothing lost, program time per request.
+    Http(py::Options),
+    /// AMQP messages/s through RabbitMQ (py-amqp publisher and consumer): added CPU and program
+    /// time per message, exact counts with nothing lost.
+    Rpc(py::Options),
+    /// memcached ops/s (memaslap): added CPU and program time per op, exact counts.
+    Cache(py::Options),
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -54,5 +66,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         What::Blockio(opts) => blockio::run(&scalp, &opts),
         What::Sql(opts) => sql::run_bench(&scalp, &opts),
         What::Churn(opts) => churn::run(&scalp, &opts),
+        What::Mix(opts) => py::run(&scalp, "mix", &opts),
+        What::Http(opts) => py::run(&scalp, "http", &opts),
+        What::Rpc(opts) => py::run(&scalp, "rpc", &opts),
+        What::Cache(opts) => py::run(&scalp, "cache", &opts),
     }
 }
