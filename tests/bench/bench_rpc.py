@@ -69,7 +69,7 @@ def one_run(cleanup, a, rabbit, url, count, rate, traced, stats_pass=False):
             pt.__exit__(None, None, None)
     after = rabbit.counters()
     published = after.get("messages_received_total", 0) - before.get("messages_received_total", 0)
-    res = {"count": count, "rate": c["received"] / (c["last"] - p["start"]),
+    res = {"count": count, "rate": c["received"] / (c["last"] - p["start"]) if c["received"] else 0.0,
            "publish_rate": p["published"] / (p["end"] - p["start"]),
            "cpu_us_per_msg": (p["cpu_s"] + c["cpu_s"]) * 1e6 / count,
            "workload_ok": p["published"] == c["received"] == published == count}
