@@ -1,5 +1,5 @@
 """`cargo xtask bench rpc`: oslo.messaging-shaped casts through the tests' RabbitMQ, published and
-consumed (each acked) by two py-amqp processes (tests/workloads/amqp_load.py), untraced and traced
+consumed (acked) by two py-amqp processes (tests/workloads/amqp_load.py), untraced and traced
 by scalp-bpf (`run --pid <publisher> --pid <consumer>`, default tracers), alternating in rotating
 order.
 
@@ -50,9 +50,11 @@ def counted(scalp, pid, direction):
     return dict(out)
 
 
-def one_run(cleanup, a, rabbit, url, count, rate, traced, stats_pass=False):
-    con = Side(cleanup, "consume", "--url", url, "--count", count)
-    pub = Side(cleanup, "publish", "--url", url, "--count", count, "--rate", rate)
+def one_run(cleanup, a, rabbit, url, count, rate, raw, traced, stats_pass=False):
+    mode = ["--raw", "--prefetch", 1000] if raw else []
+    con = Side(cleanup, "consume", "--url", url, "--count", count, *mode,
+               *(["--recv-bytes", a.recv_bytes] if raw else []))
+    pub = Side(cleanup, "publish", "--url", url, "--count", count, "--rate", rate, *mode)
     before = rabbit.counters()
     scalp = None
     if traced:
@@ -98,23 +100,28 @@ def main(cleanup):
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--count", type=int, default=60000, help="messages per run")
     p.add_argument("--rate", type=int, default=20000, help="the paced load, messages/s")
+    p.add_argument("--recv-bytes", type=int, default=16384,
+                   help="the batched consumer's bytes per receive (scalp-bpf captures 16 KiB of each)")
     a = p.parse_args()
     rabbit = start_server(cleanup, servers.RabbitMQ(port=servers.pick_port(5672)))
     url = f"amqp://{rabbit.user}:{rabbit.password}@127.0.0.1:{rabbit.port}/"
-    loads = {"max": 0, f"paced {a.rate}/s": a.rate}
+    # py-amqp as oslo.messaging drives it (a receive per frame part, an ack per message), then
+    # the same frames batched on its socket, as fast as it goes and paced at --rate.
+    loads = {"py-amqp": (0, False), "batched": (0, True), f"batched, paced {a.rate}/s": (a.rate, True)}
     names = ["untraced", "traced"]
     results = collections.defaultdict(list)
     for r in range(a.rounds):
-        for load, rate in loads.items():
+        for load, (rate, raw) in loads.items():
             for sc in rotation(names, r):
-                res = one_run(cleanup, a, rabbit, url, a.count, rate, sc == "traced")
+                res = one_run(cleanup, a, rabbit, url, a.count, rate, raw, sc == "traced")
                 results[(load, sc)].append(res)
                 log(f"round {r + 1} {load:<14} {sc:<9} {res['rate']:8.0f} msgs/s (published at "
                     f"{res['publish_rate']:.0f}/s) {res['cpu_us_per_msg']:6.1f} µs CPU/msg"
                     + (f"  exact={res['exact']}" if "exact" in res else ""))
-    stats = one_run(cleanup, a, rabbit, url, a.count, 0, True, stats_pass=True)
+    stats = {load: one_run(cleanup, a, rabbit, url, a.count, rate, raw, True, stats_pass=True)
+             for load, (rate, raw) in loads.items()}
 
-    print(f"\n### RabbitMQ: oslo.messaging casts, py-amqp publisher + consumer (acks), {fmt(a.count)} messages "
+    print(f"\n### RabbitMQ: oslo.messaging casts, publisher + consumer (acks), {fmt(a.count)} messages "
           f"x {a.rounds} rounds, medians (spread min/max vs median)\n")
     rows = []
     for load in loads:
@@ -130,16 +137,19 @@ def main(cleanup):
                          "" if sc == "untraced" else f"{median(cpu) - base:+.1f}", exact])
     print(table(["load", "scenario", "messages/s (end to end)", "published/s", "pub+consumer CPU µs/msg",
                  "added CPU µs/msg", "exact, 0 lost"], rows))
-    by_name = stats["programs"]
-    runs = sum(r for r, _ in by_name.values())
-    ns = sum(t for _, t in by_name.values())
-    n = stats["count"]
-    print(f"\nProgram time per message (traced, as fast as it goes, bpf_stats on, {fmt(n)} messages at "
-          f"{fmt(stats['rate'])}/s; every run of scalp-bpf's programs on the machine, RabbitMQ's syscalls "
-          f"included): {ns / n:,.0f} ns per message, {runs / n:.1f} program runs per message; "
-          + ", ".join(f"{k} {t / max(r, 1):.0f} ns x{r / n:.1f}"
-                      for k, (r, t) in sorted(by_name.items(), key=lambda kv: -kv[1][1])[:4]))
-    traced = [x for (load, sc), runs in results.items() if sc == "traced" for x in runs] + [stats]
+    print("\nProgram time per message (one traced run per load with bpf_stats on; every run of scalp-bpf's "
+          "programs on the machine, RabbitMQ's syscalls included, divided by the messages):\n")
+    prow = []
+    for load, x in stats.items():
+        by_name, n = x["programs"], x["count"]
+        runs = sum(r for r, _ in by_name.values())
+        ns = sum(t for _, t in by_name.values())
+        top = sorted(by_name.items(), key=lambda kv: -kv[1][1])[:3]
+        prow.append([load, fmt(x["rate"]), f"{ns / n:,.0f} ns", f"{runs / n:.1f}",
+                     ", ".join(f"{k} {t / max(r, 1):.0f} ns x{r / n:.1f}" for k, (r, t) in top)])
+    print(table(["load", "messages/s", "program ns/message", "program runs/message",
+                 "top programs (mean ns x runs/message)"], prow))
+    traced = [x for (load, sc), runs in results.items() if sc == "traced" for x in runs] + list(stats.values())
     bad = [x for x in traced if not x["exact"]]
     ok = [x for x in traced if x["exact"]]
     print(f"\nTraced runs exact with 0 lost: {len(ok)} of {len(traced)}; highest rate among them: "
