@@ -15,8 +15,8 @@ import os
 import re
 import subprocess
 
-from common import (ProgramTimes, Scalp, fmt, log, main_guard, median, rotation, servers, spread, start_server,
-                    table)
+from common import (ProgramTimes, Scalp, fmt, free_port, log, main_guard, median, rotation, servers, spread,
+                    start_server, table)
 
 
 class Memaslap:
@@ -109,7 +109,7 @@ def main(cleanup):
     p.add_argument("--concurrency", type=int, default=4, help="memaslap connections (one thread)")
     p.add_argument("--rate", type=int, default=20000, help="the paced load, ops/s")
     a = p.parse_args()
-    mc = start_server(cleanup, servers.Memcached(port=servers.pick_port(11211)))
+    mc = start_server(cleanup, servers.Memcached(port=free_port(11211)))
     loads = {"max": (a.concurrency, 0), f"paced {a.rate}/s": (a.concurrency, a.rate), "1 connection": (1, 0)}
     names = ["untraced", "traced"]
     results = collections.defaultdict(list)

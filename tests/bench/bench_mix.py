@@ -8,7 +8,8 @@ The mix, all at once on this machine:
   - a writer appending 8 KiB and fsyncing, --fsync-rate times a second, on an ext4 file system of
     its own (a loop device over /dev/shm: block I/O without the shared disk's noise);
   - a buffered writer overwriting a ring of files at --buffered-mib MiB/s on a second such file
-    system, never syncing: the kernel's flusher writes its pages back (30 s after they are dirtied);
+    system, never syncing: the kernel's flusher writes its pages back (a strict 16 MiB dirty
+    limit on that device makes it write back steadily rather than in bursts every 30 s);
   - untraced twins of both writers, and MariaDB and wrk, untraced.
 Scenarios, alternating in rotating order each round: untraced; scalp-bpf with its default flags
 (all tracers) on the traced processes (`run --pid <uWSGI master> --pid <fsync writer> --pid
@@ -29,8 +30,9 @@ import pathlib
 import subprocess
 import time
 
-from common import (PYTHON, WORKLOADS, ProgramTimes, Scalp, Uwsgi, Wrk, calibration, fmt, log, main_guard, median,
-                    proc_io, rotation, scratch_dir, servers, spread, sql_port_args, start_server, table, wrk_script)
+from common import (PYTHON, ProgramTimes, Scalp, Uwsgi, WORKLOADS, Wrk, calibration, fmt, free_port, log,
+                    main_guard, median, proc_io, rotation, scratch_dir, servers, spread, sql_port_args,
+                    start_server, table, tracers_of, wrk_script)
 from bench_http import app_requests, counted, create_items, logged
 
 
@@ -39,6 +41,7 @@ class LoopFs:
     unmounted, detached and deleted at cleanup."""
 
     def __init__(self, cleanup, name, mib=512):
+        self.cleanup = cleanup
         self.image = pathlib.Path(f"/dev/shm/scalp-bench-{name}-{os.getpid()}.img")
         with open(self.image, "wb") as f:
             f.truncate(mib << 20)
@@ -54,6 +57,21 @@ class LoopFs:
         subprocess.run(["mount", self.dev, str(self.mnt)], check=True)
         cleanup.push(lambda: subprocess.run(["umount", str(self.mnt)], check=True))
         self.name = os.path.basename(self.dev)
+
+    def prompt_writeback(self, limit_mib=16):
+        """Lets the flusher write this device's dirty pages back as soon as they pass `limit_mib`
+        (a strict per-device dirty limit, /sys/class/bdi/…/max_bytes, kernel 6.2+), instead of
+        in bursts every 30 s when they expire: a steady writeback rate in any window. The loop
+        device keeps its bdi after it is detached: the old values are put back."""
+        rdev = os.stat(self.dev).st_rdev
+        bdi = pathlib.Path(f"/sys/class/bdi/{os.major(rdev)}:{os.minor(rdev)}")
+        if not (bdi / "max_bytes").exists():
+            log(f"{bdi}/max_bytes missing (kernel < 6.2): writeback comes in 30 s bursts")
+            return
+        for name, value in (("max_bytes", str(limit_mib << 20)), ("strict_limit", "1")):
+            old = (bdi / name).read_text().strip()
+            self.cleanup.push((bdi / name).write_text, old)
+            (bdi / name).write_text(value)
 
     def written(self):
         """Bytes written to the device so far (/sys/block/loopN/stat: sectors written)."""
@@ -93,12 +111,13 @@ def main(cleanup):
     p.add_argument("--buffered-mib", type=float, default=4, help="MiB/s of each buffered writer")
     p.add_argument("--no-syscalls-only", action="store_true", help="skip the --tracers syscalls scenarios")
     a = p.parse_args()
-    db = start_server(cleanup, servers.MariaDB(port=servers.pick_port(3306)))
+    db = start_server(cleanup, servers.MariaDB(port=free_port(3306)))
     servers.prepare_app_database(db)
-    app = start_server(cleanup, Uwsgi(db, servers.pick_port(8080)))
+    app = start_server(cleanup, Uwsgi(db, free_port(8080)))
     ids = create_items(app.port, 20)
     started = time.monotonic()
     journal, data = LoopFs(cleanup, "journal"), LoopFs(cleanup, "data")
+    data.prompt_writeback()
     writers = {
         "fsync": Writer(cleanup, "fsync", "--dir", journal.mnt, "--rate", a.fsync_rate),
         "fsync twin": Writer(cleanup, "fsync", "--dir", journal.mnt, "--rate", a.fsync_rate),
@@ -116,8 +135,8 @@ def main(cleanup):
         delay = max(1, round(a.connections * 1000 / a.http_rate - probe["latency_mean_us"] / 1000))
         log(f"wrk: {probe['rate']:.0f} requests/s unpaced, {probe['latency_mean_us']:.0f} µs; delay {delay} ms")
     script = wrk_script(d / "mix.lua", app_requests(ids), delay_ms=delay)
-    # Until the flusher writes back as fast as the buffered writers dirty (pages expire after 30 s).
-    warm = 35 - (time.monotonic() - started)
+    # Until the flusher writes back as fast as the buffered writers dirty.
+    warm = 10 - (time.monotonic() - started)
     log(f"warming up {warm:.0f} s (writeback reaches its steady state)")
     time.sleep(max(0, warm))
 
@@ -178,7 +197,7 @@ def main(cleanup):
                 n1 = app.settle()
                 scalp.stop()
                 drops = scalp.drops()
-                if "--tracers" in extra:
+                if "--tracers" in extra or "http" not in tracers_of(binary):
                     # Without the HTTP tracer there are no requests to compare.
                     res["exact"] = not drops
                     seen = truth = None

@@ -15,8 +15,8 @@ import collections
 import json
 import subprocess
 
-from common import (PYTHON, WORKLOADS, ProgramTimes, Scalp, fmt, log, main_guard, median, rotation, servers, spread,
-                    start_server, table)
+from common import (PYTHON, ProgramTimes, Scalp, WORKLOADS, fmt, free_port, log, main_guard, median, rotation,
+                    servers, spread, start_server, table)
 
 
 class Side:
@@ -103,7 +103,7 @@ def main(cleanup):
     p.add_argument("--recv-bytes", type=int, default=16384,
                    help="the batched consumer's bytes per receive (scalp-bpf captures 16 KiB of each)")
     a = p.parse_args()
-    rabbit = start_server(cleanup, servers.RabbitMQ(port=servers.pick_port(5672)))
+    rabbit = start_server(cleanup, servers.RabbitMQ(port=free_port(5672)))
     url = f"amqp://{rabbit.user}:{rabbit.password}@127.0.0.1:{rabbit.port}/"
     # py-amqp as oslo.messaging drives it (a receive per frame part, an ack per message), then
     # the same frames batched on its socket, as fast as it goes and paced at --rate.

@@ -9,6 +9,7 @@ are compared, never absolute figures from different runs.
 """
 import json
 import os
+import re
 import pathlib
 import shutil
 import signal
@@ -468,3 +469,25 @@ class Wrk:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+def free_port(default):
+    """A port for a server of ours: away from the default (test sessions running meanwhile use
+    it), so scalp-bpf is told the port (--sql-port, --rpc-port, --cache-port) as operators do."""
+    return servers.pick_port(default + 20000)
+
+
+def tracers_of(binary):
+    """The tracers a scalp-bpf build can run (from `run --help`): an earlier build compared in the
+    same rounds may lack some (its default then traces less, and has nothing to count them with)."""
+    r = subprocess.run([str(binary), "run", "--help"], capture_output=True, text=True)
+    text = " ".join(r.stdout.split())
+    at = text.find("[possible values:", text.find("--tracers"))
+    if at >= 0:
+        return {t.strip() for t in text[at + len("[possible values:"):text.index("]", at)].split(",")}
+    # Long help: "Possible values: - syscalls: … - fileio: …" up to the next option.
+    at = text.find("Possible values:", text.find("--tracers"))
+    if at < 0:
+        return set()
+    end = text.find(" --", at)
+    return set(re.findall(r"- (\w+):", text[at:end if end > 0 else None]))
