@@ -68,10 +68,13 @@ class LoopFs:
         if not (bdi / "max_bytes").exists():
             log(f"{bdi}/max_bytes missing (kernel < 6.2): writeback comes in 30 s bursts")
             return
-        for name, value in (("max_bytes", str(limit_mib << 20)), ("strict_limit", "1")):
+        # max_bytes is kept as a ratio of the dirty limit, which moves with free memory: the
+        # ratio is what is saved and put back.
+        for name, set_as, value in (("max_ratio", "max_bytes", str(limit_mib << 20)),
+                                    ("strict_limit", "strict_limit", "1")):
             old = (bdi / name).read_text().strip()
             self.cleanup.push((bdi / name).write_text, old)
-            (bdi / name).write_text(value)
+            (bdi / set_as).write_text(value)
 
     def written(self):
         """Bytes written to the device so far (/sys/block/loopN/stat: sectors written)."""
