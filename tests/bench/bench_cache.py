@@ -97,6 +97,7 @@ def one_run(cleanup, a, mc, concurrency, rate, traced, stats_pass=False):
             log(f"  MISMATCH: scalp-bpf {seen} vs memcached {truth} (memaslap: {ops} ops); drops {drops}")
         if pt:
             res["programs"] = pt.by_name()
+            res["traced_syscalls"] = scalp.syscalls({load.pid})
         scalp.remove()
     return res
 
@@ -141,7 +142,8 @@ def main(cleanup):
     ops = stats["ops"]
     print(f"\nProgram time per op (traced, 1 connection, bpf_stats on, {fmt(ops)} ops at {fmt(stats['rate'])}/s; "
           f"every run of scalp-bpf's programs on the machine): {ns / max(ops, 1):,.0f} ns per op, "
-          f"{runs / max(ops, 1):.1f} program runs per op; "
+          f"{runs / max(ops, 1):.1f} program runs per op (memaslap made {stats['traced_syscalls'] / max(ops, 1):.1f} "
+          "syscalls per op: the other runs are other processes' syscalls); "
           + ", ".join(f"{n} {t / max(r, 1):.0f} ns x{r / max(ops, 1):.1f}"
                       for n, (r, t) in sorted(by_name.items(), key=lambda kv: -kv[1][1])[:4]))
     traced = [x for (load, sc), runs in results.items() if sc == "traced" for x in runs] + [stats]

@@ -21,7 +21,7 @@ import re
 import urllib.request
 
 from common import (ProgramTimes, Scalp, Uwsgi, Wrk, fmt, free_port, log, main_guard, median,
-                    proc_cpu_s, rotation, scratch_dir, servers, spread, sql_port_args, start_server, table, tracers_of,
+                    proc_runtime_s, rotation, scratch_dir, servers, spread, sql_port_args, start_server, table, tracers_of,
                     wrk_script)
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -72,10 +72,10 @@ def one_run(cleanup, a, server, script, connections, binary, seconds):
     if binary:
         scalp = Scalp(cleanup, binary, [server.proc.pid], sql_port_args(binary, server.db))
     n0 = server.settle()
-    cpu0 = sum(proc_cpu_s(w) for w in workers)
+    cpu0 = sum(proc_runtime_s(w) for w in workers)
     res = Wrk(f"http://127.0.0.1:{server.port}", script, seconds, connections).wait()
     n1 = server.settle()
-    cpu1 = sum(proc_cpu_s(w) for w in workers)
+    cpu1 = sum(proc_runtime_s(w) for w in workers)
     served = n1 - n0
     res["served"] = served
     res["cpu_us_per_request"] = (cpu1 - cpu0) * 1e6 / max(served, 1)
@@ -101,8 +101,9 @@ def program_pass(cleanup, a, server, script, binary):
         Wrk(f"http://127.0.0.1:{server.port}", script, a.seconds, 1).wait()
         n1 = server.settle()
     scalp.stop()
+    traced = scalp.syscalls(set(server.worker_pids()))
     scalp.remove()
-    return pt.by_name(), n1 - n0
+    return pt.by_name(), n1 - n0, traced
 
 
 def main(cleanup):
@@ -176,13 +177,14 @@ def main(cleanup):
     print("\nProgram time per request (traced, 1 connection, bpf_stats on; every run of scalp-bpf's programs on "
           "the machine — the workers', MariaDB's, wrk's syscalls — divided by the requests served):\n")
     prow = []
-    for wl, (by_name, served) in programs.items():
+    for wl, (by_name, served, traced) in programs.items():
         runs = sum(r for r, _ in by_name.values())
         ns = sum(t for _, t in by_name.values())
         top = sorted(by_name.items(), key=lambda kv: -kv[1][1])[:4]
         prow.append([wl, fmt(served), f"{ns / max(served, 1):,.0f} ns", f"{runs / max(served, 1):.1f}",
+                     f"{traced / max(served, 1):.1f}",
                      ", ".join(f"{n} {t / max(r, 1):.0f} ns x{r / max(served, 1):.1f}" for n, (r, t) in top)])
-    print(table(["workload", "requests", "program ns/request", "program runs/request",
+    print(table(["workload", "requests", "program ns/request", "program runs/request", "worker syscalls/request",
                  "top programs (mean ns x runs/request)"], prow))
     traced = [x for (wl, c, sc), runs in results.items() if sc != "untraced" for x in runs]
     ok = [x for x in traced if x["exact"]]

@@ -136,9 +136,22 @@ class BpfStats:
 
 
 def proc_cpu_s(pid):
-    """utime + stime of a process (all its threads), seconds."""
+    """utime + stime of a process (all its threads, ended ones included), seconds; in clock ticks
+    (10 ms): for windows of seconds."""
     f = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(f[11]) + int(f[12])) / CLK_TCK
+
+
+def proc_runtime_s(pid):
+    """Time on CPU of a process's live threads to the nanosecond (/proc/PID/task/*/schedstat):
+    for CPU time per request of single-threaded workers, where ticks are too coarse."""
+    total = 0
+    for t in pathlib.Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((t / "schedstat").read_text().split()[0])
+        except (OSError, ValueError):
+            pass  # the thread ended meanwhile
+    return total / 1e9
 
 
 def proc_mem_kib(pid):
@@ -219,6 +232,10 @@ class Scalp:
         if not path.exists():
             return []
         return pq.read_table(path).to_pylist()
+
+    def syscalls(self, pids):
+        """System calls scalp-bpf counted for these processes (read after stop())."""
+        return sum(r["calls"] for r in self.table("syscalls") if r["process_pid"] in pids)
 
     def drops(self):
         """{(tracer, reason): count} from run.json, read after stop()."""
