@@ -32,8 +32,8 @@ import time
 
 from common import (PYTHON, ProgramTimes, Scalp, Uwsgi, WORKLOADS, Wrk, calibration, fmt, free_port, log,
                     main_guard, median, proc_io, rotation, scratch_dir, servers, spread, sql_port_args,
-                    start_server, table, tracers_of, wrk_script)
-from bench_http import app_requests, counted, create_items, logged
+                    start_server, table, wrk_script)
+from bench_http import Window, app_requests, create_items
 
 
 class LoopFs:
@@ -191,25 +191,19 @@ def main(cleanup):
             else:
                 binary, extra = scenarios[sc]
                 scalp = Scalp(cleanup, binary, traced_pids, [*sql_port_args(binary, db), *extra])
-                n0 = app.settle()
+                http = Window(app)
                 time.sleep(1)
                 res = window(a.seconds, scalp)
                 res.update({k: v for k, v in window(a.stats_seconds, scalp, stats=True).items()
                             if k.startswith("programs")})
                 _, res["hwm"] = scalp.mem_kib()
-                n1 = app.settle()
                 scalp.stop()
-                drops = scalp.drops()
-                if "--tracers" in extra or "http" not in tracers_of(binary):
+                if "--tracers" in extra:
                     # Without the HTTP tracer there are no requests to compare.
-                    res["exact"] = not drops
-                    seen = truth = None
+                    res["drops"] = scalp.drops()
+                    res["exact"] = not res["drops"]
                 else:
-                    seen, truth = counted(scalp, set(app.worker_pids())), logged(app, n0, n1)
-                    res["exact"] = seen == truth and not drops
-                res["drops"] = drops
-                if not res["exact"]:
-                    log(f"  MISMATCH: scalp-bpf {seen} vs uWSGI log {truth}; drops {drops}")
+                    res["exact"], res["drops"] = http.check(scalp, binary, set(app.worker_pids()))
                 scalp.remove()
             results[sc].append(res)
             log(f"round {r + 1} {sc:<26} {res['rate']:6.0f} req/s {res['latency_mean_us']:7.0f} µs "
