@@ -113,6 +113,9 @@ def one_run(cleanup, a, server, script, connections, binary, seconds):
         scalp.stop()
         res["exact"], res["drops"] = window.check(scalp, binary, set(workers))
         res["log_lost"] = window.log_lost
+        if not res["exact"]:
+            log(f"  wrk: {res['requests']} responses, errors connect {res['connect_errors']} read "
+                f"{res['read_errors']} write {res['write_errors']} timeouts {res['timeouts']}; uWSGI served {served}")
         scalp.remove()
     return res
 
