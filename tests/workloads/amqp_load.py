@@ -36,8 +36,10 @@ EXCHANGE, QUEUE = "scalp_bench", "scalp_bench.echo"
 
 def connect(url):
     u = urllib.parse.urlparse(url)
+    # py-amqp sets TCP_USER_TIMEOUT to 1 s: when the broker applies flow control (stops reading
+    # a publisher faster than its consumers) the connection would be aborted. 0: the system's.
     conn = amqp.Connection(host=f"{u.hostname}:{u.port or 5672}", userid=u.username, password=u.password,
-                           virtual_host="/")
+                           virtual_host="/", socket_settings={socket.TCP_USER_TIMEOUT: 0})
     conn.connect()
     ch = conn.channel()
     ch.exchange_declare(EXCHANGE, "topic", durable=False, auto_delete=False)
