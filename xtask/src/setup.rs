@@ -49,6 +49,8 @@ fn packages(profile: Profile) -> Vec<&'static str> {
     }
     if profile == Profile::Bench {
         p.extend(["bpfcc-tools", "linux-headers-amd64"]);
+        // Load generators of bench http/mix (wrk) and bench cache (memaslap, as memcaslap).
+        p.extend(["wrk", "libmemcached-tools"]);
     }
     p
 }

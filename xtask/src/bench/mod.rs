@@ -8,6 +8,7 @@ mod gate;
 mod harness;
 mod layout;
 mod progstats;
+mod py;
 mod sql;
 mod syscalls;
 
@@ -41,6 +42,17 @@ enum What {
     Churn(churn::Options),
     /// The CI gate's false-alarm and detection rates on a mixed uWSGI workload (tests/gate.py).
     Gate(gate::Options),
+    /// A service mix (uWSGI + MariaDB under wrk, fsync and buffered writers, untraced twins):
+    /// per-program bpf_stats, scalp-bpf's CPU and RSS, the workload's rates (issue 15).
+    Mix(py::Options),
+    /// wrk against wsgi_app under uWSGI: requests/s, added latency and CPU per request, exact
+    /// counts with nothing lost, program time per request.
+    Http(py::Options),
+    /// AMQP messages/s through RabbitMQ (py-amqp publisher and consumer): added CPU and program
+    /// time per message, exact counts with nothing lost.
+    Rpc(py::Options),
+    /// memcached ops/s (memaslap): added CPU and program time per op, exact counts.
+    Cache(py::Options),
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -65,5 +77,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         What::Churn(opts) => churn::run(&scalp, &opts),
         What::Layout(opts) => layout::run(&scalp, &opts),
         What::Gate(opts) => gate::run(&scalp, &opts),
+        What::Mix(opts) => py::run(&scalp, "mix", &opts),
+        What::Http(opts) => py::run(&scalp, "http", &opts),
+        What::Rpc(opts) => py::run(&scalp, "rpc", &opts),
+        What::Cache(opts) => py::run(&scalp, "cache", &opts),
     }
 }
