@@ -83,14 +83,20 @@ def test_diff_names_exactly_the_extra_statements_and_fsyncs(mariadb, base_run, t
 
 
 def test_a_new_fingerprint_fails_the_gate_whatever_the_thresholds(mariadb, base_run, tmp_path):
-    # The same work plus one statement never seen before, run once: the kind of query a patch
-    # slips in. One call is below every floor, but a new fingerprint is a finding by itself.
+    # The same work plus one statement never seen before, run once in 200 requests: the kind of
+    # query a patch slips in. Below the default floor for new keys (1 % of requests) it is
+    # reported, not failed; with the floor at 0 it fails by itself whatever the thresholds.
     head = traced_requests(mariadb, tmp_path / "head", extra="SELECT COUNT(*) FROM scalp_items WHERE v LIKE 'x%'")
-    for extra_args in [[], ["--threshold", "1000%", "--floor", "sql.calls=1000000"]]:
+    new = ("sql.calls", "SELECT count(*) FROM scalp_items WHERE v LIKE ?", 1)
+    code, report = diff(base_run, head)
+    assert code == 0, report["regressions"]
+    assert [(x["metric"], x["key"]["db_query_text"], x["head"]) for x in report["new_below_floor"]] == [new]
+    for extra_args in [["--new-floor", "0%"],
+                       ["--new-floor", "0.5%", "--threshold", "1000%", "--floor", "sql.calls=1000000"]]:
         code, report = diff(base_run, head, *extra_args)
-        assert code == 1
-        assert [(x["metric"], x["verdict"], x["key"]["db_query_text"], x["head"]) for x in report["regressions"]] == [
-            ("sql.calls", "new", "SELECT count(*) FROM scalp_items WHERE v LIKE ?", 1)]
+        assert code == 1, extra_args
+        assert [(x["metric"], x["key"]["db_query_text"], x["head"]) for x in report["regressions"]] == [new]
+        assert report["regressions"][0]["verdict"] == "new"
 
 
 def test_repeated_runs_of_an_unchanged_workload_do_not_regress(mariadb, base_run, tmp_path):

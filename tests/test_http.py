@@ -52,7 +52,8 @@ def by_key(http_rows, field, pids=None, direction="server", protocol=None):
 
 
 def traced(out, *targets, extra=()):
-    args = ["--interval", "200ms"]
+    # Sealed every interval: settle() reads the tables while the run goes on.
+    args = ["--interval", "200ms", "--rotate", "200ms"]
     for t in targets:
         args += ["--pid", t]
     return Scalp(out, *args, *extra).wait_ready()

@@ -134,7 +134,9 @@ def test_a_full_file_stats_map_counts_every_call_it_could_not_hold(tmp_path):
         return t
 
     got, want = per_file(tmp_path / "small"), per_file(tmp_path / "normal")
-    ours = {p: n for p, n in want.items() if p.startswith(str(tmp_path))}
+    # The files table names a file by its name (the dentry's), not its path.
+    names = {f"f{i}.dat" for i in range(files)}
+    ours = {p: n for p, n in want.items() if p in names}
     assert sorted(ours.values()) == [rounds] * files, want
     assert len(got) <= 2 and all(got[p] == want[p] for p in got), (got, want)
     lost = sum(n for p, n in want.items() if p not in got)
@@ -163,36 +165,6 @@ def test_a_full_block_stats_map_counts_every_request_it_could_not_hold(out, loop
     counted = {(r["op"], r["attribution"]): r["requests"] for r in rows(out, "blockio", work.pid)}
     assert len(counted) == 1 and list(counted.values())[0] in (40, 64), counted
     assert drops(out) == {("blockio", "stats_map_full"): reads + writes - sum(counted.values())}
-
-
-FIO_READS = 1024
-
-
-def test_a_full_inflight_set_counts_every_request_it_could_not_track(out, loopfs):
-    """BLOCK_INFLIGHT sized to one set of 4 ways; fio keeps 32 random 4 KiB O_DIRECT reads in
-    flight (aligned to 8 KiB, so no two are adjacent and none merge). A request that finds no
-    free way is a drop; with the ones counted they make what the device completed."""
-    mnt, dev = loopfs
-    path = mnt / "inflight.dat"
-    prepare(path, 32 << 20)
-    before = disk_stat(dev)
-    r = run_scalp("run", "--output", out, "--tracers", "syscalls,blockio", "--map-entries", "BLOCK_INFLIGHT=4",
-                  "--", "fio", "--name=inflight", f"--filename={path}", "--rw=randread", "--bs=4k",
-                  "--blockalign=8k", "--direct=1", "--ioengine=libaio", "--iodepth=32",
-                  f"--number_ios={FIO_READS}", "--size=32M", "--randrepeat=1", "--norandommap",
-                  "--output-format=json", timeout=300)
-    after = disk_stat(dev)
-    assert r.returncode == 0, r.stderr
-    job = json.loads(r.stdout)["jobs"][0]
-    assert job["read"]["total_ios"] == FIO_READS, job["read"]
-    reads = after[0] - before[0]
-    assert reads == FIO_READS, "the device saw other reads (or merged some)"
-    counted = sum(x["requests"] for x in rows(out, "blockio") if x["device"] == dev and x["op"] == "read")
-    d = drops(out)
-    print(f"device reads {reads}, counted {counted}, drops {d}")
-    assert d.get(("blockio", "inflight_map_full"), 0) > 0, d
-    assert counted + d[("blockio", "inflight_map_full")] == reads, (counted, d)
-    assert set(d) == {("blockio", "inflight_map_full")}, d
 
 
 PID_BEYOND = r"""

@@ -244,8 +244,20 @@ mod tests {
         assert!(SyscallStats::zero().is_zero());
         // Calls without timing (counts only), or timing without a new call (a call that was
         // already under way): either is a change.
-        assert!(!SyscallStats { calls: 1, ..SyscallStats::ZERO }.is_zero());
-        assert!(!SyscallStats { timed_calls: 1, ..SyscallStats::ZERO }.is_zero());
+        assert!(
+            !SyscallStats {
+                calls: 1,
+                ..SyscallStats::ZERO
+            }
+            .is_zero()
+        );
+        assert!(
+            !SyscallStats {
+                timed_calls: 1,
+                ..SyscallStats::ZERO
+            }
+            .is_zero()
+        );
     }
 
     #[test]
@@ -268,7 +280,13 @@ mod tests {
         };
         let sum = a.add(&b);
         assert_eq!(
-            (sum.calls, sum.errors, sum.bytes, sum.timed_calls, sum.duration_ns),
+            (
+                sum.calls,
+                sum.errors,
+                sum.bytes,
+                sum.timed_calls,
+                sum.duration_ns
+            ),
             (15, 3, 4196, 13, 800)
         );
         assert_eq!(sum.hist, std::array::from_fn(|i| 3 + 2 * i as u32));
@@ -298,7 +316,13 @@ mod tests {
         };
         let sum = a.add(&b);
         assert_eq!(
-            (sum.requests, sum.bytes, sum.errors, sum.queue_ns, sum.device_ns),
+            (
+                sum.requests,
+                sum.bytes,
+                sum.errors,
+                sum.queue_ns,
+                sum.device_ns
+            ),
             (10, 40_960, 1, 550, 100_000)
         );
         assert_eq!(sum.queue_hist, std::array::from_fn(|i| 3 + 2 * i as u32));
@@ -363,7 +387,11 @@ mod tests {
         let values: Vec<u64> = (0..cpus() as u64).map(|c| first + c).collect();
         let total = values.iter().sum();
         m.map
-            .insert(key, PerCpuValues::try_from(values).expect("one value per CPU"), 0)
+            .insert(
+                key,
+                PerCpuValues::try_from(values).expect("one value per CPU"),
+                0,
+            )
             .expect("insert");
         total
     }
@@ -388,7 +416,10 @@ mod tests {
         let (a, b) = (key(100, 1, 39), key(100, 1, 0));
         let ta = set(&mut m, a, 10);
         let tb = set(&mut m, b, 1);
-        assert_eq!(sorted(m.totals().expect("read")), sorted(vec![(a, ta), (b, tb)]));
+        assert_eq!(
+            sorted(m.totals().expect("read")),
+            sorted(vec![(a, ta), (b, tb)])
+        );
         // First interval: everything is new.
         assert_eq!(m.delta(a, ta), Some(ta));
         assert_eq!(m.delta(b, tb), Some(tb));
@@ -396,7 +427,13 @@ mod tests {
         let ta2 = set(&mut m, a, 15);
         assert_eq!(ta2 - ta, 5 * cpus() as u64);
         let totals = m.totals().expect("read");
-        let now = |k| totals.iter().find(|(x, _)| *x == k).map(|(_, v)| *v).expect("key");
+        let now = |k| {
+            totals
+                .iter()
+                .find(|(x, _)| *x == k)
+                .map(|(_, v)| *v)
+                .expect("key")
+        };
         assert_eq!(m.delta(a, now(a)), Some(ta2 - ta));
         assert_eq!(m.delta(b, now(b)), None);
     }
@@ -416,7 +453,12 @@ mod tests {
             assert_eq!(m.delta(k, t), Some(t));
         }
         m.reap(&[ended]).expect("reap");
-        let mut left: Vec<SyscallKey> = m.totals().expect("read").into_iter().map(|(k, _)| k).collect();
+        let mut left: Vec<SyscallKey> = m
+            .totals()
+            .expect("read")
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         left.sort();
         assert_eq!(left, vec![reused, other]);
         // Had the kernel recreated the key, it would count from zero, not from the old total.
@@ -434,7 +476,12 @@ mod tests {
             set(&mut m, key(300, 1, nr), 1);
         }
         m.remove(|k| k.nr % 2 == 0).expect("remove");
-        let mut left: Vec<u32> = m.totals().expect("read").into_iter().map(|(k, _)| k.nr).collect();
+        let mut left: Vec<u32> = m
+            .totals()
+            .expect("read")
+            .into_iter()
+            .map(|(k, _)| k.nr)
+            .collect();
         left.sort();
         assert_eq!(left, vec![1, 3, 5]);
         m.remove(|k| k.nr % 2 == 0).expect("nothing left to remove");

@@ -109,10 +109,19 @@ mod tests {
         }
         use clap::error::ErrorKind;
         for (args, kind) in [
-            (&["test", "-k", "drops", "--kernel", "6.1"][..], ErrorKind::ArgumentConflict),
-            (&["test", "--acceptance-only", "--kernel", "all"], ErrorKind::ArgumentConflict),
+            (
+                &["test", "-k", "drops", "--kernel", "6.1"][..],
+                ErrorKind::ArgumentConflict,
+            ),
+            (
+                &["test", "--acceptance-only", "--kernel", "all"],
+                ErrorKind::ArgumentConflict,
+            ),
             // Guest options need a kernel.
-            (&["test", "--check", "syscalls"], ErrorKind::MissingRequiredArgument),
+            (
+                &["test", "--check", "syscalls"],
+                ErrorKind::MissingRequiredArgument,
+            ),
         ] {
             match parse(args) {
                 Err(e) => assert_eq!(e.kind(), kind, "{args:?}: {e}"),

@@ -263,7 +263,10 @@ mod tests {
     fn the_release_binary_is_where_cargo_target_dir_says() {
         let root = Path::new("/work/repo");
         assert_eq!(target_dir(None, root), Path::new("/work/repo/target"));
-        assert_eq!(target_dir(Some("".into()), root), Path::new("/work/repo/target"));
+        assert_eq!(
+            target_dir(Some("".into()), root),
+            Path::new("/work/repo/target")
+        );
         assert_eq!(
             target_dir(Some("/work/target-x".into()), root),
             Path::new("/work/target-x")
@@ -281,7 +284,10 @@ mod tests {
             packages(Profile::Test),
             packages(Profile::Bench),
         );
-        assert!(demo.is_empty(), "the demo needs no Debian package: {demo:?}");
+        assert!(
+            demo.is_empty(),
+            "the demo needs no Debian package: {demo:?}"
+        );
         assert!(test.iter().all(|p| bench.contains(p)));
         assert!(bench.len() > test.len());
         // What the acceptance tests run besides scalp-bpf: the servers, bpftool (nothing left

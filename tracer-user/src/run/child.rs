@@ -41,6 +41,19 @@ pub struct Prepared {
     path: PathBuf,
     path_c: CString,
     argv: Vec<CString>,
+    /// SIGINT and SIGTERM, where scalp-bpf started with them ignored (a background job of a
+    /// shell): the command gets them ignored too, as it would untraced, although scalp-bpf
+    /// handles them by the time it forks (exec resets handled signals to their default).
+    ignored: Vec<libc::c_int>,
+}
+
+/// Whether `sig` is ignored in this process (asked before any handler is installed).
+fn ignored_now(sig: libc::c_int) -> bool {
+    // SAFETY: sigaction with a null new action only reads the current one into `old`.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(sig, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
+    }
 }
 
 /// Finds `program` like execvp does: as given when it has a '/', else in $PATH.
@@ -95,7 +108,16 @@ impl Prepared {
             .iter()
             .map(|a| nul(a.as_bytes()))
             .collect::<Result<_, _>>()?;
-        Ok(Prepared { path, path_c, argv })
+        let ignored = [libc::SIGINT, libc::SIGTERM]
+            .into_iter()
+            .filter(|&sig| ignored_now(sig))
+            .collect();
+        Ok(Prepared {
+            path,
+            path_c,
+            argv,
+            ignored,
+        })
     }
 
     /// Forks the child, calls `mark(pid)` while it waits at the gate, then lets it exec.
@@ -106,10 +128,13 @@ impl Prepared {
         };
         let mut argv: Vec<*const libc::c_char> = self.argv.iter().map(|a| a.as_ptr()).collect();
         argv.push(std::ptr::null());
+        // SAFETY: a zeroed sigaction is a valid value; it is filled in before the fork.
+        let mut ignore: libc::sigaction = unsafe { std::mem::zeroed() };
+        ignore.sa_sigaction = libc::SIG_IGN;
         let gate = pipe().map_err(spawn_err)?;
         let report = pipe().map_err(spawn_err)?;
         // SAFETY: fork in a process with other threads: the child below only calls
-        // async-signal-safe functions (read, write, close, prctl, execv, _exit) on memory prepared before
+        // async-signal-safe functions (read, write, close, sigaction, prctl, execv, _exit) on memory prepared before
         // the fork.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
@@ -125,6 +150,11 @@ impl Prepared {
                     && *libc::__errno_location() == libc::EINTR
                 {}
                 libc::close(gate[0]);
+                // What scalp-bpf started with ignored stays ignored (sigaction is
+                // async-signal-safe).
+                for &sig in &self.ignored {
+                    libc::sigaction(sig, &ignore, std::ptr::null_mut());
+                }
                 // The command gets none of the ambient capabilities (CAP_BPF, CAP_PERFMON) a
                 // non-root operator gave scalp-bpf. prctl is a raw syscall: async-signal-safe.
                 libc::prctl(

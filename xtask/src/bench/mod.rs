@@ -66,7 +66,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     // --scalp BIN or SCALP_BPF: a binary built already (as for the tests), e.g. in another
     // target directory.
-    let scalp = match args.scalp.or_else(|| std::env::var_os("SCALP_BPF").map(Into::into)) {
+    let scalp = match args
+        .scalp
+        .or_else(|| std::env::var_os("SCALP_BPF").map(Into::into))
+    {
         Some(bin) => bin,
         None => setup::build_release()?,
     };
