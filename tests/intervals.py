@@ -11,13 +11,14 @@ intervals 0..k, so a lost or short interval is caught however late the maps were
 
 READ_NS is generous because the run loop takes an interval's end label before it reads the maps
 one tracer after another; on a loaded 2-CPU machine that has taken up to ~70 ms (seen with a
-benchmark running beside the tests). Losses are caught by the cumulative bound whatever READ_NS;
+benchmark running beside the tests), and once a little over 100 ms in a full test session (one
+call counted beyond a 100 ms allowance). Losses are caught by the cumulative bound whatever READ_NS;
 a row counted twice, by `by_interval` (one row per interval, process and name)."""
 import pathlib
 
 import pyarrow.parquet as pq
 
-READ_NS = 100_000_000
+READ_NS = 150_000_000
 
 
 def ns(ts):

@@ -204,7 +204,9 @@ def test_a_full_process_event_ring_is_counted_and_every_child_accounted_for(out)
     try:
         ready = parent.stdout.readline()
         assert ready.startswith("ready "), ready
-        scalp = Scalp(out, "--pid", parent.pid, "--tracers", "syscalls", "--interval", "200ms").wait_ready()
+        # Sealed every interval: the drops table is read while the run goes on.
+        scalp = Scalp(out, "--pid", parent.pid, "--tracers", "syscalls", "--interval", "200ms",
+                      "--rotate", "200ms").wait_ready()
         os.kill(scalp.proc.pid, signal.SIGSTOP)
         try:
             parent.stdin.write(f"burst {BURST}\n")
@@ -212,6 +214,10 @@ def test_a_full_process_event_ring_is_counted_and_every_child_accounted_for(out)
             assert json.loads(parent.stdout.readline()) == {"forked": BURST}
         finally:
             os.kill(scalp.proc.pid, signal.SIGCONT)
+        # The ring drained (its losses written) before the parent exits: its own exit event must
+        # not be lost with the children's.
+        wait_for(lambda: drops_by_reason(out).get(("process", "event_ring_full"), 0) > 0, 60,
+                 "the lost process events in the drops table", scalp.proc)
         parent.stdin.close()
         assert parent.wait(60) == 0
         assert scalp.wait() == 0, scalp.stderr
