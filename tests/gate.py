@@ -4,7 +4,7 @@ MariaDB + fsync'd files), driven by tests/workloads/gate_load.py whose per-servi
 ±20 % from run to run; runs of it traced by the real scalp-bpf, unchanged or with regressions
 injected through the app's knobs, and `scalp-bpf diff` judged on them.
 
-    python tests/gate.py --unchanged 23 --regressed 20 [--seconds 4] [--json]
+    python tests/gate.py --unchanged 23 --regressed 20 [--seconds 8] [--json]
 
 (as root, with the release binary built; SCALP_BPF picks another) prints the false-alarm and
 detection rates.
@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
@@ -83,24 +84,54 @@ class Stack:
         tmp.write_text(json.dumps(knobs))
         tmp.rename(self.knobs)
 
-    def run(self, out, seed, seconds=4.0, interval="250ms", knobs=None):
-        """One traced run of `seconds` under load; returns the driver's report."""
+    def restart(self):
+        """Fresh workers, as a CI job deploys the code it tests: new DB sessions, so PostgreSQL
+        statements are prepared (Parse) again where the trace sees them."""
+        errors = []
+
+        def start(s):
+            try:
+                s.stop()
+                s.start()
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+        threads = [threading.Thread(target=start, args=(s,)) for s in self.services.values()]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+
+    def run(self, out, seed, seconds=8.0, interval="250ms", knobs=None):
+        """One traced run of `seconds` under load; returns the driver's report. The CI job's
+        shape: deploy (restart the services), start tracing, run the load test; the load outlasts
+        the trace."""
         self.set_knobs(knobs or {})
+        self.restart()
         ports = [a for name, s in self.services.items() for a in (f"--{name}", str(s.port))]
-        # The load starts first and outlasts the trace: the trace sees a steady state, as a CI job
-        # tracing services under a load test does.
-        load = subprocess.Popen([sys.executable, str(LOAD), "--seconds", str(seconds + 3), "--seed", str(seed),
-                                 *ports], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        targets = [a for name in SERVICES for a in ("--pid", name)]
+        scalp = subprocess.Popen([SCALP, "run", "--output", str(out), "--duration", f"{seconds}s", "--interval",
+                                  interval, *targets, *self.sql_ports()], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, text=True)
+        load = None
         try:
-            time.sleep(0.5)
-            targets = [a for name in SERVICES for a in ("--pid", name)]
-            r = subprocess.run([SCALP, "run", "--output", str(out), "--duration", f"{seconds}s", "--interval",
-                                interval, *targets, *self.sql_ports()], capture_output=True, text=True,
-                               timeout=120)
-            if r.returncode != 0:
-                raise RuntimeError(f"scalp-bpf run failed ({r.returncode}): {r.stderr}")
+            deadline = time.monotonic() + 60
+            while not (out / "run.json").exists():
+                if scalp.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"scalp-bpf did not start ({scalp.poll()}): {scalp.stderr.read()}")
+                time.sleep(0.02)
+            load = subprocess.Popen([sys.executable, str(LOAD), "--seconds", str(seconds + 1), "--seed",
+                                     str(seed), *ports], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            _, err = scalp.communicate(timeout=120)
+            if scalp.returncode != 0:
+                raise RuntimeError(f"scalp-bpf run failed ({scalp.returncode}): {err}")
         finally:
-            report, err = load.communicate(timeout=60)
+            if scalp.poll() is None:
+                scalp.kill()
+                scalp.wait()
+            if load is not None:
+                report, err = load.communicate(timeout=60)
         if load.returncode != 0:
             raise RuntimeError(f"load driver failed ({load.returncode}): {report} {err}")
         return json.loads(report)
@@ -135,7 +166,7 @@ def names(report, expected):
     return missing
 
 
-def protocol(stack, where, unchanged=23, regressed=20, seconds=4.0, log=print):
+def protocol(stack, where, unchanged=23, regressed=20, seconds=8.0, log=print):
     """Makes the runs and judges them. Unchanged run i (≥ 1) against run i-1: the pairs; runs
     i-3..i-1 as bases: the three-base comparisons; each regressed run j against unchanged run j (one
     base) and against runs j..j+2 (three bases)."""
@@ -190,7 +221,7 @@ def main():
     a = argparse.ArgumentParser()
     a.add_argument("--unchanged", type=int, default=23)
     a.add_argument("--regressed", type=int, default=20)
-    a.add_argument("--seconds", type=float, default=4.0)
+    a.add_argument("--seconds", type=float, default=8.0)
     a.add_argument("--keep", help="a directory to keep the runs in")
     a.add_argument("--json", action="store_true")
     args = a.parse_args()

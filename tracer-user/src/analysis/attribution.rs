@@ -45,6 +45,7 @@ static ROUTE_SQL: Metric = Metric {
     title: "SQL statements per request of a route",
     keys: &["http_request_method", "http_route"],
     only: &[("direction", &["server"])],
+    except: &[],
     measure: Measure::Ratio {
         numerator: "sql_statements",
         denominator: "attributed_calls",
@@ -62,6 +63,7 @@ static ROUTE_SYSCALLS: Metric = Metric {
     title: "Syscalls per request of a route",
     keys: &["http_request_method", "http_route"],
     only: &[("direction", &["server"])],
+    except: &[],
     measure: Measure::Ratio {
         numerator: "syscalls",
         denominator: "attributed_calls",

@@ -132,6 +132,10 @@ struct Units {
     basis: Basis,
     bases: Vec<Vec<f64>>,
     head: Vec<f64>,
+    /// Each run's total as recorded (a count spread over the intervals does not sum back to
+    /// itself exactly in floating point).
+    base_total: f64,
+    head_total: f64,
 }
 
 /// The outcome of [`compare`].
@@ -196,8 +200,8 @@ impl<'a> Context<'a> {
             .map(|(group, u)| GroupBasis {
                 group: group.clone(),
                 basis: u.basis,
-                base_units: u.bases.iter().flatten().sum(),
-                head_units: u.head.iter().sum(),
+                base_units: u.base_total,
+                head_units: u.head_total,
             })
             .collect()
     }
@@ -306,6 +310,8 @@ fn units_of(group: &str, per: Per, bases: &[Frame], head: &Frame) -> Result<Unit
         basis,
         bases: bases.iter().map(of).collect::<Result<_, _>>()?,
         head: of(head)?,
+        base_total: bases.iter().map(|f| f.units_total(group, basis)).sum(),
+        head_total: head.units_total(group, basis),
     })
 }
 

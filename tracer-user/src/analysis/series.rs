@@ -137,6 +137,16 @@ impl<'a> Frame<'a> {
             .filter(|s| *s > 0.0 && s.is_finite())
     }
 
+    /// The group's units over the whole run on a basis, as recorded (0 when it has none).
+    pub fn units_total(&self, group: &str, basis: Basis) -> f64 {
+        match basis {
+            Basis::Request => self.requests.get(group).map_or(0.0, |r| r.iter().sum()),
+            Basis::Unit => self.units(group).unwrap_or(0.0),
+            Basis::Second => self.seconds().unwrap_or(0.0),
+            Basis::Run => 1.0,
+        }
+    }
+
     /// The group's units per interval on a basis (a run-level count is spread over the
     /// intervals by their length); None when the run does not have that basis.
     pub fn units_per_interval(&self, group: &str, basis: Basis) -> Option<Vec<f64>> {
@@ -185,11 +195,19 @@ impl<'a> Frame<'a> {
             .iter()
             .map(|(c, vals)| (col(c).expect("metric filters are spec keys"), *vals))
             .collect();
+        let exceptions: Vec<(usize, &[&str])> = metric
+            .except
+            .iter()
+            .map(|(c, vals)| (col(c).expect("metric filters are spec keys"), *vals))
+            .collect();
         let mut out = Series::new();
         for ((group, key), by) in aggregate_by_interval(self.run, spec, &self.groups)? {
             if !filters
                 .iter()
                 .all(|(i, vals)| vals.contains(&key[*i].as_str()))
+                || exceptions
+                    .iter()
+                    .any(|(i, vals)| vals.contains(&key[*i].as_str()))
             {
                 continue;
             }

@@ -71,6 +71,7 @@ pub static REGISTRATION: Registration = Registration {
         title: "Bytes written to block devices",
         keys: &["device"],
         only: &[("op", &["write"])],
+        except: &[],
         measure: Measure::Counter("bytes"),
         threshold: 0.10,
         floor: 1048576.0,

@@ -76,6 +76,7 @@ pub static REGISTRATION: Registration = Registration {
             title: "System calls",
             keys: &["syscall_name"],
             only: &[],
+            except: &[("syscall_name", WAITS)],
             measure: Measure::Counter("calls"),
             threshold: 0.10,
             floor: 100.0,
@@ -88,6 +89,7 @@ pub static REGISTRATION: Registration = Registration {
             title: "Failed system calls",
             keys: &["syscall_name"],
             only: &[],
+            except: &[("syscall_name", WAITS)],
             measure: Measure::Counter("errors"),
             threshold: 0.10,
             floor: 20.0,
@@ -100,6 +102,7 @@ pub static REGISTRATION: Registration = Registration {
             title: "System call p97 latency",
             keys: &["syscall_name"],
             only: &[],
+            except: &[("syscall_name", WAITS), ("syscall_name", PEER_READS)],
             measure: Measure::Quantile {
                 q: 0.97,
                 min_samples: MIN_LATENCY_SAMPLES,
@@ -115,6 +118,39 @@ pub static REGISTRATION: Registration = Registration {
     hooks: super::no_hooks,
     build,
 };
+
+/// Syscalls that wait (for events, peers, locks, children or the clock) rather than do work: how
+/// many are made, how many return EAGAIN/ETIMEDOUT and how long they take follow the load's
+/// timing and the scheduler (workers racing on one listening socket, an event loop woken more
+/// often when idle), not the code. `diff` leaves them out of its decisions; `summary` and the
+/// tables keep them.
+pub const WAITS: &[&str] = &[
+    "accept",
+    "accept4",
+    "clock_nanosleep",
+    "epoll_pwait",
+    "epoll_pwait2",
+    "epoll_wait",
+    "futex",
+    "futex_waitv",
+    "io_getevents",
+    "io_pgetevents",
+    "nanosleep",
+    "pause",
+    "poll",
+    "ppoll",
+    "pselect6",
+    "rt_sigsuspend",
+    "rt_sigtimedwait",
+    "sched_yield",
+    "select",
+    "wait4",
+    "waitid",
+];
+
+/// Receives whose latency is the peer's (a database, a client) rather than the caller's: their
+/// p97 is left out of `diff`'s decisions (the SQL and HTTP tables time those exchanges).
+pub const PEER_READS: &[&str] = &["read", "readv", "recvfrom", "recvmsg", "recvmmsg"];
 
 fn setup(k: &mut KernelSetup<'_>) -> Result<(), BtfError> {
     let inflight_slots = k.pid_max.next_power_of_two().min(MAX_INFLIGHT_SLOTS);

@@ -46,6 +46,8 @@ pub struct Metric {
     pub keys: &'static [&'static str],
     /// Only rows whose column has one of these values.
     pub only: &'static [(&'static str, &'static [&'static str])],
+    /// Leaving out rows whose column has one of these values.
+    pub except: &'static [(&'static str, &'static [&'static str])],
     pub measure: Measure,
     /// Relative worsening that counts (0.10: 10 % more per unit).
     pub threshold: f64,

@@ -20,7 +20,7 @@ pub struct Options {
     #[arg(long, default_value_t = 40)]
     regressed: u32,
     /// Seconds traced per run.
-    #[arg(long, default_value_t = 4.0)]
+    #[arg(long, default_value_t = 8.0)]
     seconds: f64,
     /// Keep the runs in this directory.
     #[arg(long)]

@@ -83,6 +83,7 @@ pub static REGISTRATION: Registration = Registration {
             title: "HTTP requests",
             keys: &["direction", "http_request_method", "http_route"],
             only: &[],
+            except: &[],
             measure: Measure::Counter("calls"),
             threshold: 0.10,
             floor: 20.0,
@@ -95,6 +96,7 @@ pub static REGISTRATION: Registration = Registration {
             title: "HTTP 5xx responses",
             keys: &["direction", "http_request_method", "http_route"],
             only: &[],
+            except: &[],
             measure: Measure::Counter("errors"),
             threshold: 0.10,
             floor: 5.0,
@@ -107,6 +109,7 @@ pub static REGISTRATION: Registration = Registration {
             title: "SQL statements per request",
             keys: &["http_request_method", "http_route"],
             only: &[("direction", &["server"])],
+            except: &[],
             measure: Measure::Ratio {
                 numerator: "sql_statements",
                 denominator: "attributed_calls",

@@ -64,6 +64,7 @@ pub static REGISTRATION: Registration = Registration {
             title: "Cache operations",
             keys: &["db_operation_name"],
             only: &[],
+            except: &[],
             measure: Measure::Counter("calls"),
             threshold: 0.10,
             floor: 20.0,
@@ -76,6 +77,7 @@ pub static REGISTRATION: Registration = Registration {
             title: "Cache miss ratio",
             keys: &["db_operation_name"],
             only: &[],
+            except: &[],
             measure: Measure::Ratio {
                 numerator: "misses",
                 denominator: "lookups",

@@ -56,6 +56,7 @@ pub static REGISTRATION: Registration = Registration {
             title: "SQL statements",
             keys: &["db_system_name", "db_query_text"],
             only: &[],
+            except: &[],
             measure: Measure::Counter("calls"),
             threshold: 0.10,
             floor: 20.0,
@@ -68,6 +69,7 @@ pub static REGISTRATION: Registration = Registration {
             title: "SQL errors",
             keys: &["db_system_name", "db_query_text"],
             only: &[],
+            except: &[],
             measure: Measure::Counter("errors"),
             threshold: 0.10,
             floor: 5.0,
@@ -80,6 +82,7 @@ pub static REGISTRATION: Registration = Registration {
             title: "SQL p97 latency",
             keys: &["db_system_name", "db_query_text"],
             only: &[],
+            except: &[],
             measure: Measure::Quantile {
                 q: 0.97,
                 min_samples: MIN_LATENCY_SAMPLES,
