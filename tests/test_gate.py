@@ -77,12 +77,15 @@ def test_regressed_runs_flag_nothing_else(judged):
     assert len(strays) <= 1, strays
 
 
-def group_requests(out, stack):
-    """Server-side requests per service, recomputed from the Parquet files: each uWSGI master's
-    workers are the service."""
+def group_requests(out):
+    """Server-side requests per service, recomputed from the Parquet files: each uWSGI master
+    (traced as `target:NAME`; the services are restarted before every run) and its workers are
+    the service."""
     procs = rows(out, "processes")
     parent = {p["process_pid"]: p["process_parent_pid"] for p in procs}
-    masters = {s.proc.pid: name for name, s in stack.services.items()}
+    masters = {p["process_pid"]: p["process_traced_reason"].removeprefix("target:") for p in procs
+               if p["process_traced_reason"].startswith("target:")}
+    assert set(masters.values()) == set(gate.SERVICES), masters
     totals = {}
     for r in rows(out, "http_requests"):
         if r["direction"] != "server":
@@ -93,16 +96,16 @@ def group_requests(out, stack):
     return totals
 
 
-def test_each_service_is_counted_per_its_own_requests(judged, stack):
+def test_each_service_is_counted_per_its_own_requests(judged):
     where, _ = judged
     base, head = where / "unchanged-00", where / "unchanged-01"
     code, report = gate.diff([base], head)
     groups = {g["group"]: g for g in report["groups"]}
     assert {g["per"] for g in groups.values()} == {"request"}, groups
     assert set(groups) == set(gate.SERVICES)
-    for name, n in group_requests(base, stack).items():
+    for name, n in group_requests(base).items():
         assert groups[name]["base_units"] == n, name
-    for name, n in group_requests(head, stack).items():
+    for name, n in group_requests(head).items():
         assert groups[name]["head_units"] == n, name
     # The regression report says what each finding is per request, with its interval.
     code, report = gate.diff([base], where / "regressed-00")

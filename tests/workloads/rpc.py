@@ -53,8 +53,7 @@ class Endpoint:
 
     def _count(self, method, ctxt):
         kind = "call" if ctxt.get("scalp_kind") == "call" else "cast"
-        key = f"{method}.{kind}"
-        self.handled[key] = self.handled.get(key, 0) + 1
+        self.handled.bump(f"{method}.{kind}")
 
     def echo(self, ctxt, value):
         self._count("echo", ctxt)
@@ -74,8 +73,7 @@ class NotificationEndpoint:
         self.handled = handled
 
     def info(self, ctxt, publisher_id, event_type, payload, metadata):
-        key = f"notification.{event_type}"
-        self.handled[key] = self.handled.get(key, 0) + 1
+        self.handled.bump(f"notification.{event_type}")
 
 
 def server(a):
@@ -87,9 +85,11 @@ def server(a):
     lock = threading.Lock()
 
     class Recording(dict):
-        def __setitem__(self, k, v):
+        def bump(self, k):
+            """One more of `k`, read and written under the lock: the threading executor handles
+            casts concurrently, and an unlocked get-then-set lost counts."""
             with lock:
-                super().__setitem__(k, v)
+                super().__setitem__(k, self.get(k, 0) + 1)
                 tmp = a.state + ".tmp"
                 with open(tmp, "w") as f:
                     json.dump(dict(self), f)

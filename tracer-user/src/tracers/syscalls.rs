@@ -377,4 +377,20 @@ mod tests {
         assert_eq!(auto_shift(8000.0, 1000), 3);
         assert_eq!(auto_shift(5_000_000.0, 1000), MAX_SAMPLE_SHIFT);
     }
+
+    #[test]
+    fn the_waits_diff_leaves_out_are_syscall_names_as_the_table_writes_them() {
+        use crate::syscall_names::Arch;
+        let written: std::collections::BTreeSet<String> =
+            (0..1024).map(|nr| Arch::X86_64.syscall_name(nr)).collect();
+        for name in WAITS.iter().chain(PEER_READS) {
+            assert!(
+                written.contains(*name),
+                "{name} is not an x86_64 syscall name"
+            );
+        }
+        for m in REGISTRATION.metrics {
+            assert_eq!(m.except[0], ("syscall_name", WAITS), "{}", m.id);
+        }
+    }
 }
