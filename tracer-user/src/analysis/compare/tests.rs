@@ -114,6 +114,42 @@ fn new_fingerprints_fail_above_the_floor_per_unit_and_gone_ones_are_reported() {
 }
 
 #[test]
+fn a_new_key_exactly_at_the_floor_fails_when_units_are_spread_over_intervals() {
+    let m = metric("sql.calls");
+    // Once in 200 units, the 200 spread over 7 intervals of one run (their float sum is a hair
+    // above 200): at a 0.5 % floor, "at least" holds.
+    let spread: Vec<(f64, f64)> = (0..7)
+        .map(|i| (f64::from(u8::from(i == 3)), 200.0 * 0.1 / 0.7))
+        .collect();
+    let units: f64 = spread.iter().map(|x| x.1).sum();
+    assert!(
+        1.0 / units < 0.005,
+        "the case needs a sum above 200: {units}"
+    );
+    let head = Cells::Ratio(spread);
+    let empty = Cells::Ratio(vec![(0.0, 1.0)]);
+    let input = Input {
+        bases: vec![&empty],
+        head: &head,
+        base_present: false,
+        head_present: true,
+        seed: 1,
+    };
+    let at_floor = Settings {
+        new_floor: 0.005,
+        ..settings()
+    };
+    let c = judge(m, &limits(m), &at_floor, Basis::Unit, &key(), &input);
+    assert_eq!(c.verdict, Verdict::New, "{c:?}");
+    let above = Settings {
+        new_floor: 0.0051,
+        ..settings()
+    };
+    let c = judge(m, &limits(m), &above, Basis::Unit, &key(), &input);
+    assert_eq!(c.verdict, Verdict::NewBelowFloor, "{c:?}");
+}
+
+#[test]
 fn a_fingerprint_some_base_run_has_is_not_new() {
     let m = metric("sql.calls");
     let seen = steady(10, 1.0, 50.0);
