@@ -115,11 +115,27 @@ def test_boot(kernel):
     assert d.joinpath("errors").read_text() == "", d.joinpath("errors").read_text()
 
 
+# Known failures, each with what was seen; strict: a pass is reported, so the entry goes.
+KNOWN = {
+    ("5.10", "writeback"): "2 MiB dirtied, 2 MiB + 1 KiB charged to the dirtier as writeback "
+                           "(2098176 bytes, twice in a row on 2026-12-07): one 1 KiB block more "
+                           "than the pages it dirtied; not diagnosed (issue 17 stays open)",
+}
+
+
 def test_check(kernel, check):
     if check == "noplan":
         pytest.fail(f"{kernel}: no {RESULTS / kernel / 'plan.json'}: the kernel or the guest was "
                     "not prepared (xtask said why above)")
-    globals()[f"check_{check}"](Run(kernel, check))
+    known = KNOWN.get((kernel, check))
+    if known is None:
+        globals()[f"check_{check}"](Run(kernel, check))
+        return
+    try:
+        globals()[f"check_{check}"](Run(kernel, check))
+    except AssertionError as e:
+        pytest.xfail(f"{known}: {e}")
+    pytest.fail(f"{kernel} {check} passes now: take it out of KNOWN")
 
 
 def test_support(kernel):
