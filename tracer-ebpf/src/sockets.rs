@@ -268,7 +268,7 @@ fn capture(scratch: *mut u8, buffer_shape: u32, call: &Call, limit: u32) -> (u32
 fn copy_user(scratch: *mut u8, offset: u32, src: u64, n: u64) -> u32 {
     let offset = (offset as usize) & (CAP - 1);
     // Opaque to LLVM, so the clamp below stays a compare with a constant: where the caller's
-    // `min` already bounds n, LLVM drops the clamp, and the 5.10 verifier (which learns no bound
+    // `min` already bounds n, LLVM drops the clamp, and the 5.10/6.1 verifiers (which learn no bound
     // from comparing two registers) then refuses the helper's size as possibly negative.
     // SAFETY: a read of a local.
     let n = unsafe { core::ptr::read_volatile(&n) };
