@@ -116,11 +116,7 @@ def test_boot(kernel):
 
 
 # Known failures, each with what was seen; strict: a pass is reported, so the entry goes.
-KNOWN = {
-    ("5.10", "writeback"): "2 MiB dirtied, 2 MiB + 1 KiB charged to the dirtier as writeback "
-                           "(2098176 bytes, twice in a row on 2026-12-07): one 1 KiB block more "
-                           "than the pages it dirtied; not diagnosed (issue 17 stays open)",
-}
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 def test_check(kernel, check):

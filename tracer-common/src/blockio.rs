@@ -61,17 +61,20 @@ pub struct BlockIoConfig {
     pub req_meta_bit: u32,
     /// 1 when `bpf_get_current_task_btf` exists (Linux ≥ 5.11): task fields are plain loads.
     pub task_btf: u32,
-    /// 1: a write a flusher thread submits outside its inode window (where FLUSHER_OWNER names
-    /// no owner) is charged to the dirtier of its first page's inode: request.bio →
+    /// 1: a write a flusher thread submits is charged to the dirtier of its first page's inode
+    /// when that inode has one (the thread's inode window otherwise): request.bio →
     /// bio.bi_io_vec → bio_vec.bv_page (→ page.compound_head) → page.mapping →
     /// address_space.host. Used with the fallback, whose submission points (insert, issue) can
-    /// come after the window.
+    /// come after the window, or inside the next inode's window (a plug flushed late).
     pub owner_from_page: u32,
     pub rq_bio_offset: u32,
     pub bio_io_vec_offset: u32,
     pub bvec_page_offset: u32,
     pub page_compound_head_offset: u32,
     pub page_mapping_offset: u32,
+    /// `inode.i_mode`: a flusher writing a block device's inode writes the buffer cache
+    /// (filesystem metadata), see [`BlockInflight::buffer_cache`].
+    pub inode_mode_offset: u32,
 }
 
 /// [`BlockIoConfig::disk_path`]: no way to the disk (flushes count under device 0:0).
@@ -81,7 +84,7 @@ pub const DISK_VIA_QUEUE: u32 = 1;
 /// request.rq_disk (before 5.19).
 pub const DISK_VIA_REQUEST: u32 = 2;
 
-const _: () = assert!(core::mem::size_of::<BlockIoConfig>() == 96);
+const _: () = assert!(core::mem::size_of::<BlockIoConfig>() == 100);
 
 crate::drop_reasons! {
     /// What the block I/O tracer can lose.
@@ -102,7 +105,14 @@ crate::drop_reasons! {
     }
 }
 
-crate::pod!(BlockIoConfig, BlockKey, BlockStats, BlockInflight, Owner);
+crate::pod!(
+    BlockIoConfig,
+    BlockKey,
+    BlockStats,
+    BlockInflight,
+    Owner,
+    Flusher
+);
 
 /// Who a block request is charged to.
 #[repr(u8)]
@@ -211,13 +221,18 @@ pub struct BlockInflight {
     pub active: u8,
     /// 1 once device, op, flags and bytes are filled in (at issue).
     pub described: u8,
-    pub _pad: u16,
+    /// 1 when a flusher thread submitted it while writing back a block device's own inode: the
+    /// buffer cache where filesystems keep inode tables, bitmaps and directories. Counted as
+    /// [`FLAG_META`] whether or not the kernel set REQ_META (ext4 without a journal on 5.10
+    /// does not for inode table blocks).
+    pub buffer_cache: u8,
+    pub _pad: u8,
 }
 
 const _: () = assert!(core::mem::size_of::<BlockInflight>() == 48);
 
-/// Value of `WRITEBACK_OWNER` (keyed by `struct inode` address) and `FLUSHER_INODE` (keyed by
-/// the flusher thread's tid): the traced process that last dirtied the inode's pages.
+/// Value of `WRITEBACK_OWNER` (keyed by `struct inode` address): the traced process that last
+/// dirtied the inode's pages.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Owner {
@@ -226,3 +241,20 @@ pub struct Owner {
 }
 
 const _: () = assert!(core::mem::size_of::<Owner>() == 8);
+
+/// Value of `FLUSHER_OWNER`: whose pages a flusher thread is writing back, and whether the inode
+/// it writes is a block device's (its buffer cache: filesystem metadata).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flusher {
+    pub owner: Owner,
+    pub buffer_cache: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<Flusher>() == 12);
+
+/// Whether an `inode.i_mode` is a block device's (`S_ISBLK`).
+#[inline(always)]
+pub const fn is_block_device(mode: u16) -> bool {
+    mode & 0o170000 == 0o060000
+}

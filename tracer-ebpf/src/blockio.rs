@@ -19,8 +19,8 @@ use tracer_common::{
     blockio::{
         Attribution, BLOCK_INFLIGHT_ENTRIES, BLOCK_INFLIGHT_WAYS, BLOCK_STATS_ENTRIES, BlockDrop,
         BlockInflight, BlockIoConfig, BlockKey, BlockStats, DISK_VIA_QUEUE, DISK_VIA_REQUEST,
-        FLAG_FUA, FLAG_META, FLAG_PREFLUSH, FLAG_SYNC, FLUSHER_OWNER_ENTRIES, Owner,
-        WRITEBACK_OWNER_ENTRIES,
+        FLAG_FUA, FLAG_META, FLAG_PREFLUSH, FLAG_SYNC, FLUSHER_OWNER_ENTRIES, Flusher, Owner,
+        WRITEBACK_OWNER_ENTRIES, is_block_device,
     },
     drops::Reasons as _,
     hist,
@@ -57,7 +57,7 @@ static WRITEBACK_OWNER: LruHashMap<u64, Owner> =
     LruHashMap::with_max_entries(WRITEBACK_OWNER_ENTRIES, 0);
 
 #[map]
-static FLUSHER_OWNER: HashMap<u32, Owner> = HashMap::with_max_entries(FLUSHER_OWNER_ENTRIES, 0);
+static FLUSHER_OWNER: HashMap<u32, Flusher> = HashMap::with_max_entries(FLUSHER_OWNER_ENTRIES, 0);
 
 /// Traced requests in flight, all CPUs together (atomic add). While it is 0 the issue and
 /// completion programs skip their map lookup: on a host where the traced service is idle, other
@@ -72,13 +72,14 @@ const STALE_NS: u64 = 120_000_000_000;
 /// `REQ_OP_WRITE` in `cmd_flags & REQ_OP_MASK` (the same in every kernel).
 const REQ_OP_WRITE: u32 = 1;
 
-/// The process request `rq`, submitted by the current task, is charged to, if any.
+/// The process request `rq`, submitted by the current task, is charged to, if any, how, and
+/// whether it writes a block device's buffer cache (a flusher writing filesystem metadata).
 #[inline(always)]
-fn owner_of(rq: *const u8) -> Option<(Owner, Attribution)> {
+fn owner_of(rq: *const u8) -> Option<(Owner, Attribution, bool)> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     if let Some(generation) = traced_generation(tgid) {
-        return Some((Owner { tgid, generation }, Attribution::Direct));
+        return Some((Owner { tgid, generation }, Attribution::Direct, false));
     }
     // Only flusher threads (kernel threads) write back on someone else's behalf.
     if !current_is_kthread(
@@ -87,24 +88,27 @@ fn owner_of(rq: *const u8) -> Option<(Owner, Attribution)> {
     ) {
         return None;
     }
+    // Where requests are taken at insert/issue (the fallback), a plug can flush a flusher's
+    // writes after its inode window, or inside the next inode's: the first page's inode names
+    // the dirtier then, and the window only stands in when the page names none.
+    if setting!(BLOCKIO_CONFIG.owner_from_page) != 0 {
+        let cmd_flags: u32 = btf_field(rq, setting!(BLOCKIO_CONFIG.rq_cmd_flags_offset));
+        if cmd_flags & 0xff == REQ_OP_WRITE {
+            if let Some((owner, buffer_cache)) = owner_of_first_page(rq) {
+                return Some((owner, Attribution::Writeback, buffer_cache));
+            }
+        }
+    }
     // SAFETY: a plain copy out of the map value.
-    if let Some(owner) = unsafe { FLUSHER_OWNER.get(pid_tgid as u32) } {
-        return Some((*owner, Attribution::Writeback));
-    }
-    if setting!(BLOCKIO_CONFIG.owner_from_page) == 0 {
-        return None;
-    }
-    let cmd_flags: u32 = btf_field(rq, setting!(BLOCKIO_CONFIG.rq_cmd_flags_offset));
-    if cmd_flags & 0xff != REQ_OP_WRITE {
-        return None;
-    }
-    owner_of_first_page(rq).map(|o| (o, Attribution::Writeback))
+    let f = unsafe { FLUSHER_OWNER.get(pid_tgid as u32) }?;
+    Some((f.owner, Attribution::Writeback, f.buffer_cache != 0))
 }
 
 /// The traced process that last dirtied the inode of the request's first page (a page of the
-/// page cache: its mapping is the inode's; anonymous and other tagged mappings are not).
+/// page cache: its mapping is the inode's; anonymous and other tagged mappings are not), and
+/// whether that inode is a block device's.
 #[inline(always)]
-fn owner_of_first_page(rq: *const u8) -> Option<Owner> {
+fn owner_of_first_page(rq: *const u8) -> Option<(Owner, bool)> {
     let bio = read_ptr(rq, setting!(BLOCKIO_CONFIG.rq_bio_offset))?;
     let vec = read_ptr(bio, setting!(BLOCKIO_CONFIG.bio_io_vec_offset))?;
     let mut page = read_ptr(vec, setting!(BLOCKIO_CONFIG.bvec_page_offset))?;
@@ -122,7 +126,9 @@ fn owner_of_first_page(rq: *const u8) -> Option<Owner> {
         setting!(BLOCKIO_CONFIG.mapping_host_offset),
     )?;
     // SAFETY: a plain copy out of the map value.
-    unsafe { WRITEBACK_OWNER.get(inode as u64) }.copied()
+    let owner = unsafe { WRITEBACK_OWNER.get(inode as u64) }.copied()?;
+    let mode: u16 = read_at(inode, setting!(BLOCKIO_CONFIG.inode_mode_offset))?;
+    Some((owner, is_block_device(mode)))
 }
 
 /// Fills in device, op, flags and bytes from the request as it is now.
@@ -178,9 +184,10 @@ fn describe(rq: *const u8, e: *mut BlockInflight) {
     };
     // SAFETY: `e` is a valid map value; a request is handled by one CPU at a time.
     unsafe {
+        let buffer_cache = if (*e).buffer_cache != 0 { FLAG_META } else { 0 };
         (*e).dev = dev;
         (*e).op = (cmd_flags & 0xff) as u8;
-        (*e).flags = flags;
+        (*e).flags = flags | buffer_cache;
         (*e).bytes = btf_field(rq, setting!(BLOCKIO_CONFIG.rq_data_len_offset));
         (*e).described = 1;
     }
@@ -212,7 +219,7 @@ fn find(rq: u64) -> Option<*mut BlockInflight> {
 #[inline(always)]
 fn start(rq: *const u8) {
     // Untraced submitters pay only this check.
-    let Some((owner, attribution)) = owner_of(rq) else {
+    let Some((owner, attribution, buffer_cache)) = owner_of(rq) else {
         return;
     };
     let key = address_of(rq);
@@ -260,6 +267,7 @@ fn start(rq: *const u8) {
         (*e).queued_ns = now;
         (*e).issued_ns = 0;
         (*e).attribution = attribution as u8;
+        (*e).buffer_cache = u8::from(buffer_cache);
         (*e).error = 0;
         (*e).described = 0;
         (*e).active = 1;
@@ -462,14 +470,19 @@ pub fn writeback_dirty_folio(ctx: BtfTracePointContext) -> i32 {
 
 /// `writeback_single_inode_start(struct inode *inode, struct writeback_control *wbc, …)`: a
 /// flusher thread starts writing an inode; its requests until the matching end are the
-/// dirtier's.
+/// dirtier's (and metadata when the inode is a block device's: its buffer cache).
 #[btf_tracepoint(function = "writeback_single_inode_start")]
 pub fn writeback_single_inode_start(ctx: BtfTracePointContext) -> i32 {
     let inode: *const u8 = ctx.arg(0);
     // SAFETY: a copy out of the map value.
     if let Some(owner) = unsafe { WRITEBACK_OWNER.get(inode as u64) }.copied() {
         let tid = bpf_get_current_pid_tgid() as u32;
-        if FLUSHER_OWNER.insert(tid, owner, 0).is_err() {
+        let mode: u16 = btf_field(inode, setting!(BLOCKIO_CONFIG.inode_mode_offset));
+        let flusher = Flusher {
+            owner,
+            buffer_cache: u32::from(is_block_device(mode)),
+        };
+        if FLUSHER_OWNER.insert(tid, flusher, 0).is_err() {
             dropped(BlockDrop::FlusherOwnerFull);
         }
     }

@@ -208,10 +208,10 @@ const FLUSH_DISK: Choice = Choice {
 /// [`FLUSH_DISK`]'s value for `DISK_VIA_REQUEST` with the partition embedded in the disk.
 const VIA_REQUEST_EMBEDDED: u32 = 100;
 
-/// With the fallback, a flusher may issue a request after its inode window closed (the plug is
-/// flushed later): the request's own first page says whose it is.
+/// With the fallback, a flusher may issue a request after its inode window closed, or inside the
+/// next inode's (the plug is flushed later): the request's own first page says whose it is.
 const OWNER_FROM_PAGE: Choice = Choice {
-    what: "owner of writeback issued after the flusher's inode window",
+    what: "owner of writeback issued outside its inode's flusher window",
     ways: &[Way {
         value: 1,
         name: "request.bio → first page → mapping.host → last dirtier",
@@ -279,6 +279,7 @@ fn setup(k: &mut KernelSetup<'_>) -> Result<(), BtfError> {
         bvec_page_offset: at("bio_vec", "bv_page")?,
         page_compound_head_offset: at("page", "compound_head")?,
         page_mapping_offset: at("page", "mapping")?,
+        inode_mode_offset: off("inode", "i_mode")?,
     };
     k.global(common::CONFIG, &config);
     Ok(())
