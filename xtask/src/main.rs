@@ -55,8 +55,20 @@ enum Task {
     VmWorkload(vm::workload::WorkloadArgs),
 }
 
-fn main() -> Result<()> {
-    match Cli::parse().task {
+/// A failed task ends with its error chain on one line and exit 1 (no backtrace, even with
+/// RUST_BACKTRACE set: the chain says what failed; the output above it says why).
+fn main() -> std::process::ExitCode {
+    match task(Cli::parse().task) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn task(task: Task) -> Result<()> {
+    match task {
         Task::Setup { profile } => setup::run(profile),
         Task::Demo => demo::run(),
         Task::Test { vm, .. } if !vm.kernels.is_empty() => vm::run(&vm),
