@@ -1,0 +1,181 @@
+"""The kernel tables indexed by a mask (block requests in flight, syscalls in flight) count what
+they cannot hold. Each table is made small on purpose (`run --map-entries MAP=N`, hidden and
+test-only; the programs' masks follow the size) and each loss is checked against an independent
+count: the device's own counters (/sys/block) and fio's report, or a second scalp-bpf with the
+normal sizes tracing the same process at the same time. Counted plus dropped must equal what
+happened, exactly."""
+import json
+import subprocess
+
+from conftest import PYTHON, Scalp, absent_table, rows, run_scalp, syscall_totals
+from test_blockio import disk_stat, loopfs, prepare  # noqa: F401 (loopfs is a fixture)
+from test_map_drops import beside, drops, finish
+
+BLOCK = 4096
+# fio writes 4 KiB and skips 4 KiB (no two requests are adjacent, so none merge), 64 at a time:
+# one io_submit queues 64 requests under one plug before the device sees any of them. It writes
+# `--size` bytes in all (wrapping around the file): 512 requests.
+WRITES = 512
+FIO = ["fio", "--name=inflight", "--rw=write:4k", f"--bs={BLOCK}", "--direct=1", "--ioengine=libaio",
+       "--iodepth=64", "--iodepth_batch_submit=64", "--iodepth_batch_complete_min=64",
+       f"--size={WRITES * BLOCK}", "--thread", "--output-format=json"]
+
+# Waits for 'go', runs fio on argv[1] (a child: traced from its fork), prints fio's JSON report.
+RUN_FIO = r"""
+import os, subprocess, sys
+print("ready", os.getpid(), flush=True)
+sys.stdin.readline()
+report = subprocess.run(sys.argv[2:] + ["--filename=" + sys.argv[1]], check=True, capture_output=True,
+                        text=True).stdout
+print(report.replace("\n", " "), flush=True)
+"""
+
+
+def fio_under_scalp(out, path, dev, *scalp_args):
+    """fio's writes on `dev` under one scalp-bpf run: (fio's write count, the device's
+    (reads, writes) completed meanwhile)."""
+    work = subprocess.Popen([PYTHON, "-c", RUN_FIO, str(path), *FIO], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(work.stdout.readline().split()[1])
+        scalp = Scalp(out, "--pid", pid, "--interval", "200ms", "--tracers", "syscalls,blockio",
+                      *scalp_args).wait_ready()
+        before = disk_stat(dev)
+        work.stdin.write("go\n")
+        work.stdin.flush()
+        report = json.loads(work.stdout.readline())
+        work.stdin.close()
+        assert work.wait(60) == 0
+        after = disk_stat(dev)
+        assert scalp.wait() == 0, scalp.stderr
+    finally:
+        work.kill()
+    reads, _, writes, _ = (b - a for a, b in zip(before, after))
+    return report["jobs"][0]["write"]["total_ios"], (reads, writes), scalp
+
+
+def written(out, dev):
+    """Write requests on `dev` the blockio table counted, every process together (fio is the
+    workload's child)."""
+    if absent_table(out, "blockio"):
+        return 0
+    return sum(r["requests"] for r in rows(out, "blockio") if r["device"] == dev and r["op"] == "write")
+
+
+def test_a_full_block_inflight_table_counts_every_request_it_could_not_track(out, loopfs):
+    """One set of 4 entries, 64 requests queued at once: the requests it could not track are
+    drops, and with the ones counted they make what fio did and what the device completed."""
+    mnt, dev = loopfs
+    path = mnt / "inflight.dat"
+    prepare(path, WRITES * BLOCK)
+    ios, device, scalp = fio_under_scalp(out, path, dev, "--map-entries", "BLOCK_INFLIGHT=4")
+    assert ios == WRITES and device == (0, WRITES), (ios, device, "the device saw other I/O")
+    counted = written(out, dev)
+    d = drops(out)
+    print(f"{counted} requests counted, {d} dropped, of {WRITES}")
+    # 64 queued at once, 4 tracked: most of each batch is lost (not a test that cannot fail).
+    assert 0 < counted < WRITES - 64, counted
+    assert d == {("blockio", "inflight_map_full"): WRITES - counted}, d
+    assert f"scalp-bpf: dropped {WRITES - counted} (blockio inflight_map_full)" in scalp.stderr
+
+
+def test_stale_inflight_entries_are_counted_and_not_charged(out, loopfs):
+    """A request whose in-flight entry is older than the stale limit is not charged: with the
+    limit at 0 (test-only `--block-stale-ms`) every request is stale, reclaimed by a later one
+    while in flight or found stale at completion; each is one drop, none is counted twice."""
+    mnt, dev = loopfs
+    path = mnt / "stale.dat"
+    prepare(path, WRITES * BLOCK)
+    ios, device, _ = fio_under_scalp(out, path, dev, "--block-stale-ms", 0)
+    assert ios == WRITES and device == (0, WRITES), (ios, device, "the device saw other I/O")
+    assert written(out, dev) == 0
+    assert drops(out) == {("blockio", "stale_inflight_entry"): WRITES}
+
+
+def test_the_default_stale_limit_drops_nothing(out, loopfs):
+    """The same workload with the normal limit: every request counted, nothing dropped (the test
+    above is not what every run does)."""
+    mnt, dev = loopfs
+    path = mnt / "fresh.dat"
+    prepare(path, WRITES * BLOCK)
+    ios, device, _ = fio_under_scalp(out, path, dev)
+    assert ios == WRITES and device == (0, WRITES), (ios, device, "the device saw other I/O")
+    assert written(out, dev) == WRITES
+    assert drops(out) == {}
+
+
+# Two threads on one CPU (so the kernel programs of their syscalls never run at the same moment)
+# play ping-pong over two pipes: while one waits in read, the other enters write. The helper's
+# end is awaited through a pidfd of the thread, which becomes readable only after the thread has
+# left the kernel's exit path (so no syscall of the main thread runs while the helper is inside
+# `exit`, a call no run times).
+PING_PONG = r"""
+import json, os, select, sys, threading
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+rounds = int(sys.argv[1])
+print("ready", os.getpid(), flush=True)
+sys.stdin.readline()
+a_r, a_w = os.pipe()
+b_r, b_w = os.pipe()
+
+def helper():
+    for _ in range(rounds):
+        os.read(a_r, 1)
+        os.write(b_w, b"y")
+
+t = threading.Thread(target=helper)
+t.start()
+PIDFD_THREAD = os.O_EXCL
+pidfd = os.pidfd_open(t.native_id, PIDFD_THREAD)
+for _ in range(rounds):
+    os.write(a_w, b"x")
+    os.read(b_r, 1)
+select.select([pidfd], [], [])
+t.join()
+print(json.dumps({"rounds": rounds}), flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_shared_syscall_slot_counts_every_latency_it_lost(tmp_path):
+    """One in-flight slot for every thread: a thread entering a syscall while another waits in
+    one overwrites its start time. Each overwrite is one `latency_slot_collision`, and exactly the
+    calls the normal-sized run timed and the one-slot run did not."""
+    rounds = 200
+    work = subprocess.Popen([PYTHON, "-c", PING_PONG, str(rounds)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(work.stdout.readline().split()[1])
+        small, normal = beside(tmp_path, pid, ["SYSCALL_INFLIGHT=1"], "--tracers", "syscalls",
+                               "--syscall-latency", "exact")
+        work.stdin.write("go\n")
+        work.stdin.flush()
+        assert json.loads(work.stdout.readline()) == {"rounds": rounds}
+        work.stdin.close()
+        assert work.wait(60) == 0
+        finish(small, normal)
+    finally:
+        work.kill()
+    got, want = syscall_totals(tmp_path / "small", pid), syscall_totals(tmp_path / "normal", pid)
+    # Counts do not depend on the slots; only timings are lost.
+    assert {k: c[:2] for k, c in got.items()} == {k: c[:2] for k, c in want.items()}
+    assert want[(pid, "write")][0] >= 2 * rounds and want[(pid, "read")][0] >= 2 * rounds
+    # The normal run timed every call but the read under way when tracing began and the exits.
+    untimed = {k[1]: c[0] - c[2] for k, c in want.items() if c[0] != c[2]}
+    assert untimed == {"read": 1, "exit": 1, "exit_group": 1}, untimed
+    lost = sum(want[k][2] - got[k][2] for k in want)
+    print(f"{lost} latencies lost in {rounds} rounds")
+    assert lost >= rounds // 2
+    assert drops(tmp_path / "small") == {("syscalls", "latency_slot_collision"): lost}
+    assert drops(tmp_path / "normal") == {}
+
+
+def test_a_masked_table_of_the_wrong_size_is_refused(out):
+    """The programs index these tables by a mask: a size of another shape is one line, exit 2."""
+    for arg, shape in (("SYSCALL_INFLIGHT=3", "2^k"), ("BLOCK_INFLIGHT=6", "4 × 2^k")):
+        r = run_scalp("run", "--output", out, "--tracers", "syscalls,blockio", "--map-entries", arg,
+                      "--", "true")
+        assert r.returncode == 2, r.stderr
+        map_name = arg.split("=")[0]
+        assert r.stderr == f"scalp-bpf: --map-entries {arg}: {map_name} must have {shape} entries\n"
+        assert not out.exists()
