@@ -102,11 +102,14 @@ crate::drop_reasons! {
         InflightFull = 0 => "inflight_map_full",
         /// A (process, device, op) key did not fit in `BLOCK_STATS`: that request is lost.
         StatsFull = 1 => "stats_map_full",
-        /// An inode's dirtier could not be remembered (`WRITEBACK_OWNER` full): its writeback is
-        /// not attributed.
+        /// An inode's dirtier could not be remembered: its writeback is not attributed.
+        /// `WRITEBACK_OWNER` is an LRU map, which evicts rather than fails when full: this counts
+        /// only an update the kernel could not make (bucket lock busy, no node to take). An
+        /// evicted inode's later writeback is not attributed and not counted.
         WritebackOwnerFull = 2 => "writeback_owner_map_full",
-        /// A block request completed on an in-flight entry older than two minutes: a traced
-        /// request that vanished left it; the completion is not charged.
+        /// An in-flight entry older than [`BlockIoConfig::stale_ns`] (two minutes): a traced
+        /// request that vanished left it, reclaimed by another request or found at completion;
+        /// the completion is not charged.
         StaleEntry = 3 => "stale_inflight_entry",
         /// A flusher thread's owner could not be remembered (`FLUSHER_OWNER` full): the requests
         /// it issues for that inode are not attributed to the process that dirtied it.

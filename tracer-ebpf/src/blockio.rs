@@ -89,10 +89,10 @@ fn owner_of(rq: *const u8) -> Option<(Owner, Attribution, bool)> {
     // the dirtier then, and the window only stands in when the page names none.
     if setting!(BLOCKIO_CONFIG.owner_from_page) != 0 {
         let cmd_flags: u32 = btf_field(rq, setting!(BLOCKIO_CONFIG.rq_cmd_flags_offset));
-        if cmd_flags & 0xff == REQ_OP_WRITE {
-            if let Some((owner, buffer_cache)) = owner_of_first_page(rq) {
-                return Some((owner, Attribution::Writeback, buffer_cache));
-            }
+        if cmd_flags & 0xff == REQ_OP_WRITE
+            && let Some((owner, buffer_cache)) = owner_of_first_page(rq)
+        {
+            return Some((owner, Attribution::Writeback, buffer_cache));
         }
     }
     // SAFETY: a plain copy out of the map value.
