@@ -3,11 +3,12 @@ they cannot hold. Each table is made small on purpose (`run --map-entries MAP=N`
 test-only; the programs' masks follow the size) and each loss is checked against an independent
 count: the device's own counters (/sys/block) and fio's report, or a second scalp-bpf with the
 normal sizes tracing the same process at the same time. Counted plus dropped must equal what
-happened, exactly."""
+happened, exactly. And the block requests still in flight when a run stops are counted, as many
+as the device says."""
 import json
 import subprocess
 
-from conftest import PYTHON, Scalp, absent_table, rows, run_scalp, syscall_totals
+from conftest import PYTHON, Scalp, absent_table, rows, run_json, run_scalp, syscall_totals, wait_for
 from test_blockio import disk_stat, loopfs, prepare  # noqa: F401 (loopfs is a fixture)
 from test_map_drops import beside, drops, finish
 
@@ -185,3 +186,75 @@ def test_a_masked_table_of_the_wrong_size_is_refused(out):
         map_name = arg.split("=")[0]
         assert r.stderr == f"scalp-bpf: --map-entries {arg}: {map_name} must have {shape} entries\n"
         assert not out.exists()
+
+
+# N threads each write one 4 KiB block with O_DIRECT (spaced: no two merge), all at once.
+STUCK_WRITES = r"""
+import mmap, os, sys, threading
+path, n = sys.argv[1], int(sys.argv[2])
+buf = mmap.mmap(-1, 4096)
+buf.write(b"\xa5" * 4096)
+fd = os.open(path, os.O_WRONLY | os.O_DIRECT)
+print("ready", os.getpid(), flush=True)
+sys.stdin.readline()
+threads = [threading.Thread(target=os.pwrite, args=(fd, buf, 2 * i * 4096)) for i in range(n)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print("done", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_requests_still_in_flight_at_the_end_are_counted(tmp_path, out, loopfs):
+    """A loop device whose backing file is on a frozen filesystem keeps its requests in flight
+    (its worker waits for the thaw): the traced writes on it when scalp-bpf stops are
+    `blockio inflight_at_end`, exactly as many as the device itself says are in flight."""
+    outer, _ = loopfs
+    n = 5
+    image = outer / "inner.img"
+    with open(image, "wb") as f:
+        f.truncate(32 << 20)
+    dev = subprocess.run(["losetup", "--find", "--show", image], check=True, capture_output=True,
+                         text=True).stdout.strip()
+    name = dev.rsplit("/", 1)[1]
+    mnt = tmp_path / "inner"
+    mnt.mkdir()
+    frozen = work = None
+    try:
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-E", "lazy_itable_init=0", dev],
+                       check=True)
+        subprocess.run(["mount", "-o", "lazytime", dev, mnt], check=True)
+        prepare(mnt / "stuck.dat", 2 * n * BLOCK)
+        work = subprocess.Popen([PYTHON, "-c", STUCK_WRITES, str(mnt / "stuck.dat"), str(n)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        pid = int(work.stdout.readline().split()[1])
+        scalp = Scalp(out, "--pid", pid, "--interval", "200ms", "--tracers", "syscalls,blockio").wait_ready()
+        subprocess.run(["fsfreeze", "--freeze", outer], check=True)
+        frozen = outer
+        work.stdin.write("go\n")
+        work.stdin.flush()
+
+        def in_flight():
+            return tuple(int(x) for x in open(f"/sys/block/{name}/inflight").read().split())
+
+        wait_for(lambda: in_flight() == (0, n), 30, f"{n} writes in flight on {name}")
+        assert scalp.stop() == 0, scalp.stderr
+        assert in_flight() == (0, n)
+    finally:
+        if frozen:
+            subprocess.run(["fsfreeze", "--unfreeze", frozen], check=True)
+        if work:
+            if work.poll() is None and work.stdin and not work.stdin.closed:
+                assert work.stdout.readline() == "done\n"
+                work.stdin.close()
+            work.wait(60)
+        subprocess.run(["umount", mnt])
+        subprocess.run(["losetup", "-d", dev])
+    assert work.returncode == 0
+    # Counted once, at the end: in run.json and on stderr (no interval holds it).
+    assert run_json(out)["drops"] == [{"tracer": "blockio", "reason": "inflight_at_end", "count": n}]
+    assert absent_table(out, "drops") or rows(out, "drops") == []
+    assert f"scalp-bpf: dropped {n} (blockio inflight_at_end)" in scalp.stderr
+    assert absent_table(out, "blockio") or not [r for r in rows(out, "blockio") if r["device"] == name]
