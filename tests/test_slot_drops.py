@@ -5,6 +5,7 @@ count: the device's own counters (/sys/block) and fio's report, or a second scal
 normal sizes tracing the same process at the same time. Counted plus dropped must equal what
 happened, exactly. And the block requests still in flight when a run stops are counted, as many
 as the device says."""
+import contextlib
 import json
 import subprocess
 
@@ -207,54 +208,133 @@ sys.stdin.readline()
 """
 
 
-def test_requests_still_in_flight_at_the_end_are_counted(tmp_path, out, loopfs):
-    """A loop device whose backing file is on a frozen filesystem keeps its requests in flight
-    (its worker waits for the thaw): the traced writes on it when scalp-bpf stops are
-    `blockio inflight_at_end`, exactly as many as the device itself says are in flight."""
-    outer, _ = loopfs
-    n = 5
+@contextlib.contextmanager
+def inner_fs(outer, tmp_path):
+    """An ext4 (no journal) on a loop device whose backing file is on `outer`: freezing `outer`
+    holds every write to it in flight (the loop worker waits for the thaw). Yields (mount point,
+    device name)."""
     image = outer / "inner.img"
     with open(image, "wb") as f:
         f.truncate(32 << 20)
     dev = subprocess.run(["losetup", "--find", "--show", image], check=True, capture_output=True,
                          text=True).stdout.strip()
-    name = dev.rsplit("/", 1)[1]
     mnt = tmp_path / "inner"
     mnt.mkdir()
-    frozen = work = None
     try:
         subprocess.run(["mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-E", "lazy_itable_init=0", dev],
                        check=True)
-        subprocess.run(["mount", "-o", "lazytime", dev, mnt], check=True)
+        subprocess.run(["mount", dev, mnt], check=True)
+        yield mnt, dev.rsplit("/", 1)[1]
+    finally:
+        subprocess.run(["umount", mnt])
+        subprocess.run(["losetup", "-d", dev])
+        image.unlink()
+
+
+@contextlib.contextmanager
+def frozen(fs):
+    subprocess.run(["fsfreeze", "--freeze", fs], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["fsfreeze", "--unfreeze", fs], check=True)
+
+
+def test_requests_still_in_flight_at_the_end_are_counted(tmp_path, out, loopfs):
+    """The traced writes in flight when scalp-bpf stops (held there by a frozen backing
+    filesystem) are `blockio inflight_at_end`, exactly as many as the device says are in
+    flight."""
+    outer, _ = loopfs
+    n = 5
+    with inner_fs(outer, tmp_path) as (mnt, name):
         prepare(mnt / "stuck.dat", 2 * n * BLOCK)
         work = subprocess.Popen([PYTHON, "-c", STUCK_WRITES, str(mnt / "stuck.dat"), str(n)],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        pid = int(work.stdout.readline().split()[1])
-        scalp = Scalp(out, "--pid", pid, "--interval", "200ms", "--tracers", "syscalls,blockio").wait_ready()
-        subprocess.run(["fsfreeze", "--freeze", outer], check=True)
-        frozen = outer
-        work.stdin.write("go\n")
-        work.stdin.flush()
+        try:
+            pid = int(work.stdout.readline().split()[1])
+            scalp = Scalp(out, "--pid", pid, "--interval", "200ms", "--tracers",
+                          "syscalls,blockio").wait_ready()
 
-        def in_flight():
-            return tuple(int(x) for x in open(f"/sys/block/{name}/inflight").read().split())
+            def in_flight():
+                return tuple(int(x) for x in open(f"/sys/block/{name}/inflight").read().split())
 
-        wait_for(lambda: in_flight() == (0, n), 30, f"{n} writes in flight on {name}")
-        assert scalp.stop() == 0, scalp.stderr
-        assert in_flight() == (0, n)
-    finally:
-        if frozen:
-            subprocess.run(["fsfreeze", "--unfreeze", frozen], check=True)
-        if work:
-            if work.poll() is None and work.stdin and not work.stdin.closed:
-                assert work.stdout.readline() == "done\n"
-                work.stdin.close()
-            work.wait(60)
-        subprocess.run(["umount", mnt])
-        subprocess.run(["losetup", "-d", dev])
-    assert work.returncode == 0
+            with frozen(outer):
+                work.stdin.write("go\n")
+                work.stdin.flush()
+                wait_for(lambda: in_flight() == (0, n), 30, f"{n} writes in flight on {name}")
+                assert scalp.stop() == 0, scalp.stderr
+                assert in_flight() == (0, n)
+            assert work.stdout.readline() == "done\n"
+            work.stdin.close()
+            assert work.wait(60) == 0
+        finally:
+            work.kill()
     # Counted once, at the end: in run.json and on stderr (no interval holds it).
     assert run_json(out)["drops"] == [{"tracer": "blockio", "reason": "inflight_at_end", "count": n}]
     assert absent_table(out, "drops") or rows(out, "drops") == []
     assert f"scalp-bpf: dropped {n} (blockio inflight_at_end)" in scalp.stderr
     assert absent_table(out, "blockio") or not [r for r in rows(out, "blockio") if r["device"] == name]
+
+
+# Dirties one page of each of N files and writes it out, then (on a second 'go') changes each
+# file's times and fsyncs all N at once from N threads. Without a journal, ext4's fsync writes
+# the inode through writeback_single_inode, waiting for the inode table block inside it.
+FSYNC_WINDOWS = r"""
+import os, sys, threading
+base, n = sys.argv[1], int(sys.argv[2])
+print("ready", os.getpid(), flush=True)
+sys.stdin.readline()
+fds = [os.open(f"{base}/f{i}", os.O_RDWR | os.O_CREAT, 0o600) for i in range(n)]
+for fd in fds:
+    os.write(fd, b"x" * 4096)
+    os.fdatasync(fd)
+print("dirtied", flush=True)
+sys.stdin.readline()
+for i in range(n):
+    os.utime(f"{base}/f{i}", (1000 + i, 1000 + i))
+threads = [threading.Thread(target=os.fsync, args=(fd,)) for fd in fds]
+for t in threads:
+    t.start()
+print("tids", *(t.native_id for t in threads), flush=True)
+for t in threads:
+    t.join()
+print("done", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_full_flusher_owner_map_counts_every_writeback_window_it_could_not_hold(tmp_path, loopfs):
+    """FLUSHER_OWNER holds, per task inside an inode's writeback (writeback_single_inode_start to
+    its end), whose pages it writes. Four threads fsync four files the workload dirtied, each
+    held inside its window by a frozen backing filesystem (their kernel stacks say so): a
+    one-entry map holds one window and counts the other three; a normal-sized run beside holds
+    all four."""
+    outer, _ = loopfs
+    n = 4
+    with inner_fs(outer, tmp_path) as (mnt, _):
+        work = subprocess.Popen([PYTHON, "-c", FSYNC_WINDOWS, str(mnt), str(n)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            pid = int(work.stdout.readline().split()[1])
+            small, normal = beside(tmp_path, pid, ["FLUSHER_OWNER=1"], "--tracers", "syscalls,blockio")
+            work.stdin.write("go\n")
+            work.stdin.flush()
+            assert work.stdout.readline() == "dirtied\n"
+            with frozen(outer):
+                work.stdin.write("go\n")
+                work.stdin.flush()
+                tids = work.stdout.readline().split()[1:]
+
+                def in_window():
+                    return [t for t in tids
+                            if "__writeback_single_inode" in open(f"/proc/{pid}/task/{t}/stack").read()]
+
+                wait_for(lambda: len(in_window()) == n, 30, f"{n} threads inside writeback_single_inode")
+            assert work.stdout.readline() == "done\n"
+            work.stdin.close()
+            assert work.wait(60) == 0
+            finish(small, normal)
+        finally:
+            work.kill()
+    assert drops(tmp_path / "small") == {("blockio", "flusher_owner_map_full"): n - 1}
+    assert drops(tmp_path / "normal") == {}
