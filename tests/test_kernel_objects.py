@@ -73,11 +73,11 @@ def test_a_run_that_ends_by_itself(out, how, nothing_left_in_the_kernel):
 
 
 def test_a_load_the_kernel_refuses_half_way(out, nothing_left_in_the_kernel):
-    """A map of 2·10⁹ entries (the syscall in-flight table) is refused when the maps are created (aya
+    """A map of 2³¹ entries (the syscall in-flight table) is refused when the maps are created (aya
     rounds ring buffer sizes up itself, so an odd ring size is no longer a refusal): some of the
     run's maps exist by then. Exit 4, one line, nothing left."""
     first = next_map_id()
-    r = run_scalp("run", "--output", out, "--map-entries", "SYSCALL_INFLIGHT=2000000000", "--", "true")
+    r = run_scalp("run", "--output", out, "--map-entries", "SYSCALL_INFLIGHT=2147483648", "--", "true")
     assert r.returncode == 4, r.stderr
     assert r.stderr.startswith("scalp-bpf: the kernel refused scalp-bpf's programs") and r.stderr.count("\n") == 1
     # Maps were created before the refusal (the ids moved on by more than our own map's).

@@ -17,6 +17,7 @@ pub const CONFIG: &str = "BLOCKIO_CONFIG";
 /// the set chosen by the request's address (array lookups are inlined by the verifier; a hash
 /// lookup costs ~50 ns three times per request). A request whose set is full of requests still
 /// in flight is dropped and counted. 16K entries: far above any queue depth × hardware queues.
+/// The sets in use follow the map's size ([`BlockIoConfig::inflight_set_mask`]).
 pub const BLOCK_INFLIGHT_ENTRIES: u32 = 16 * 1024;
 /// Entries per set of `BLOCK_INFLIGHT`.
 pub const BLOCK_INFLIGHT_WAYS: u32 = 4;
@@ -75,6 +76,10 @@ pub struct BlockIoConfig {
     /// `inode.i_mode`: a flusher writing a block device's inode writes the buffer cache
     /// (filesystem metadata), see [`BlockInflight::buffer_cache`].
     pub inode_mode_offset: u32,
+    /// `BLOCK_INFLIGHT` has `inflight_set_mask + 1` sets of [`BLOCK_INFLIGHT_WAYS`] entries.
+    pub inflight_set_mask: u32,
+    /// An in-flight entry older than this is stale (ns).
+    pub stale_ns: u64,
 }
 
 /// [`BlockIoConfig::disk_path`]: no way to the disk (flushes count under device 0:0).
@@ -84,7 +89,11 @@ pub const DISK_VIA_QUEUE: u32 = 1;
 /// request.rq_disk (before 5.19).
 pub const DISK_VIA_REQUEST: u32 = 2;
 
-const _: () = assert!(core::mem::size_of::<BlockIoConfig>() == 100);
+const _: () = assert!(core::mem::size_of::<BlockIoConfig>() == 112);
+
+/// [`BlockIoConfig::stale_ns`] unless a test sets it: no request takes two minutes (the SCSI and
+/// NVMe default timeouts are 30 s).
+pub const STALE_NS: u64 = 120_000_000_000;
 
 crate::drop_reasons! {
     /// What the block I/O tracer can lose.
@@ -93,11 +102,14 @@ crate::drop_reasons! {
         InflightFull = 0 => "inflight_map_full",
         /// A (process, device, op) key did not fit in `BLOCK_STATS`: that request is lost.
         StatsFull = 1 => "stats_map_full",
-        /// An inode's dirtier could not be remembered (`WRITEBACK_OWNER` full): its writeback is
-        /// not attributed.
+        /// An inode's dirtier could not be remembered: its writeback is not attributed.
+        /// `WRITEBACK_OWNER` is an LRU map, which evicts rather than fails when full: this counts
+        /// only an update the kernel could not make (bucket lock busy, no node to take). An
+        /// evicted inode's later writeback is not attributed and not counted.
         WritebackOwnerFull = 2 => "writeback_owner_map_full",
-        /// A block request completed on an in-flight entry older than two minutes: a traced
-        /// request that vanished left it; the completion is not charged.
+        /// An in-flight entry older than [`BlockIoConfig::stale_ns`] (two minutes): a traced
+        /// request that vanished left it, reclaimed by another request or found at completion;
+        /// the completion is not charged.
         StaleEntry = 3 => "stale_inflight_entry",
         /// A flusher thread's owner could not be remembered (`FLUSHER_OWNER` full): the requests
         /// it issues for that inode are not attributed to the process that dirtied it.

@@ -78,8 +78,10 @@ crate::drop_reasons! {
         /// An event did not fit in the `SOCKET_EVENTS` ring buffer (user space fell behind).
         /// Its statement is lost; the parser resynchronizes on the connection's next messages.
         EventLost = 0 => "event_ring_full",
-        /// A socket's verdict could not be stored in `SOCKET_VERDICTS` (an LRU map, which fails
-        /// only when it cannot evict): the socket is classified again on its next message.
+        /// A socket's verdict could not be stored in `SOCKET_VERDICTS` (an LRU map, which evicts
+        /// rather than fails when full: only an update the kernel could not make, bucket lock busy
+        /// or no node to take): the socket is classified again on its next message, as an evicted
+        /// one is.
         VerdictMapFull = 1 => "socket_map_full",
     }
 }

@@ -65,10 +65,6 @@ static FLUSHER_OWNER: HashMap<u32, Flusher> = HashMap::with_max_entries(FLUSHER_
 #[unsafe(no_mangle)]
 static TRACED_IN_FLIGHT: SharedCounter = SharedCounter::new();
 
-/// Older than this, an in-flight entry is stale: no request takes two minutes (the SCSI and NVMe
-/// default timeouts are 30 s).
-const STALE_NS: u64 = 120_000_000_000;
-
 /// `REQ_OP_WRITE` in `cmd_flags & REQ_OP_MASK` (the same in every kernel).
 const REQ_OP_WRITE: u32 = 1;
 
@@ -93,10 +89,10 @@ fn owner_of(rq: *const u8) -> Option<(Owner, Attribution, bool)> {
     // the dirtier then, and the window only stands in when the page names none.
     if setting!(BLOCKIO_CONFIG.owner_from_page) != 0 {
         let cmd_flags: u32 = btf_field(rq, setting!(BLOCKIO_CONFIG.rq_cmd_flags_offset));
-        if cmd_flags & 0xff == REQ_OP_WRITE {
-            if let Some((owner, buffer_cache)) = owner_of_first_page(rq) {
-                return Some((owner, Attribution::Writeback, buffer_cache));
-            }
+        if cmd_flags & 0xff == REQ_OP_WRITE
+            && let Some((owner, buffer_cache)) = owner_of_first_page(rq)
+        {
+            return Some((owner, Attribution::Writeback, buffer_cache));
         }
     }
     // SAFETY: a plain copy out of the map value.
@@ -198,7 +194,15 @@ fn describe(rq: *const u8, e: *mut BlockInflight) {
 #[inline(always)]
 fn set_of(rq: u64) -> u32 {
     let h = (rq >> 6) ^ (rq >> 18) ^ (rq >> 30);
-    ((h as u32) & (BLOCK_INFLIGHT_ENTRIES / BLOCK_INFLIGHT_WAYS - 1)) * BLOCK_INFLIGHT_WAYS
+    // The mask follows the map's size (user space checks it is sets × ways, sets a power of
+    // two), so every way of every set is inside the array.
+    ((h as u32) & setting!(BLOCKIO_CONFIG.inflight_set_mask)) * BLOCK_INFLIGHT_WAYS
+}
+
+/// Older than this, an in-flight entry is stale.
+#[inline(always)]
+fn is_stale(now: u64, queued_ns: u64) -> bool {
+    now.saturating_sub(queued_ns) > setting!(BLOCKIO_CONFIG.stale_ns)
 }
 
 /// The entry of request `rq`, active or not.
@@ -230,6 +234,8 @@ fn start(rq: *const u8) {
     let mut slot: *mut BlockInflight = core::ptr::null_mut();
     for way in 0..BLOCK_INFLIGHT_WAYS {
         let Some(e) = BLOCK_INFLIGHT.get_ptr_mut(set + way) else {
+            // Not with the mask user space derives from the map's size; counted all the same.
+            dropped(BlockDrop::InflightFull);
             return;
         };
         // SAFETY: valid map value.
@@ -238,8 +244,7 @@ fn start(rq: *const u8) {
                 slot = e;
                 break;
             }
-            if slot.is_null() && ((*e).active == 0 || now.saturating_sub((*e).queued_ns) > STALE_NS)
-            {
+            if slot.is_null() && ((*e).active == 0 || is_stale(now, (*e).queued_ns)) {
                 slot = e;
             }
         }
@@ -399,7 +404,7 @@ fn finish(rq: *const u8, error: bool) {
     TRACED_IN_FLIGHT.sub(1);
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    if now.saturating_sub(e.queued_ns) > STALE_NS {
+    if is_stale(now, e.queued_ns) {
         // A traced request that vanished without completing left this entry, and an untraced
         // request now uses the same address: not ours.
         dropped(BlockDrop::StaleEntry);

@@ -68,6 +68,13 @@ pub enum LoadError {
     /// `--map-entries` named a map the object does not have.
     #[error("--map-entries: the kernel object has no map {0}")]
     UnknownMap(String),
+    /// `--map-entries` gave a map its programs index by a mask a size they cannot index.
+    #[error("--map-entries {map}={entries}: {map} must have {shape} entries")]
+    MapShape {
+        map: &'static str,
+        entries: u32,
+        shape: String,
+    },
     #[error("this architecture ({0}) is not supported")]
     Arch(String),
 }
@@ -85,7 +92,7 @@ impl LoadError {
     pub fn exit_code(&self) -> crate::exit::ExitCode {
         match self {
             LoadError::NoObject => crate::exit::ExitCode::Internal,
-            LoadError::UnknownMap(_) => crate::exit::ExitCode::Usage,
+            LoadError::UnknownMap(_) | LoadError::MapShape { .. } => crate::exit::ExitCode::Usage,
             _ => crate::exit::ExitCode::KernelUnsupported,
         }
     }
@@ -103,6 +110,8 @@ pub struct KernelSetup<'a> {
     pub nr_cpus: u32,
     globals: Vec<(&'static str, Vec<u8>)>,
     map_entries: Vec<(&'static str, u32)>,
+    /// A test-only size (`--map-entries`) a tracer's indexing cannot use.
+    bad_shape: Option<LoadError>,
     /// The tracer being set up: its probe rows as decided on this kernel, and its report.
     current: Option<(ProbePlan, TracerSupport)>,
 }
@@ -117,6 +126,7 @@ impl<'a> KernelSetup<'a> {
             nr_cpus: aya::util::nr_cpus().map_err(|(_, e)| LoadError::Cpus(e))? as u32,
             globals: Vec::new(),
             map_entries: Vec::new(),
+            bad_shape: None,
             current: None,
         })
     }
@@ -162,6 +172,41 @@ impl<'a> KernelSetup<'a> {
     pub fn map_entries(&mut self, name: &'static str, entries: u32) {
         self.map_entries.retain(|(n, _)| *n != name);
         self.map_entries.push((name, entries));
+    }
+
+    /// The entries map `name` will have: the test-only size (`--map-entries`) when one is
+    /// given, `entries` otherwise. For a map the programs index by a mask (`ways` entries per
+    /// set, `ways × 2^k` in all): its settings must follow the size the map really gets, or
+    /// lookups past its end would fail and lose events uncounted. A size of another shape
+    /// fails the run (exit 2) once the tracers are set up.
+    pub fn masked_entries(&mut self, name: &'static str, entries: u32, ways: u32) -> u32 {
+        let Some(n) = self
+            .settings
+            .map_entries
+            .iter()
+            .rev()
+            .find(|(m, _)| m == name)
+            .map(|(_, n)| *n)
+        else {
+            return entries;
+        };
+        let sets = n / ways;
+        if n % ways == 0 && sets.is_power_of_two() {
+            return n;
+        }
+        if self.bad_shape.is_none() {
+            let shape = if ways == 1 {
+                "2^k".to_owned()
+            } else {
+                format!("{ways} × 2^k")
+            };
+            self.bad_shape = Some(LoadError::MapShape {
+                map: name,
+                entries: n,
+                shape,
+            });
+        }
+        entries
     }
 }
 
@@ -236,6 +281,9 @@ pub fn survey<'a>(settings: &'a Settings, btf: &'a KernelBtf) -> Result<Plan<'a>
         }
         planned.push((r, probes));
         support.push(s);
+    }
+    if let Some(e) = setup.bad_shape.take() {
+        return Err(e);
     }
     // Tracers that work through one that cannot run cannot run either.
     for (t, needed) in NEEDS {

@@ -52,6 +52,9 @@ pub struct Settings {
     pub block_fallback: bool,
     /// Test-only map sizes (`--map-entries MAP=N`), to make the kernel side's maps overflow.
     pub map_entries: Vec<(String, u32)>,
+    /// Test-only (`--block-stale-ms`): how old a block request's in-flight entry must be to
+    /// count as stale (two minutes when None).
+    pub block_stale_ms: Option<u32>,
 }
 
 impl Settings {
@@ -68,6 +71,7 @@ impl Settings {
             cache_ports: vec![11211],
             block_fallback: false,
             map_entries: Vec::new(),
+            block_stale_ms: None,
         }
     }
 

@@ -175,6 +175,10 @@ pub struct TracerArgs {
     /// Repeatable.
     #[arg(long, value_name = "MAP=N", value_parser = parse_map_entries, hide = true)]
     pub map_entries: Vec<(String, u32)>,
+    /// Test only: a block request in flight longer than this is stale (its entry reclaimed,
+    /// its completion not charged), instead of two minutes.
+    #[arg(long, value_name = "MS", hide = true)]
+    pub block_stale_ms: Option<u32>,
 }
 
 fn parse_map_entries(s: &str) -> Result<(String, u32), String> {

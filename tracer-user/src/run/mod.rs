@@ -113,6 +113,7 @@ fn settings(args: &RunArgs, watch_exec: bool) -> Settings {
         cache_ports: with_default(11211, &args.http.cache_port),
         block_fallback: crate::settings::block_devices_without_iostats(),
         map_entries: args.tracers.map_entries.clone(),
+        block_stale_ms: args.tracers.block_stale_ms,
     }
 }
 

@@ -13,9 +13,9 @@ use aya::{
     maps::{Array, MapData},
 };
 use tracer_common::blockio::{
-    self as common, Attribution, BLOCK_INFLIGHT, BLOCK_STATS, BlockDrop, BlockInflight,
-    BlockIoConfig, BlockKey, BlockStats, DISK_NONE, DISK_VIA_QUEUE, DISK_VIA_REQUEST, FLAG_FUA,
-    FLAG_META, FLAG_PREFLUSH, FLAG_SYNC,
+    self as common, Attribution, BLOCK_INFLIGHT, BLOCK_INFLIGHT_ENTRIES, BLOCK_INFLIGHT_WAYS,
+    BLOCK_STATS, BlockDrop, BlockInflight, BlockIoConfig, BlockKey, BlockStats, DISK_NONE,
+    DISK_VIA_QUEUE, DISK_VIA_REQUEST, FLAG_FUA, FLAG_META, FLAG_PREFLUSH, FLAG_SYNC, STALE_NS,
 };
 
 use super::{
@@ -253,6 +253,11 @@ fn setup(k: &mut KernelSetup<'_>) -> Result<(), BtfError> {
         off("block_device", "bd_dev")?
     };
     let page = owner_from_page != 0;
+    let inflight = k.masked_entries(BLOCK_INFLIGHT, BLOCK_INFLIGHT_ENTRIES, BLOCK_INFLIGHT_WAYS);
+    let stale_ns = k
+        .settings
+        .block_stale_ms
+        .map_or(STALE_NS, |ms| u64::from(ms) * 1_000_000);
     let at = |s: &str, f: &str| if page { off(s, f) } else { Ok(0) };
     let config = BlockIoConfig {
         fallback: u32::from(fallback),
@@ -280,6 +285,8 @@ fn setup(k: &mut KernelSetup<'_>) -> Result<(), BtfError> {
         page_compound_head_offset: at("page", "compound_head")?,
         page_mapping_offset: at("page", "mapping")?,
         inode_mode_offset: off("inode", "i_mode")?,
+        inflight_set_mask: inflight / BLOCK_INFLIGHT_WAYS - 1,
+        stale_ns,
     };
     k.global(common::CONFIG, &config);
     Ok(())

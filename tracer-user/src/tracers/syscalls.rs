@@ -153,7 +153,8 @@ pub const WAITS: &[&str] = &[
 pub const PEER_READS: &[&str] = &["read", "readv", "recvfrom", "recvmsg", "recvmmsg"];
 
 fn setup(k: &mut KernelSetup<'_>) -> Result<(), BtfError> {
-    let inflight_slots = k.pid_max.next_power_of_two().min(MAX_INFLIGHT_SLOTS);
+    let slots = k.pid_max.next_power_of_two().min(MAX_INFLIGHT_SLOTS);
+    let inflight_slots = k.masked_entries(SYSCALL_INFLIGHT, slots, 1);
     k.global(
         common::CONFIG,
         &SyscallsConfig {
