@@ -199,11 +199,11 @@ impl Processes {
         }
     }
 
-    /// Ends live processes that are gone from /proc although no exit event came (the event was
-    /// lost, or the process died before it was marked). Returns their tgids (to unmark).
-    pub fn sweep_vanished(&mut self) -> Vec<u32> {
-        let gone: Vec<u32> = self
-            .live
+    /// Live processes that are gone from /proc (or zombies, or their PID reused) although no
+    /// exit event came: the event was lost, the process died before it was marked, or its event
+    /// is still in the ring (see [`Processes::end_vanished`]).
+    pub fn vanished(&self) -> Vec<ProcessKey> {
+        self.live
             .values()
             .filter(|r| match procfs::read(r.pid()) {
                 // A zombie makes no more syscalls; a different start time is a reused PID.
@@ -215,14 +215,23 @@ impl Processes {
                 }
                 Err(_) => true,
             })
-            .map(|r| r.pid())
-            .collect();
-        for tgid in &gone {
-            if let Some(record) = self.live.remove(tgid) {
+            .map(|r| r.key)
+            .collect()
+    }
+
+    /// Ends the processes of `keys` that are still live (no exit event came since they were
+    /// found vanished), without an exit status. Returns their tgids (to unmark).
+    pub fn end_vanished(&mut self, keys: &[ProcessKey]) -> Vec<u32> {
+        let mut ended = Vec::new();
+        for key in keys {
+            if self.live.get(&key.tgid).is_some_and(|r| r.key == *key)
+                && let Some(record) = self.live.remove(&key.tgid)
+            {
                 self.end(record, None, None);
+                ended.push(key.tgid);
             }
         }
-        gone
+        ended
     }
 
     /// Records the exit status of a process we waited for ourselves (the `--` command).

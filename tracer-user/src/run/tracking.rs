@@ -83,9 +83,17 @@ impl Tracking {
         }
     }
 
-    /// Ends processes gone from /proc without an exit event, and unmarks them.
+    /// Ends processes gone from /proc without an exit event, and unmarks them. A process seen
+    /// dead has run sched_process_exit, which queued its exit event before the process became a
+    /// zombie: the ring is read again first, so that a process that exited just after the last
+    /// read ends with its exit code, not as vanished.
     pub fn sweep(&mut self) {
-        for tgid in self.processes.sweep_vanished() {
+        let gone = self.processes.vanished();
+        if gone.is_empty() {
+            return;
+        }
+        self.drain();
+        for tgid in self.processes.end_vanished(&gone) {
             self.traced.unmark(tgid);
         }
     }
