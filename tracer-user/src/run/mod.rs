@@ -103,7 +103,13 @@ fn rfc3339(t: SystemTime) -> String {
 /// The settings of a run, from its flags and the machine.
 fn settings(args: &RunArgs, watch_exec: bool) -> Settings {
     Settings {
-        tracers: args.tracers.tracers.clone(),
+        tracers: args
+            .tracers
+            .tracers
+            .iter()
+            .filter(|t| !(args.tracers.no_system && *t == "system"))
+            .cloned()
+            .collect(),
         syscall_latency: args.syscalls.mode(),
         watch_exec,
         files: args.tracers.files.map(usize::from),

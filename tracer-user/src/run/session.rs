@@ -121,6 +121,9 @@ impl Session {
         let mut ticker = tokio::time::interval_at(start + self.plan.interval, self.plan.interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let deadline = self.plan.duration.map(|d| start + d);
+        for (_, tracer) in &mut self.tracing.tracers {
+            tracer.start();
+        }
         let mut interval_start = self.tracing.tracking.processes.now_unix_ns();
         let mut grace: Option<Instant> = None;
         let mut received: Option<(&'static str, i32)> = None;
