@@ -1,6 +1,7 @@
 """The system tables (system, system_cpu, system_disk, system_net) against loads the tests make
 themselves, each checked with counters the test reads itself from /proc and /sys: a CPU burner
 pinned with taskset, O_DIRECT writes to a private loop device, a TCP transfer over lo."""
+import json
 import os
 import subprocess
 import time
@@ -107,7 +108,13 @@ def test_direct_writes_are_the_devices_own_counts_across_intervals(out, loopfs):
     path = mnt / "system.dat"
     prepare(path, 64 * BLOCK)
     writer = Load("direct", path, 64, 4, 0.4)
+    # prepare() synced; wait until the device is quiet (its last writes completed).
     before = disk_stat(dev)
+    for _ in range(50):
+        time.sleep(0.1)
+        if (now := disk_stat(dev)) == before:
+            break
+        before = now
     scalp = Scalp(out, "--pid", writer.pid, "--interval", "200ms", "--tracers", "syscalls,system").wait_ready()
     writer.go()
     assert writer.line() == ["done"]
@@ -125,7 +132,10 @@ def test_direct_writes_are_the_devices_own_counts_across_intervals(out, loopfs):
     assert sum(r["writes"] for r in mine) == writes == 256
     assert sum(r["write_bytes"] for r in mine) == sectors_written * 512 == 256 * BLOCK
     assert sum(r["reads"] for r in mine) == 0 and sum(r["read_bytes"] for r in mine) == sectors_read * 512
-    assert all(r["busy_ns"] >= 0 and r["in_flight"] == 0 for r in mine)
+    # One synchronous write at a time: at most one in flight when an interval ends, none at the
+    # end of the run.
+    assert all(r["busy_ns"] >= 0 and r["in_flight"] in (0, 1) for r in mine)
+    assert max(mine, key=lambda r: r["interval_end"])["in_flight"] == 0
     assert sum(r["busy_ns"] for r in mine) > 0
 
 
@@ -179,6 +189,17 @@ def test_memory_load_and_counters_are_the_machines(out):
     assert all(row["context_switches"] > 0 for row in system if length_ns(row) >= 100e6)
     assert 20 <= sum(row["forks"] for row in system) <= forks_after - forks
     assert "system: " in scalp.stderr and "system_cpu: " in scalp.stderr
+
+    # summary's line: the CPU shares of the run's own rows.
+    modes = {m: sum(row[f"cpu_{m}_ns"] for row in system) for m in MODES}
+    busy = 100 * (1 - (modes["idle"] + modes["iowait"]) / sum(modes.values()))
+    text = run_scalp("summary", out)
+    line = next(x for x in text.stdout.splitlines() if x.startswith("system: "))
+    assert line.startswith(f"system: CPU {busy:.0f} % busy (user "), line
+    assert f"of {os.cpu_count()} CPUs" in line
+    doc = json.loads(run_scalp("summary", out, "--format", "json").stdout)
+    assert abs(doc["system"]["cpu_busy_percent"] - busy) < 1e-6
+    assert doc["system"]["cpus"] == os.cpu_count()
 
 
 def test_no_system_writes_none_of_the_tables(out, tmp_path):

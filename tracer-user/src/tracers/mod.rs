@@ -92,8 +92,8 @@ pub type DropCount = (&'static str, &'static str, u64);
 /// back, so that all tables describe the same instant; then [`Tracer::batches`] on each, and only
 /// then writes.
 pub trait Tracer {
-    /// The first interval starts now (tracers that read counters outside the kernel's maps
-    /// take their baseline here).
+    /// The first interval starts now: the targets are marked, the command (if any) is about to
+    /// start. Tracers that read counters outside the kernel's maps take their baseline here.
     fn start(&mut self) {}
     /// Reads the kernel maps (totals, events still in rings) at the interval's end.
     fn snapshot(&mut self, processes: &Processes) -> Result<(), TracerError>;

@@ -9,6 +9,7 @@
 
 mod deltas;
 mod read;
+pub mod summary;
 mod tables;
 
 use std::collections::{BTreeMap, BTreeSet};
