@@ -136,7 +136,9 @@ def test_direct_writes_are_the_devices_own_counts_across_intervals(out, loopfs):
     # end of the run.
     assert all(r["busy_ns"] >= 0 and r["in_flight"] in (0, 1) for r in mine)
     assert max(mine, key=lambda r: r["interval_end"])["in_flight"] == 0
-    assert sum(r["busy_ns"] for r in mine) > 0
+    # Busy time is counted in jiffies (4 ms here): these writes to a loop device over tmpfs are
+    # too short to be sure to cross one, so only its bound is checked.
+    assert all(r["busy_ns"] <= length_ns(r) + 10e6 for r in mine)
 
 
 def test_a_transfer_over_lo_is_in_its_interface_rows(out):
