@@ -160,7 +160,8 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Tracers")]
 pub struct TracerArgs {
-    /// Tracers to run, comma-separated (syscalls always runs; the others build on it).
+    /// Tracers to run, comma-separated (syscalls always runs; the kernel ones build on it;
+    /// `system` reads the machine's counters from /proc).
     #[arg(
         long,
         value_delimiter = ',',
