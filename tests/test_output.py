@@ -12,7 +12,7 @@ import pytest
 
 from conftest import PYTHON, WORKLOADS, Held, Scalp, read_table, run_json, run_scalp, schema_doc
 
-TABLES = ["syscalls", "fileio", "blockio", "processes", "drops"]
+TABLES = ["syscalls", "fileio", "blockio", "processes", "drops", "system", "system_cpu", "system_disk", "system_net"]
 
 
 @pytest.fixture(scope="module")

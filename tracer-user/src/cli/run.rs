@@ -160,7 +160,8 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Tracers")]
 pub struct TracerArgs {
-    /// Tracers to run, comma-separated (syscalls always runs; the others build on it).
+    /// Tracers to run, comma-separated (syscalls always runs; the kernel ones build on it;
+    /// `system` reads the machine's counters from /proc).
     #[arg(
         long,
         value_delimiter = ',',
@@ -171,6 +172,10 @@ pub struct TracerArgs {
     /// Also write the N files with the most bytes per process and interval (`files` table).
     #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "20", value_parser = clap::value_parser!(u16).range(1..))]
     pub files: Option<u16>,
+    /// Do not write the machine's CPU, memory, disk and network tables (`system*`); the same
+    /// as leaving `system` out of --tracers.
+    #[arg(long)]
+    pub no_system: bool,
     /// Test only: the size of a kernel map (entries), to make it overflow on purpose.
     /// Repeatable.
     #[arg(long, value_name = "MAP=N", value_parser = parse_map_entries, hide = true)]

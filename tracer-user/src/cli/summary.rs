@@ -112,6 +112,11 @@ pub fn summary(args: &SummaryArgs) -> Result<String, crate::analysis::AnalysisEr
             ));
         }
     }
+    let machine = crate::tracers::system::summary::Machine::of(&run);
+    if let (Some(m), false) = (&machine, args.format == Format::Json) {
+        text.push_str(&m.line());
+        text.push('\n');
+    }
     for spec in crate::tracers::views::table_specs() {
         if !run.tables.contains_key(spec.table) {
             continue;
@@ -222,6 +227,7 @@ pub fn summary(args: &SummaryArgs) -> Result<String, crate::analysis::AnalysisEr
             "drops": run.meta.get("drops"),
             "unsealed_intervals": run.unsealed,
             "hosts": run.meta.get("hosts"),
+            "system": machine.as_ref().map(|m| m.json()),
             "tables": json_tables,
         });
         text = serde_json::to_string_pretty(&doc).unwrap_or_default();

@@ -10,15 +10,16 @@ use std::{fs, io, path::Path};
 
 /// The kernel's pid_max (largest PID + 1).
 pub fn pid_max() -> io::Result<u32> {
-    let text = fs::read_to_string("/proc/sys/kernel/pid_max")?;
-    text.trim()
-        .parse()
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    let max = procfs::sys::kernel::pid_max().map_err(|e| match e {
+        procfs::ProcError::Io(e, _) => e,
+        other => io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
+    })?;
+    u32::try_from(max).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// This boot's id (`/proc/sys/kernel/random/boot_id`).
 pub fn boot_id() -> String {
-    fs::read_to_string("/proc/sys/kernel/random/boot_id")
+    procfs::sys::kernel::random::boot_id()
         .map(|s| s.trim().to_owned())
         .unwrap_or_default()
 }
@@ -42,9 +43,7 @@ pub fn hostname() -> String {
 
 /// Clock ticks per second (`USER_HZ`), the unit of /proc/PID/stat times.
 pub fn clock_ticks_per_second() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks > 0 { ticks as u64 } else { 100 }
+    procfs::ticks_per_second().max(1)
 }
 
 /// Reads a clock in ns.

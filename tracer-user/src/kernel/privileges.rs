@@ -1,7 +1,5 @@
 //! Are we allowed to load tracing programs?
 
-use std::fs;
-
 /// Capability numbers (linux/capability.h).
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
@@ -16,12 +14,9 @@ pub enum PrivilegeError {
 
 /// The effective capability set of this process.
 fn effective_capabilities() -> u64 {
-    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .unwrap_or(0)
+    procfs::process::Process::myself()
+        .and_then(|p| p.status())
+        .map_or(0, |s| s.capeff)
 }
 
 /// Checks for CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN, which implies both).

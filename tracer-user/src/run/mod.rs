@@ -103,7 +103,13 @@ fn rfc3339(t: SystemTime) -> String {
 /// The settings of a run, from its flags and the machine.
 fn settings(args: &RunArgs, watch_exec: bool) -> Settings {
     Settings {
-        tracers: args.tracers.tracers.clone(),
+        tracers: args
+            .tracers
+            .tracers
+            .iter()
+            .filter(|t| !(args.tracers.no_system && *t == "system"))
+            .cloned()
+            .collect(),
         syscall_latency: args.syscalls.mode(),
         watch_exec,
         files: args.tracers.files.map(usize::from),
@@ -193,6 +199,13 @@ async fn execute(args: RunArgs, argv: Vec<String>) -> Result<ExitCode, RunError>
         let pid = initial.first().map_or(0, |(p, _)| p.pid);
         return Err(TargetError::Exited { pid }.into());
     }
+    // The first interval starts here, before the command starts and run.json says tracing is
+    // on: tracers that read counters outside the maps take their baseline now.
+    let mut collectors = collectors;
+    for (_, tracer) in &mut collectors {
+        tracer.start();
+    }
+    let first_interval_start = tracking.processes.now_unix_ns();
     // From here on a SIGINT or SIGTERM ends the run the normal way: a signal sent as soon as
     // run.json exists (tracing is on) once killed the process with its files incomplete.
     let signals = Signals::new()?;
@@ -228,6 +241,7 @@ async fn execute(args: RunArgs, argv: Vec<String>) -> Result<ExitCode, RunError>
         output,
         plan: Plan {
             interval: args.timing.interval,
+            first_interval_start,
             duration: args.timing.duration,
             pids_only: command.is_none()
                 && args

@@ -61,6 +61,9 @@ pub struct Output {
 /// When it ends.
 pub struct Plan {
     pub interval: Duration,
+    /// When the first interval started (ns since the epoch): before the command started and
+    /// run.json was written.
+    pub first_interval_start: i64,
     pub duration: Option<Duration>,
     /// Only PIDs were given: stop when they have all ended.
     pub pids_only: bool,
@@ -121,7 +124,7 @@ impl Session {
         let mut ticker = tokio::time::interval_at(start + self.plan.interval, self.plan.interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let deadline = self.plan.duration.map(|d| start + d);
-        let mut interval_start = self.tracing.tracking.processes.now_unix_ns();
+        let mut interval_start = self.plan.first_interval_start;
         let mut grace: Option<Instant> = None;
         let mut received: Option<(&'static str, i32)> = None;
 

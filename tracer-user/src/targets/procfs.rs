@@ -38,37 +38,34 @@ pub fn all_pids() -> Vec<u32> {
 
 /// Reads one process; `NotFound` when it is gone.
 pub fn read(pid: u32) -> io::Result<ProcInfo> {
-    let dir = Path::new("/proc").join(pid.to_string());
-    let stat = fs::read_to_string(dir.join("stat"))?;
-    let (state, ppid, start_ticks) = parse_stat(&stat).ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidData, format!("bad /proc/{pid}/stat"))
-    })?;
-    let comm = fs::read_to_string(dir.join("comm"))
-        .map(|s| s.trim_end_matches('\n').to_owned())
-        .unwrap_or_default();
-    let argv = fs::read(dir.join("cmdline"))
+    let pid_t = i32::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::NotFound))?;
+    // /proc/PID/stat through procfs (its comm may hold spaces and parentheses: procfs counts
+    // the fields from the last ')').
+    let stat = ::procfs::process::Process::new(pid_t)
+        .and_then(|p| p.stat())
+        .map_err(io_error)?;
+    // The command line by hand: procfs's `cmdline()` fails on an argument that is not UTF-8 and
+    // drops empty ones, and a name is matched against argv[0] and the script's position.
+    let argv = fs::read(Path::new("/proc").join(pid.to_string()).join("cmdline"))
         .map(|raw| split_cmdline(&raw))
         .unwrap_or_default();
     Ok(ProcInfo {
         pid,
-        ppid,
-        comm,
+        ppid: u32::try_from(stat.ppid).unwrap_or(0),
+        comm: stat.comm,
         argv,
-        start_ticks,
-        dead: matches!(state, 'Z' | 'X' | 'x'),
+        start_ticks: stat.starttime,
+        dead: matches!(stat.state, 'Z' | 'X' | 'x'),
     })
 }
 
-/// (state, ppid, starttime) from `/proc/PID/stat`. The comm field may hold spaces and
-/// parentheses, so fields are counted from the last ')'.
-pub fn parse_stat(stat: &str) -> Option<(char, u32, u64)> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // After the comm: state(3) ppid(4) … starttime(22) → indexes 0, 1, … 19.
-    let state = fields.first()?.chars().next()?;
-    let ppid = fields.get(1)?.parse().ok()?;
-    let start = fields.get(19)?.parse().ok()?;
-    Some((state, ppid, start))
+/// procfs's error as the `io::Error` callers tell a gone process by (`NotFound`).
+fn io_error(e: ::procfs::ProcError) -> io::Error {
+    match e {
+        ::procfs::ProcError::NotFound(_) => io::ErrorKind::NotFound.into(),
+        ::procfs::ProcError::Io(e, _) => e,
+        other => io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
+    }
 }
 
 fn split_cmdline(raw: &[u8]) -> Vec<String> {
@@ -105,8 +102,19 @@ mod tests {
 
     #[test]
     fn stat_parsing_survives_odd_comms() {
-        let stat = "42 (a b) c)) S 7 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 123456 1000 10";
-        assert_eq!(parse_stat(stat), Some(('S', 7, 123456)));
+        use ::procfs::FromRead as _;
+        let line = "42 (a b) c)) S 7 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 123456 1000 10 \
+                    0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n";
+        let stat = ::procfs::process::Stat::from_read(line.as_bytes()).expect("parses");
+        assert_eq!((stat.state, stat.ppid, stat.starttime), ('S', 7, 123456));
+        assert_eq!(stat.comm, "a b) c)");
+    }
+
+    #[test]
+    fn a_gone_process_is_not_found() {
+        // PIDs never exceed pid_max (at most 2^22).
+        let e = read(1 << 30).expect_err("no such process");
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod processes;
 pub mod sockets;
 pub mod sql;
 pub mod syscalls;
+pub mod system;
 pub mod views;
 
 use std::sync::LazyLock;
@@ -52,6 +53,7 @@ pub const REGISTRY: &[&Registration] = &[
     &amqp::REGISTRATION,
     &memcached::REGISTRATION,
     &sockets::REGISTRATION,
+    &system::REGISTRATION,
     &drops::REGISTRATION,
 ];
 
@@ -90,6 +92,9 @@ pub type DropCount = (&'static str, &'static str, u64);
 /// back, so that all tables describe the same instant; then [`Tracer::batches`] on each, and only
 /// then writes.
 pub trait Tracer {
+    /// The first interval starts now: the targets are marked, the command (if any) is about to
+    /// start. Tracers that read counters outside the kernel's maps take their baseline here.
+    fn start(&mut self) {}
     /// Reads the kernel maps (totals, events still in rings) at the interval's end.
     fn snapshot(&mut self, processes: &Processes) -> Result<(), TracerError>;
     /// The interval's rows per table, from the last snapshot (none when nothing happened).
@@ -402,7 +407,7 @@ mod registry {
     fn tracers_default_to_every_selectable_one() {
         assert_eq!(
             default_selection(),
-            "syscalls,fileio,blockio,sql,http,rpc,cache"
+            "syscalls,fileio,blockio,sql,http,rpc,cache,system"
         );
     }
 }
