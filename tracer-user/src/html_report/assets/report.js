@@ -102,7 +102,7 @@
       el("th", { class: "num" }, "N (" + t.n + ")"),
       ...(t.histogram ? ["min", "max", "avg", "p50", "p97", "p99"].map((c) => el("th", { class: "num" }, c)) : []),
       ...extra.map((c) => el("th", { class: "num" }, c)));
-    const table = el("table", { "data-table": t.table, "data-group": group }, el("thead", {}, head));
+    const table = el("table", { "data-table": t.table, "data-group": group, "data-keys": JSON.stringify(t.keys) }, el("thead", {}, head));
     const tb = el("tbody");
     for (const r of t.rows) {
       const cell = (col, v, text) => el("td", { class: "num", "data-col": col, "data-v": v === null ? "" : String(v) }, text);
@@ -219,6 +219,13 @@
   }
 
   for (const draw of pending) draw();
+  // Where each chart's canvas lies on the page (CSS pixels), for tests that look at pixels.
+  for (const box of document.querySelectorAll(".chart")) {
+    const c = box.querySelector("canvas");
+    if (!c) continue;
+    const r = c.getBoundingClientRect();
+    box.dataset.rect = JSON.stringify([Math.round(r.left + scrollX), Math.round(r.top + scrollY), Math.round(r.width), Math.round(r.height)]);
+  }
   body.dataset.charts = pending.length;
   body.dataset.renderMs = Math.round(performance.now() - t0);
   body.dataset.rendered = "1";
