@@ -69,8 +69,12 @@
   function timeline(tl, xs) {
     const [box, area] = chartBox(tl.title, { "data-chart": "timeline", "data-table": tl.table });
     const f = unitFmt(tl.unit);
+    // Percentiles exist only in intervals with calls: join them across the empty ones, and
+    // show each point (a lone interval is a dot, not nothing).
+    const sparse = tl.unit === "ns";
     const series = [{}].concat(tl.series.map((s, i) => ({
-      label: s.label, stroke: PALETTE[i % PALETTE.length], width: 1.5,
+      label: s.label, stroke: PALETTE[i % PALETTE.length], width: 1.5, spanGaps: sparse,
+      points: sparse ? { show: true, size: 7, fill: PALETTE[i % PALETTE.length] } : {},
       value: (u, v) => v === null || v === undefined ? "—" : f(v),
     })));
     const data = [xs].concat(tl.series.map((s) => s.values));
@@ -219,14 +223,17 @@
   }
 
   for (const draw of pending) draw();
-  // Where each chart's canvas lies on the page (CSS pixels), for tests that look at pixels.
-  for (const box of document.querySelectorAll(".chart")) {
-    const c = box.querySelector("canvas");
-    if (!c) continue;
-    const r = c.getBoundingClientRect();
-    box.dataset.rect = JSON.stringify([Math.round(r.left + scrollX), Math.round(r.top + scrollY), Math.round(r.width), Math.round(r.height)]);
-  }
-  body.dataset.charts = pending.length;
-  body.dataset.renderMs = Math.round(performance.now() - t0);
-  body.dataset.rendered = "1";
+  // uPlot sizes its canvases in a microtask it queued while drawing: measure after it.
+  queueMicrotask(() => {
+    // Where each chart's canvas lies on the page (CSS pixels), for tests that look at pixels.
+    for (const box of document.querySelectorAll(".chart")) {
+      const c = box.querySelector("canvas");
+      if (!c) continue;
+      const r = c.getBoundingClientRect();
+      box.dataset.rect = JSON.stringify([Math.round(r.left + scrollX), Math.round(r.top + scrollY), Math.round(r.width), Math.round(r.height)]);
+    }
+    body.dataset.charts = pending.length;
+    body.dataset.renderMs = Math.round(performance.now() - t0);
+    body.dataset.rendered = "1";
+  });
 })();
