@@ -174,31 +174,42 @@ fn key_at(table: &str, key: &[String], column: &str) -> String {
         .map_or_else(String::new, |i| key[i].clone())
 }
 
-/// Per process (as `summary --per-process` names them) and the service it belongs to: its
-/// sums of `columns` of `table`, over the rows `keep` accepts.
+/// Per process (as `summary --per-process` names them): its sums of `counters` of `table`,
+/// over the rows whose `filter` column (if any) has the value given. Aggregated with only the
+/// columns needed — no key, no histogram — so that a run of thousands of processes costs a
+/// few counters per process.
 fn per_process(
     run: &Run,
     table: &'static str,
-    columns: &[&str],
-    keep: impl Fn(&[String]) -> bool,
+    counters: &'static [&'static str],
+    filter: Option<(&'static [&'static str], &str)>,
 ) -> Result<HashMap<String, Vec<i64>>, AnalysisError> {
-    let Some(spec) = crate::tracers::views::table_spec(table) else {
+    let Some(full) = crate::tracers::views::table_spec(table) else {
         return Ok(HashMap::new());
     };
     if !run.tables.contains_key(table) {
         return Ok(HashMap::new());
     }
-    let agg = aggregate(run, spec, &Groups::of(run, true), true)?;
+    let spec = TableSpec {
+        table,
+        title: full.title,
+        keys: filter.map_or(&[], |(k, _)| k),
+        counters,
+        histogram: None,
+        default_sort: counters[0],
+        rank: full.rank,
+    };
+    let agg = aggregate(run, &spec, &Groups::of(run, true), true)?;
     let mut out: HashMap<String, Vec<i64>> = HashMap::new();
     for ((label, key), a) in &agg.rows {
-        if !keep(key) {
+        if filter.is_some_and(|(_, v)| key.first().map(String::as_str) != Some(v)) {
             continue;
         }
         let sums = out
             .entry(label.clone())
-            .or_insert_with(|| vec![0; columns.len()]);
-        for (s, c) in sums.iter_mut().zip(columns) {
-            *s += counter(table, a, c);
+            .or_insert_with(|| vec![0; counters.len()]);
+        for (s, v) in sums.iter_mut().zip(&a.counters) {
+            *s += v;
         }
     }
     Ok(out)
@@ -244,11 +255,9 @@ pub fn talkers(
     aggregated: &HashMap<&'static str, Aggregated>,
     services: &mut Services,
 ) -> Result<(), AnalysisError> {
-    let syscalls = per_process(run, "syscalls", &["calls", "errors"], |_| true)?;
-    let files = per_process(run, "fileio", &["bytes"], |k| {
-        key_at("fileio", k, "file_kind") == "file"
-    })?;
-    let block = per_process(run, "blockio", &["bytes"], |_| true)?;
+    let syscalls = per_process(run, "syscalls", &["calls", "errors"], None)?;
+    let files = per_process(run, "fileio", &["bytes"], Some((&["file_kind"], "file")))?;
+    let block = per_process(run, "blockio", &["bytes"], None)?;
     let mut processes: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     let mut seen = std::collections::HashSet::new();
     for (label, service) in services_of_processes(run) {

@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 
 use super::Services;
 use crate::analysis::{
-    AnalysisError,
-    aggregate::{Agg, Groups, aggregate_by_interval},
+    AnalysisError, TableSpec,
+    aggregate::{Agg, ByInterval, Groups, aggregate_by_interval},
     load::Run,
     series::Frame,
 };
@@ -177,7 +177,6 @@ pub fn timelines(
     groups: &Groups,
     services: &mut Services,
 ) -> Result<(), AnalysisError> {
-    let n = frame.starts.len();
     let index: BTreeMap<i64, usize> = frame
         .starts
         .iter()
@@ -189,17 +188,53 @@ pub fn timelines(
         if charts.is_empty() || !run.tables.contains_key(spec.table) {
             continue;
         }
-        let by = aggregate_by_interval(run, spec, groups)?;
+        for chart in charts {
+            // Aggregated per chart with only its columns: a rate chart needs no histogram, a
+            // latency chart no key — per interval, that is most of the memory.
+            let narrow = match chart.kind {
+                Kind::Rate {
+                    counters, split, ..
+                } => TableSpec {
+                    keys: split,
+                    counters,
+                    histogram: None,
+                    default_sort: counters[0],
+                    ..**spec
+                },
+                Kind::Latency => TableSpec {
+                    keys: &[],
+                    counters: &[],
+                    ..**spec
+                },
+            };
+            let by = aggregate_by_interval(run, &narrow, groups)?;
+            add_chart(chart, &narrow, &by, frame, &index, services);
+        }
+    }
+    Ok(())
+}
+
+/// One chart of every service, from its table aggregated per interval.
+fn add_chart(
+    chart: &Chart,
+    spec: &TableSpec,
+    by: &ByInterval,
+    frame: &Frame,
+    index: &BTreeMap<i64, usize>,
+    services: &mut Services,
+) {
+    let n = frame.starts.len();
+    {
         let mut by_group: BTreeMap<&str, Vec<(&Vec<String>, &BTreeMap<i64, Agg>)>> =
             BTreeMap::new();
-        for ((g, k), per) in &by {
+        for ((g, k), per) in by {
             by_group.entry(g).or_default().push((k, per));
         }
         let col = |c: &str| spec.counters.iter().position(|x| *x == c);
         let key_col = |c: &str| spec.keys.iter().position(|x| *x == c);
         for (group, rows) in by_group {
             let service = services.entry(group.to_owned()).or_default();
-            for chart in &charts {
+            {
                 let (series_list, unit) = match chart.kind {
                     Kind::Rate {
                         counters,
@@ -299,5 +334,4 @@ pub fn timelines(
             }
         }
     }
-    Ok(())
 }
