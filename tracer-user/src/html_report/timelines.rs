@@ -214,6 +214,9 @@ pub fn timelines(
     Ok(())
 }
 
+/// One key's sums per interval start.
+type KeyIntervals<'a> = (&'a Vec<String>, &'a BTreeMap<i64, Agg>);
+
 /// One chart of every service, from its table aggregated per interval.
 fn add_chart(
     chart: &Chart,
@@ -225,8 +228,7 @@ fn add_chart(
 ) {
     let n = frame.starts.len();
     {
-        let mut by_group: BTreeMap<&str, Vec<(&Vec<String>, &BTreeMap<i64, Agg>)>> =
-            BTreeMap::new();
+        let mut by_group: BTreeMap<&str, Vec<KeyIntervals>> = BTreeMap::new();
         for ((g, k), per) in by {
             by_group.entry(g).or_default().push((k, per));
         }
