@@ -133,7 +133,7 @@
   root.append(el("h1", {}, "scalp-bpf report"));
   root.append(el("div", { class: "meta" },
     `run ${D.run}` + (D.run_start ? ` — ${D.run_start} → ${D.run_end || "?"}` : "") +
-    ` — ${D.seconds === null ? "?" : D.seconds.toFixed(1) + " s"} traced, ${xs.length} intervals, ${D.processes} processes, ${D.services.length} services` +
+    ` — ${D.seconds === null ? "?" : D.seconds.toFixed(1) + " s"} traced, ${xs.length} intervals, ${D.processes} process${D.processes === 1 ? "" : "es"}, ${D.services.length} service${D.services.length === 1 ? "" : "s"}` +
     (D.unsealed_intervals ? ` — ${D.unsealed_intervals} intervals read from the write-ahead log (live or killed run)` : "")));
   if (D.drops && D.drops.length) root.append(el("div", { class: "banner bad" }, "Dropped: " + JSON.stringify(D.drops)));
   const nav = el("nav", {}, ...D.services.map((s) => el("a", { href: "#" + anchor(s.name) }, s.name)));
