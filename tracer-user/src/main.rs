@@ -7,6 +7,7 @@ mod analysis;
 mod cli;
 mod devices;
 mod exit;
+mod html_report;
 mod kernel;
 mod loader;
 mod probes;
@@ -51,6 +52,7 @@ fn main() -> std::process::ExitCode {
         Command::Summary(args) => cli::summary::main(args),
         Command::Diff(args) => cli::diff::main(args),
         Command::Units(args) => cli::units::main(args),
+        Command::Report(args) => cli::report::main(args),
         Command::Recover(args) => cli::recover::main(args),
         Command::Ship(args) => cli::ship::main(args),
         Command::Check(args) => cli::check::main(args),

@@ -45,6 +45,8 @@ fn packages(profile: Profile) -> Vec<&'static str> {
             "nginx",
             "gcc",
             "python3-dev",
+            // tests/test_report.py opens `scalp-bpf report`'s page in headless Chromium.
+            "chromium",
         ]);
     }
     if profile == Profile::Bench {

@@ -169,7 +169,7 @@ pub struct Aggregated {
 
 pub fn aggregate(
     run: &Run,
-    spec: &'static TableSpec,
+    spec: &TableSpec,
     groups: &Groups,
     per_process: bool,
 ) -> Result<Aggregated, AnalysisError> {
@@ -196,7 +196,7 @@ pub type ByInterval = BTreeMap<(String, Vec<String>), BTreeMap<i64, Agg>>;
 /// Like [`aggregate`], but keeping each interval apart: the samples `diff` judges noise by.
 pub fn aggregate_by_interval(
     run: &Run,
-    spec: &'static TableSpec,
+    spec: &TableSpec,
     groups: &Groups,
 ) -> Result<ByInterval, AnalysisError> {
     let mut rows = ByInterval::new();
@@ -244,7 +244,7 @@ impl Agg {
 /// Calls `f(group, key, interval start, counters, histogram)` for every row of the table.
 fn visit(
     run: &Run,
-    spec: &'static TableSpec,
+    spec: &TableSpec,
     groups: &Groups,
     per_process: bool,
     mut f: impl FnMut(String, Vec<String>, i64, &mut dyn Iterator<Item = i64>, Option<&[i64]>),

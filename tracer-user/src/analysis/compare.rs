@@ -53,6 +53,25 @@ pub struct Settings {
     pub new_floor: f64,
 }
 
+impl Settings {
+    /// What `diff` decides with when given no flag: per each group's own work, every
+    /// metric's own threshold and floor, 99 % confidence, new keys failing from 1 % per unit.
+    pub fn defaults() -> Settings {
+        Settings {
+            per: Per::Auto,
+            limits: metrics()
+                .iter()
+                .map(|m| Limits {
+                    threshold: m.threshold,
+                    floor: m.floor,
+                })
+                .collect(),
+            confidence: 0.99,
+            new_floor: 0.01,
+        }
+    }
+}
+
 /// One (group, key) of one metric in the base runs and the head run.
 #[derive(Clone, Debug)]
 pub struct Change {

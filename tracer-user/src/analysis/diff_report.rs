@@ -105,6 +105,28 @@ fn where_text(c: &Change) -> String {
     parts.join("; ")
 }
 
+/// Sorts changes in report order: by verdict, then metric order, then the biggest relative
+/// change first.
+pub fn order(changes: &mut [Change]) {
+    let at = |c: &Change| {
+        crate::tracers::views::metrics()
+            .iter()
+            .position(|m| m.id == c.metric.id)
+    };
+    changes.sort_by(|a, b| {
+        a.verdict
+            .cmp(&b.verdict)
+            .then_with(|| at(a).cmp(&at(b)))
+            .then_with(|| {
+                b.change
+                    .unwrap_or(f64::INFINITY)
+                    .abs()
+                    .total_cmp(&a.change.unwrap_or(f64::INFINITY).abs())
+            })
+            .then_with(|| (&a.group, &a.key).cmp(&(&b.group, &b.key)))
+    });
+}
+
 impl Report<'_> {
     fn uniform(&self) -> Option<&GroupBasis> {
         let first = self.groups.first()?;

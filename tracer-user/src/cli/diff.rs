@@ -10,8 +10,8 @@ use clap::{Args, ValueEnum};
 use crate::{
     analysis::{
         AnalysisError,
-        compare::{self, Change, Comparison, Limits, Measure, Per, Settings},
-        diff_report::Report,
+        compare::{self, Comparison, Limits, Measure, Per, Settings},
+        diff_report::{self, Report},
         load::Run,
     },
     exit::ExitCode,
@@ -250,26 +250,7 @@ pub fn diff(args: &DiffArgs) -> Result<(String, bool), AnalysisError> {
         mut changes,
         groups,
     } = compare::compare(&bases, &head, &settings)?;
-    changes.sort_by(|a, b| {
-        a.verdict
-            .cmp(&b.verdict)
-            .then_with(|| {
-                // Within a verdict: metric order, then the biggest relative change first.
-                let at = |c: &Change| {
-                    crate::tracers::views::metrics()
-                        .iter()
-                        .position(|m| m.id == c.metric.id)
-                };
-                at(a).cmp(&at(b))
-            })
-            .then_with(|| {
-                b.change
-                    .unwrap_or(f64::INFINITY)
-                    .abs()
-                    .total_cmp(&a.change.unwrap_or(f64::INFINITY).abs())
-            })
-            .then_with(|| (&a.group, &a.key).cmp(&(&b.group, &b.key)))
-    });
+    diff_report::order(&mut changes);
     let regressed = changes.iter().any(|c| c.verdict.fails());
     let report = Report {
         bases: &base_dirs,
@@ -313,6 +294,20 @@ mod tests {
         assert_eq!(parse_confidence("99%"), Ok(0.99));
         assert!(parse_confidence("100%").is_err());
         assert!(parse_confidence("30%").is_err());
+    }
+
+    #[test]
+    fn the_defaults_are_what_no_flag_gives() {
+        let cli = Cli::try_parse_from(["diff", "a", "b"]).expect("parses");
+        let flags = limits(&cli.diff);
+        let defaults = Settings::defaults();
+        assert_eq!(defaults.per, Per::Auto);
+        assert_eq!(defaults.confidence, cli.diff.confidence);
+        assert_eq!(defaults.new_floor, cli.diff.new_floor);
+        assert_eq!(defaults.limits.len(), flags.len());
+        for (d, f) in defaults.limits.iter().zip(&flags) {
+            assert_eq!((d.threshold, d.floor), (f.threshold, f.floor));
+        }
     }
 
     #[derive(Parser)]

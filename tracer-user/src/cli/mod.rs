@@ -4,6 +4,7 @@ pub mod calibrate;
 pub mod check;
 pub mod diff;
 pub mod recover;
+pub mod report;
 pub mod run;
 pub mod ship;
 pub mod summary;
@@ -30,6 +31,9 @@ pub enum Command {
     Summary(summary::SummaryArgs),
     /// Compare two runs of the same job; exit 1 when the second regressed (the CI gate).
     Diff(diff::DiffArgs),
+    /// Write one self-contained HTML page of a run: per service, timelines, histograms,
+    /// tables and top talkers; with --base, `diff`'s verdicts side by side.
+    Report(report::ReportArgs),
     /// Seal what a killed run left in its write-ahead log (idempotent).
     Recover(recover::RecoverArgs),
     /// Upload a finished run's files to object storage (s3:// or file://), Hive layout.
