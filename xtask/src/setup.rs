@@ -45,6 +45,8 @@ fn packages(profile: Profile) -> Vec<&'static str> {
             "nginx",
             "gcc",
             "python3-dev",
+            // `scalp-bpf top`'s tests drive it in a tmux of a known size.
+            "tmux",
         ]);
     }
     if profile == Profile::Bench {
@@ -302,6 +304,7 @@ mod tests {
             "bpftrace",
             "linux-perf",
             "fio",
+            "tmux",
         ] {
             assert!(test.contains(&p), "{p} missing from the test profile");
         }
