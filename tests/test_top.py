@@ -5,6 +5,7 @@ started), and with --output the tables written must agree. Keys switch views, so
 pause; q, Ctrl-C, SIGTERM and SIGINT end top with exit 0, the terminal restored (raw mode off,
 the alternate screen left) and nothing left in the kernel (conftest's autouse check follows the
 scalp-bpf inside tmux). Without a TTY: one line, exit 10."""
+import json
 import os
 import re
 import shlex
@@ -213,5 +214,39 @@ def test_top_without_a_terminal():
         assert r.stdout == ""
         r = run_scalp("top")
         assert (r.returncode, r.stderr) == (2, "scalp-bpf: nothing to trace: give --pid PID|NAME\n")
+    finally:
+        w.kill()
+
+
+def test_top_sql_view_counts_statements_per_fingerprint(nothing_left_in_the_kernel, tmux_sessions, mariadb):
+    """A real MariaDB and PyMySQL: the SQL view's fingerprints carry exactly the statements the
+    workload sent, and the failed ones as errors."""
+    from conftest import WORKLOADS
+    before = mariadb.status()
+    w = Held("mysql", "--port", mariadb.port, "--select", 700, "--failed", 30, script=str(WORKLOADS / "sql.py"))
+    try:
+        t = start(nothing_left_in_the_kernel, tmux_sessions, "--pid", w.pid, "--sql-port", mariadb.port,
+                  "--interval", "250ms")
+        t.keys("3")
+        t.wait_screen(lambda s: "SQL fingerprints" in s, "the SQL view")
+        w.go()
+        done = json.loads(w.readline())
+        assert (done["select"], done["failed"]) == (700, 30)
+
+        def fingerprint(screen, prefix):
+            # fingerprint (cut to the column), stmts/s, stmts, errors, p99
+            for line in screen.splitlines():
+                if line.startswith(prefix):
+                    cells = line.split()
+                    return int(cells[-3]), int(cells[-2])
+            return None
+        screen = t.wait_screen(lambda s: fingerprint(s, "SELECT id, v FROM scalp_items WHERE") == (700, 0)
+                               and fingerprint(s, "SELEC ? FROM nowhere") == (30, 30),
+                               "700 SELECTs and 30 failed statements")
+        assert w.finish() == 0
+        # The server's own count agrees.
+        assert mariadb.status()["Com_select"] - before["Com_select"] == 700
+        t.keys("q")
+        assert t.ended() == 0
     finally:
         w.kill()
