@@ -33,13 +33,11 @@ pub fn handle(app: &mut App, key: KeyEvent) -> Action {
         KeyCode::Char('/') => app.editing = true,
         KeyCode::Esc => app.filter.clear(),
         KeyCode::Char('p') | KeyCode::Char(' ') => app.toggle_pause(),
-        KeyCode::Tab | KeyCode::BackTab => {
-            if !app.view().process_columns.is_empty() {
-                app.focus = match app.focus {
-                    Focus::Processes => Focus::Detail,
-                    Focus::Detail => Focus::Processes,
-                };
-            }
+        KeyCode::Tab | KeyCode::BackTab if !app.view().process_columns.is_empty() => {
+            app.focus = match app.focus {
+                Focus::Processes => Focus::Detail,
+                Focus::Detail => Focus::Processes,
+            };
         }
         KeyCode::Char('s') => cycle_sort(app, 1),
         KeyCode::Char('S') => cycle_sort(app, -1),
