@@ -312,3 +312,157 @@ fn merge(a: &mut Agg, b: &Agg) {
         *x += y;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{
+        ArrayRef, Int32Array, Int64Array, ListArray, StringArray, TimestampMicrosecondArray,
+        types::Int64Type,
+    };
+
+    use super::*;
+    use crate::{processes::Processes, tracers::Interval};
+
+    /// A syscalls batch of (pid, syscall, calls, errors, histogram) rows; only the columns top
+    /// reads.
+    fn syscalls(rows: &[(i32, &str, i64, i64, Vec<i64>)]) -> RecordBatch {
+        let col = |a: ArrayRef| a;
+        RecordBatch::try_from_iter([
+            (
+                "process_pid",
+                col(Arc::new(Int32Array::from_iter_values(
+                    rows.iter().map(|r| r.0),
+                ))),
+            ),
+            (
+                "process_start_time",
+                col(Arc::new(TimestampMicrosecondArray::from_iter_values(
+                    rows.iter().map(|_| 7),
+                ))),
+            ),
+            (
+                "process_name",
+                col(Arc::new(StringArray::from_iter_values(
+                    rows.iter().map(|_| "worker"),
+                ))),
+            ),
+            (
+                "syscall_name",
+                col(Arc::new(StringArray::from_iter_values(
+                    rows.iter().map(|r| r.1),
+                ))),
+            ),
+            (
+                "calls",
+                col(Arc::new(Int64Array::from_iter_values(
+                    rows.iter().map(|r| r.2),
+                ))),
+            ),
+            (
+                "errors",
+                col(Arc::new(Int64Array::from_iter_values(
+                    rows.iter().map(|r| r.3),
+                ))),
+            ),
+            (
+                "duration_ns_sum",
+                col(Arc::new(Int64Array::from_iter_values(
+                    rows.iter().map(|_| 0),
+                ))),
+            ),
+            (
+                "duration_histogram",
+                col(Arc::new(ListArray::from_iter_primitive::<Int64Type, _, _>(
+                    rows.iter()
+                        .map(|r| Some(r.4.iter().map(|v| Some(*v)).collect::<Vec<_>>())),
+                ))),
+            ),
+        ])
+        .expect("batch")
+    }
+
+    fn drops(count: i64) -> RecordBatch {
+        RecordBatch::try_from_iter([
+            (
+                "tracer",
+                Arc::new(StringArray::from(vec!["sockets"])) as ArrayRef,
+            ),
+            (
+                "reason",
+                Arc::new(StringArray::from(vec!["event_ring_full"])) as ArrayRef,
+            ),
+            ("count", Arc::new(Int64Array::from(vec![count])) as ArrayRef),
+        ])
+        .expect("batch")
+    }
+
+    fn feed(m: &mut Model, seconds: i64, batches: &[(&'static str, RecordBatch)]) {
+        let processes = Processes::new();
+        let start = m.seq as i64 * seconds * 1_000_000_000;
+        m.ingest(&Collected {
+            interval: Interval {
+                start_unix_ns: start,
+                end_unix_ns: start + seconds * 1_000_000_000,
+            },
+            batches,
+            processes: &processes,
+            ended: &[],
+        });
+    }
+
+    #[test]
+    fn totals_add_up_and_rates_are_of_the_last_interval() {
+        let mut m = Model::default();
+        let mut hist = vec![0; 12];
+        hist[11] = 100; // [1024, 2048) ns
+        feed(
+            &mut m,
+            2,
+            &[
+                (
+                    "syscalls",
+                    syscalls(&[
+                        (10, "getppid", 100, 0, hist.clone()),
+                        (11, "openat", 4, 4, vec![]),
+                    ]),
+                ),
+                (drops::TABLE, drops(3)),
+            ],
+        );
+        feed(
+            &mut m,
+            2,
+            &[(
+                "syscalls",
+                syscalls(&[(10, "getppid", 50, 0, vec![]), (10, "read", 1, 1, vec![])]),
+            )],
+        );
+        let calls = m.counter("syscalls", "calls");
+        let errors = m.counter("syscalls", "errors");
+        let all = m.by_key("syscalls", &|_| true, &|k| k.first().cloned());
+        assert_eq!(all["getppid"].total(calls), 150);
+        assert_eq!(all["getppid"].last(calls), 50);
+        // Nothing in the last interval: no rate, the total stays.
+        assert_eq!(all["openat"].last(calls), 0);
+        assert_eq!(all["openat"].total(errors), 4);
+        assert_eq!(m.interval_secs, 2.0);
+        assert_eq!(m.elapsed_secs, 4.0);
+        // p99 from the totals' histogram (the summary's rule).
+        assert_eq!(
+            crate::analysis::percentile::quantile(&all["getppid"].total.hist, 0.99),
+            Some(1024.0 + 1024.0 * 0.99)
+        );
+        // One process only.
+        let only_10 = m.sum("syscalls", &|id| id.pid == 10, &|_| true);
+        assert_eq!(only_10.total(calls), 151);
+        assert_eq!(only_10.total(errors), 1);
+        // Processes are named by their rows; without lineage, their service is their name.
+        assert_eq!(m.procs.len(), 2);
+        assert!(m.procs.values().all(|p| p.service == "worker"));
+        // Drops: the total stays, the last interval's is 0 when nothing was dropped in it.
+        assert_eq!(m.drops_total(), 3);
+        assert_eq!(m.drops.values().map(|d| d.last).sum::<i64>(), 0);
+    }
+}
