@@ -27,6 +27,11 @@ pub struct ProcId {
     pub start_us: Option<i64>,
 }
 
+/// Ended processes listed one by one at most; older ones are folded into one row per service
+/// (their totals stay exact), so that a service forking thousands of short-lived children does
+/// not grow top without bound.
+const ENDED_LISTED: usize = 200;
+
 /// A traced process, as top shows it.
 #[derive(Clone, Debug)]
 pub struct Proc {
@@ -34,6 +39,8 @@ pub struct Proc {
     /// The service it belongs to: the target it was traced as, with its workers and children.
     pub service: String,
     pub alive: bool,
+    /// The interval it was first seen ended in.
+    pub ended_seq: Option<u64>,
 }
 
 /// One (process, key) of a table: its totals since top started and its last interval.
@@ -68,6 +75,8 @@ pub struct Model {
     pub drops: BTreeMap<(String, String), DropEntry>,
     /// Parent PID and why traced, of every process seen live (to find its service).
     lineage: HashMap<u32, (u32, TracedReason, String)>,
+    /// Per service, the row its folded ended processes add up in.
+    folded: HashMap<String, ProcId>,
 }
 
 impl Model {
@@ -107,13 +116,21 @@ impl Model {
                         name,
                         service,
                         alive: true,
+                        ended_seq: None,
                     },
                 );
             }
         }
         for (id, p) in self.procs.iter_mut() {
+            if self.folded.get(&p.service) == Some(id) {
+                continue;
+            }
             p.alive = c.processes.is_live(id.pid);
+            if !p.alive && p.ended_seq.is_none() {
+                p.ended_seq = Some(self.seq);
+            }
         }
+        self.fold_ended();
         // Ended processes' services are known by now; their PIDs may be reused.
         for r in c.ended {
             self.lineage.remove(&r.pid());
@@ -170,6 +187,7 @@ impl Model {
                         name: name[i].clone(),
                         service,
                         alive: true,
+                        ended_seq: None,
                     },
                 );
             }
@@ -188,6 +206,64 @@ impl Model {
             };
             merge(&mut e.last, &row);
             merge(&mut e.total, &row);
+        }
+    }
+
+    /// Beyond [`ENDED_LISTED`] ended processes, folds the oldest (down to half, so that this
+    /// runs rarely) into their service's "(ended)" row.
+    fn fold_ended(&mut self) {
+        let mut ended: Vec<(u64, ProcId)> = self
+            .procs
+            .iter()
+            .filter_map(|(id, p)| Some((p.ended_seq?, *id)))
+            .filter(|(_, id)| id.pid != 0)
+            .collect();
+        if ended.len() <= ENDED_LISTED {
+            return;
+        }
+        ended.sort_unstable();
+        let fold: HashMap<ProcId, ProcId> = ended[..ended.len() - ENDED_LISTED / 2]
+            .iter()
+            .filter_map(|(_, id)| {
+                let service = self.procs.get(id)?.service.clone();
+                let n = self.folded.len() as i64;
+                let into = *self.folded.entry(service.clone()).or_insert(ProcId {
+                    pid: 0,
+                    start_us: Some(-1 - n),
+                });
+                self.procs.entry(into).or_insert(Proc {
+                    name: "(ended)".to_owned(),
+                    service,
+                    alive: false,
+                    ended_seq: None,
+                });
+                Some((*id, into))
+            })
+            .collect();
+        let seq = self.seq;
+        for table in self.tables.values_mut() {
+            let moved: Vec<(ProcId, Vec<String>)> = table
+                .keys()
+                .filter(|(id, _)| fold.contains_key(id))
+                .cloned()
+                .collect();
+            for (id, key) in moved {
+                let Some(e) = table.remove(&(id, key.clone())) else {
+                    continue;
+                };
+                let into = table.entry((fold[&id], key)).or_default();
+                if into.seq != seq {
+                    into.last = Agg::default();
+                }
+                if e.seq == seq {
+                    merge(&mut into.last, &e.last);
+                    into.seq = seq;
+                }
+                merge(&mut into.total, &e.total);
+            }
+        }
+        for id in fold.keys() {
+            self.procs.remove(id);
         }
     }
 
@@ -464,5 +540,25 @@ mod tests {
         // Drops: the total stays, the last interval's is 0 when nothing was dropped in it.
         assert_eq!(m.drops_total(), 3);
         assert_eq!(m.drops.values().map(|d| d.last).sum::<i64>(), 0);
+    }
+
+    #[test]
+    fn ended_processes_fold_into_their_service_with_exact_totals() {
+        let mut m = Model::default();
+        // Nothing is live (an empty registry): all 250 processes ended in this interval.
+        let rows: Vec<(i32, &str, i64, i64, Vec<i64>)> = (1..=250)
+            .map(|pid| (pid, "getppid", 2, 0, vec![]))
+            .collect();
+        feed(&mut m, 1, &[("syscalls", syscalls(&rows))]);
+        assert_eq!(m.procs.len(), ENDED_LISTED / 2 + 1);
+        let folded: Vec<&Proc> = m.procs.values().filter(|p| p.name == "(ended)").collect();
+        assert_eq!(folded.len(), 1);
+        assert_eq!(folded[0].service, "worker");
+        let calls = m.counter("syscalls", "calls");
+        let all = m.sum("syscalls", &|_| true, &|_| true);
+        assert_eq!((all.total(calls), all.last(calls)), (500, 500));
+        // The most recent ones are still listed one by one.
+        assert!(m.procs.keys().any(|id| id.pid == 250));
+        assert!(!m.procs.keys().any(|id| id.pid == 1));
     }
 }

@@ -197,7 +197,13 @@ fn processes(f: &mut Frame<'_>, app: &App, area: Rect) {
         .map(|r| {
             let mut cells = vec![
                 Line::from(r.name),
-                Line::from(r.pid.map_or_else(String::new, |p| p.to_string())).right_aligned(),
+                // The "(ended)" row of folded processes has no PID.
+                Line::from(
+                    r.pid
+                        .filter(|p| *p != 0)
+                        .map_or_else(String::new, |p| p.to_string()),
+                )
+                .right_aligned(),
             ];
             cells.extend(
                 r.cells
