@@ -112,6 +112,9 @@ class Watch:
         self.suspect_children = {}
         self.leaked_to_children = []
         self.period = period
+        # Processes outside this pytest's tree whose descendants are followed too (a scalp-bpf
+        # started in a tmux, whose server is not a child of the test).
+        self.roots = []
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._sample, daemon=True)
         self.thread.start()
@@ -121,8 +124,13 @@ class Watch:
             self.sample()
             self.stopping.wait(self.period)
 
+    def follow(self, pid):
+        """Also follows `pid` and its descendants."""
+        self.roots.append(pid)
+        self.sample()
+
     def sample(self):
-        stack = children(os.getpid())
+        stack = children(os.getpid()) + list(self.roots)
         while stack:
             pid = stack.pop()
             kids = children(pid)

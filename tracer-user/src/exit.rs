@@ -24,6 +24,8 @@ pub enum ExitCode {
     BadRun,
     /// `diff`: the runs cannot be compared (different table sets or schema versions).
     Incomparable,
+    /// `top`: standard output is not a terminal (or the terminal cannot be used).
+    NoTerminal,
     /// A bug: an internal invariant failed.
     Internal,
     /// `run -- CMD`: CMD exists but cannot be executed.
@@ -47,6 +49,7 @@ impl ExitCode {
             ExitCode::OutputFailed => 7,
             ExitCode::BadRun => 8,
             ExitCode::Incomparable => 9,
+            ExitCode::NoTerminal => 10,
             ExitCode::Internal => 70,
             ExitCode::CommandNotExecutable => 126,
             ExitCode::CommandNotFound => 127,

@@ -19,6 +19,7 @@ mod sink;
 mod snapshot;
 mod syscall_names;
 mod targets;
+mod top;
 mod tracers;
 
 use clap::{Parser as _, error::ErrorKind};
@@ -48,6 +49,7 @@ fn main() -> std::process::ExitCode {
     let argv: Vec<String> = std::env::args().collect();
     let code = match cli.command {
         Command::Run(args) => run::main(args, argv),
+        Command::Top(args) => top::main(args, argv),
         Command::Calibrate(args) => cli::calibrate::main(args),
         Command::Summary(args) => cli::summary::main(args),
         Command::Diff(args) => cli::diff::main(args),
@@ -92,7 +94,7 @@ fn init_logging(verbose: u8) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| top::logs::Stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();

@@ -269,6 +269,11 @@ impl Processes {
         self.live.len()
     }
 
+    /// The processes running now (in no particular order).
+    pub fn live(&self) -> impl Iterator<Item = &ProcessRecord> {
+        self.live.values()
+    }
+
     /// Takes the processes that ended (after their last interval was collected).
     pub fn take_ended(&mut self) -> Vec<ProcessRecord> {
         let ended: Vec<ProcessRecord> = std::mem::take(&mut self.ended).into_values().collect();

@@ -47,6 +47,8 @@ fn packages(profile: Profile) -> Vec<&'static str> {
             "python3-dev",
             // tests/test_report.py opens `scalp-bpf report`'s page in headless Chromium.
             "chromium",
+            // `scalp-bpf top`'s tests drive it in a tmux of a known size.
+            "tmux",
         ]);
     }
     if profile == Profile::Bench {
@@ -304,6 +306,7 @@ mod tests {
             "bpftrace",
             "linux-perf",
             "fio",
+            "tmux",
         ] {
             assert!(test.contains(&p), "{p} missing from the test profile");
         }

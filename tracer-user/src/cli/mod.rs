@@ -8,6 +8,7 @@ pub mod report;
 pub mod run;
 pub mod ship;
 pub mod summary;
+pub mod top;
 pub mod units;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +28,10 @@ pub struct Cli {
 pub enum Command {
     /// Trace processes and write what they do to a directory of Parquet tables.
     Run(run::RunArgs),
+    /// A live terminal view of the traced services: syscalls, I/O, SQL, HTTP, RPC and cache per
+    /// service and process, read from the kernel maps every interval (nothing is written unless
+    /// --output).
+    Top(top::TopArgs),
     /// Summarize a run: per service (or process) and table, counts, totals and percentiles.
     Summary(summary::SummaryArgs),
     /// Compare two runs of the same job; exit 1 when the second regressed (the CI gate).

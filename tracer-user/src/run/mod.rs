@@ -4,7 +4,7 @@
 pub mod child;
 mod rings;
 mod session;
-mod tracking;
+pub mod tracking;
 
 use std::{path::PathBuf, time::SystemTime};
 
@@ -27,7 +27,7 @@ use crate::{
     targets::{self, TargetError, TargetSpec, TracedReason, procfs::ProcInfo},
     tracers::{self, TracerError, drops::DropsTable},
 };
-use session::{Output, Plan, Session, Signals, Tracing};
+pub use session::{Action, Collected, Frontend, Headless, Output, Plan, Session, Signals, Tracing};
 use tracking::{Tracking, TrackingError};
 
 #[derive(Debug, thiserror::Error)]
@@ -165,47 +165,12 @@ async fn execute(args: RunArgs, argv: Vec<String>) -> Result<ExitCode, RunError>
         .unwrap_or_else(|| output::default_dir(&host, started));
     output::check(&out_dir)?;
 
-    let names: Vec<String> = args
-        .targets
-        .pids
-        .iter()
-        .filter_map(|t| match t {
-            TargetSpec::Name(n) => Some(n.clone()),
-            TargetSpec::Pid(_) => None,
-        })
-        .collect();
-    let initial = targets::resolve(&args.targets.pids, &targets::snapshot(), args.targets.wait)?;
-    let settings = settings(&args, !names.is_empty());
-    let (mut loaded, kernel_tracers) = load(&settings, &kbtf)?;
-    // The kernel's parsed BTF is needed only to load; what it and the loader freed goes back to
-    // the system (malloc keeps freed heap otherwise: tens of MiB of RSS for the whole run).
-    drop(kbtf);
-    // SAFETY: malloc_trim only returns free heap pages to the kernel.
-    unsafe { libc::malloc_trim(0) };
-    let (enabled, pid_max) = (&kernel_tracers.enabled, kernel_tracers.pid_max);
-
-    // The tracers fill their tables in the kernel (syscall classes, sampling periods) before any
-    // target is marked: a short command would otherwise run before them.
-    let collectors = tracers::build(&mut loaded.ebpf, &settings, loaded.arch, enabled)?;
-    let drops = DropsTable::new(&mut loaded.ebpf, enabled)?;
-    let mut tracking = Tracking::new(&mut loaded.ebpf, pid_max, names)?;
-    for (info, reason) in &initial {
-        tracking.trace(info, reason.clone());
-    }
-    // A target that exited between resolution and marking never sends an exit event.
-    tracking.sweep();
-    let _ = tracking.take_ended();
-    if tracking.processes.live_count() == 0 && !tracking.watches_names() && command.is_none() {
-        let pid = initial.first().map_or(0, |(p, _)| p.pid);
-        return Err(TargetError::Exited { pid }.into());
-    }
-    // The first interval starts here, before the command starts and run.json says tracing is
-    // on: tracers that read counters outside the maps take their baseline now.
-    let mut collectors = collectors;
-    for (_, tracer) in &mut collectors {
-        tracer.start();
-    }
-    let first_interval_start = tracking.processes.now_unix_ns();
+    let Started {
+        mut tracing,
+        settings,
+        kernel_tracers,
+        first_interval_start,
+    } = start_tracing(&args, kbtf, command.is_some())?;
     // From here on a SIGINT or SIGTERM ends the run the normal way: a signal sent as soon as
     // run.json exists (tracing is on) once killed the process with its files incomplete.
     let signals = Signals::new()?;
@@ -216,7 +181,7 @@ async fn execute(args: RunArgs, argv: Vec<String>) -> Result<ExitCode, RunError>
                 ppid: std::process::id(),
                 ..Default::default()
             });
-            tracking.trace(&info, TracedReason::Command);
+            tracing.tracking.trace(&info, TracedReason::Command);
         })?),
         None => None,
     };
@@ -230,15 +195,10 @@ async fn execute(args: RunArgs, argv: Vec<String>) -> Result<ExitCode, RunError>
         &settings,
         &kernel_tracers,
     )?;
-    tracing::info!(output = %out_dir.display(), processes = tracking.processes.live_count(), "tracing");
+    tracing::info!(output = %out_dir.display(), processes = tracing.tracking.processes.live_count(), "tracing");
     let session = Session {
-        tracing: Tracing {
-            loaded,
-            tracking,
-            tracers: collectors,
-            drops,
-        },
-        output,
+        tracing,
+        output: Some(output),
         plan: Plan {
             interval: args.timing.interval,
             first_interval_start,
@@ -251,12 +211,87 @@ async fn execute(args: RunArgs, argv: Vec<String>) -> Result<ExitCode, RunError>
                     .all(|t| matches!(t, TargetSpec::Pid(_))),
             child,
         },
+        frontend: Headless,
     };
     session.run(signals).await
 }
 
+/// What [`start_tracing`] leaves: the programs attached, the collectors built, the targets
+/// marked.
+pub struct Started {
+    pub tracing: Tracing,
+    pub settings: Settings,
+    /// The tracers that run and what each enabled one got from this kernel.
+    pub kernel_tracers: loader::Tracers,
+    /// When the first interval starts: once the targets are marked, before a command starts
+    /// and run.json says tracing is on (tracers that read counters outside the maps took their
+    /// baseline then).
+    pub first_interval_start: i64,
+}
+
+/// The part of a run that `run` and `top` share: resolves the targets, loads and attaches the
+/// enabled tracers, builds their collectors and marks the targets traced. Fails when no target
+/// is left running (unless names are watched, or `with_command`: its command is marked next).
+pub fn start_tracing(
+    args: &RunArgs,
+    kbtf: KernelBtf,
+    with_command: bool,
+) -> Result<Started, RunError> {
+    let names: Vec<String> = args
+        .targets
+        .pids
+        .iter()
+        .filter_map(|t| match t {
+            TargetSpec::Name(n) => Some(n.clone()),
+            TargetSpec::Pid(_) => None,
+        })
+        .collect();
+    let initial = targets::resolve(&args.targets.pids, &targets::snapshot(), args.targets.wait)?;
+    let settings = settings(args, !names.is_empty());
+    let (mut loaded, kernel_tracers) = load(&settings, &kbtf)?;
+    // The kernel's parsed BTF is needed only to load; what it and the loader freed goes back to
+    // the system (malloc keeps freed heap otherwise: tens of MiB of RSS for the whole run).
+    drop(kbtf);
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe { libc::malloc_trim(0) };
+    let (enabled, pid_max) = (&kernel_tracers.enabled, kernel_tracers.pid_max);
+
+    // The tracers fill their tables in the kernel (syscall classes, sampling periods) before any
+    // target is marked: a short command would otherwise run before them.
+    let mut collectors = tracers::build(&mut loaded.ebpf, &settings, loaded.arch, enabled)?;
+    let drops = DropsTable::new(&mut loaded.ebpf, enabled)?;
+    let mut tracking = Tracking::new(&mut loaded.ebpf, pid_max, names)?;
+    for (info, reason) in &initial {
+        tracking.trace(info, reason.clone());
+    }
+    // A target that exited between resolution and marking never sends an exit event.
+    tracking.sweep();
+    let _ = tracking.take_ended();
+    if tracking.processes.live_count() == 0 && !tracking.watches_names() && !with_command {
+        let pid = initial.first().map_or(0, |(p, _)| p.pid);
+        return Err(TargetError::Exited { pid }.into());
+    }
+    // The first interval starts here, before the command starts and run.json says tracing is
+    // on: tracers that read counters outside the maps take their baseline now.
+    for (_, tracer) in &mut collectors {
+        tracer.start();
+    }
+    let first_interval_start = tracking.processes.now_unix_ns();
+    Ok(Started {
+        tracing: Tracing {
+            loaded,
+            tracking,
+            tracers: collectors,
+            drops,
+        },
+        settings,
+        kernel_tracers,
+        first_interval_start,
+    })
+}
+
 /// Creates the output directory, run.json and the sink with every enabled table.
-fn open_output(
+pub fn open_output(
     args: &RunArgs,
     argv: Vec<String>,
     out_dir: &std::path::Path,

@@ -1,11 +1,13 @@
 //! The running session: the event loop (intervals, rings, signals, the command) and the way out.
 
 use std::{
+    future::Future,
     os::fd::AsRawFd as _,
     path::PathBuf,
     time::{Duration, SystemTime},
 };
 
+use arrow_array::RecordBatch;
 use tokio::{
     signal::unix::{Signal, SignalKind, signal},
     time::{Instant, MissedTickBehavior},
@@ -19,7 +21,7 @@ use super::{
 use crate::{
     exit::ExitCode,
     loader::Loaded,
-    processes::{ProcessKey, ProcessRecord},
+    processes::{ProcessKey, ProcessRecord, Processes},
     sink::{
         Sink,
         budget::Budget,
@@ -71,10 +73,52 @@ pub struct Plan {
     pub child: Option<u32>,
 }
 
-pub struct Session {
+/// One interval as the session collected it: what the sink writes, shown to a [`Frontend`].
+pub struct Collected<'a> {
+    pub interval: Interval,
+    /// Every table's rows of the interval (the drops table's included), as the sink gets them.
+    pub batches: &'a [(&'static str, RecordBatch)],
+    pub processes: &'a Processes,
+    /// The processes that ended in the interval.
+    pub ended: &'a [ProcessRecord],
+}
+
+/// What a frontend asks of the session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Continue,
+    /// End the session (the user quit).
+    Quit,
+}
+
+/// Something that watches a session live (`top`): it sees every interval's rows, and its input
+/// may end the session. `run` has none ([`Headless`]).
+pub trait Frontend {
+    /// Waits for the user and handles what they did. Must be cancel-safe: the session drops the
+    /// future whenever something else happens first.
+    fn input(&mut self) -> impl Future<Output = Action>;
+    /// Every interval, once collected (and before it is written).
+    fn interval(&mut self, collected: &Collected<'_>);
+    /// The session is over: give the terminal back before the closing lines are printed.
+    fn end(&mut self) {}
+}
+
+/// No frontend: `scalp-bpf run`.
+pub struct Headless;
+
+impl Frontend for Headless {
+    fn input(&mut self) -> impl Future<Output = Action> {
+        std::future::pending()
+    }
+    fn interval(&mut self, _: &Collected<'_>) {}
+}
+
+pub struct Session<F: Frontend = Headless> {
     pub tracing: Tracing,
-    pub output: Output,
+    /// The files written; None for `top` without `--output`.
+    pub output: Option<Output>,
     pub plan: Plan,
+    pub frontend: F,
 }
 
 /// Why the loop ended.
@@ -85,6 +129,8 @@ enum Stop {
     Signal(&'static str, i32),
     CommandExited(i32),
     TargetsEnded,
+    /// The frontend's user quit.
+    Quit,
     Failed(RunError),
 }
 
@@ -107,7 +153,7 @@ impl Signals {
     }
 }
 
-impl Session {
+impl<F: Frontend> Session<F> {
     pub async fn run(mut self, mut signals: Signals) -> Result<ExitCode, RunError> {
         let rings = self.rings()?;
         let poll_rings = self
@@ -154,6 +200,9 @@ impl Session {
                     if let Some(stop) = self.on_signal("SIGTERM", libc::SIGTERM, &mut grace, &mut received) { break stop; }
                 }
                 _ = signals.child.recv() => {}
+                action = self.frontend.input() => {
+                    if action == Action::Quit { break Stop::Quit; }
+                }
                 _ = sleep_until(deadline) => break Stop::Duration,
                 _ = sleep_until(grace) => {
                     let (name, sig) = received.unwrap_or(("SIGTERM", libc::SIGTERM));
@@ -162,6 +211,7 @@ impl Session {
             }
         };
         drop(rings);
+        self.frontend.end();
         let (untraced, left_running) = match (&stop, self.plan.child) {
             // Tracing stopped before the command ended: it goes on untraced, and scalp-bpf waits
             // for it (its exit code is the run's), with the programs unloaded.
@@ -185,9 +235,11 @@ impl Session {
         match finished {
             Ok(mut f) => {
                 let code = wait_untraced(pid, &mut signals).await;
-                f.meta.command_exit_code = Some(i32::from(code.code()));
-                if let Err(e) = f.meta.write(&f.root) {
-                    tracing::warn!("cannot update run.json with the command's exit code: {e}");
+                if let Some((meta, root)) = &mut f.run {
+                    meta.command_exit_code = Some(i32::from(code.code()));
+                    if let Err(e) = meta.write(root) {
+                        tracing::warn!("cannot update run.json with the command's exit code: {e}");
+                    }
                 }
                 Ok(code)
             }
@@ -257,7 +309,9 @@ impl Session {
 
     /// `--max-size`: whether the next interval could take the output past the limit.
     fn over_budget(&mut self) -> bool {
-        let o = &mut self.output;
+        let Some(o) = &mut self.output else {
+            return false;
+        };
         let Some(budget) = &mut o.budget else {
             return false;
         };
@@ -295,12 +349,15 @@ impl Session {
         self.tracing.tracking.sweep();
         self.collect(interval_start)?;
         self.tracing.tracking.rescan();
-        self.output.sink.rotate_if_due()?;
+        if let Some(o) = &mut self.output {
+            o.sink.rotate_if_due()?;
+        }
         Ok(())
     }
 
-    /// Reads every tracer's maps at the same instant, then builds and writes the interval's
-    /// rows; processes that ended are written and reaped from the maps.
+    /// Reads every tracer's maps at the same instant, then builds the interval's rows, shows
+    /// them to the frontend and writes them; processes that ended are written and reaped from
+    /// the maps.
     fn collect(&mut self, interval_start: &mut i64) -> Result<(), RunError> {
         let t = &mut self.tracing;
         let processes = &t.tracking.processes;
@@ -314,23 +371,35 @@ impl Session {
             tracer.snapshot(processes)?;
         }
         t.drops.snapshot()?;
+        let mut batches = Vec::new();
         let mut user_drops: Vec<DropCount> = Vec::new();
         for (_, tracer) in &mut t.tracers {
-            for (table, batch) in tracer.batches(&interval, processes)? {
-                self.output.sink.write(table, &batch)?;
-            }
+            batches.extend(tracer.batches(&interval, processes)?);
             user_drops.extend(tracer.take_drops());
         }
         if let Some(batch) = t.drops.batch(&interval, user_drops)? {
-            self.output.sink.write(tracers::drops::TABLE, &batch)?;
+            batches.push((tracers::drops::TABLE, batch));
         }
         let ended = t.tracking.take_ended();
+        self.frontend.interval(&Collected {
+            interval,
+            batches: &batches,
+            processes: &t.tracking.processes,
+            ended: &ended,
+        });
+        if let Some(o) = &mut self.output {
+            for (table, batch) in &batches {
+                o.sink.write(table, batch)?;
+            }
+        }
         if !ended.is_empty() {
             let keys: Vec<ProcessKey> = ended.iter().map(|r| r.key).collect();
             for (_, tracer) in &mut t.tracers {
                 tracer.reap(&keys)?;
             }
-            write_processes(&mut self.output.sink, &ended)?;
+            if let Some(o) = &mut self.output {
+                write_processes(&mut o.sink, &ended)?;
+            }
         }
         Ok(())
     }
@@ -340,8 +409,8 @@ impl Session {
     fn finish(mut self, stop: Stop, mut interval_start: i64) -> Result<Finished, RunError> {
         let end = End::of(stop, self.plan.child.is_some());
         let mut failure = end.failure;
-        if let Some(status) = end.command_status {
-            self.output.meta.command_exit_code = Some(i32::from(child::exit_code_of(status)));
+        if let (Some(status), Some(o)) = (end.command_status, &mut self.output) {
+            o.meta.command_exit_code = Some(i32::from(child::exit_code_of(status)));
         }
         if failure.is_none() {
             // The command's exit event is in the ring by the time waitpid returns.
@@ -351,16 +420,16 @@ impl Session {
             }
             let result = self.collect(&mut interval_start).and_then(|()| {
                 let all = self.tracing.tracking.processes.take_all();
-                write_processes(&mut self.output.sink, &all)
+                match &mut self.output {
+                    Some(o) => write_processes(&mut o.sink, &all),
+                    None => Ok(()),
+                }
             });
             if let Err(e) = result {
                 failure = Some(e);
             }
         }
-        let o = &mut self.output;
-        o.meta.run_end = Some(rfc3339(SystemTime::now()));
-        o.meta.end_reason = Some(end.reason);
-        o.meta.drops = self
+        let drops: Vec<DropTotal> = self
             .tracing
             .drops
             .run_totals()
@@ -372,7 +441,23 @@ impl Session {
                 count,
             })
             .collect();
-        close_sink(o, &mut failure);
+        let Some(mut o) = self.output else {
+            // Nothing written (`top` without --output): the losses are still said.
+            for d in &drops {
+                eprintln!("scalp-bpf: dropped {} ({} {})", d.count, d.tracer, d.reason);
+            }
+            return match failure {
+                Some(e) => Err(e),
+                None => Ok(Finished {
+                    code: end.code,
+                    run: None,
+                }),
+            };
+        };
+        o.meta.run_end = Some(rfc3339(SystemTime::now()));
+        o.meta.end_reason = Some(end.reason);
+        o.meta.drops = drops;
+        close_sink(&mut o, &mut failure);
         let root = o.sink.root().to_owned();
         let meta_result = o.meta.write(&root);
         for d in &o.meta.drops {
@@ -410,8 +495,7 @@ impl Session {
         );
         Ok(Finished {
             code: end.code,
-            meta: self.output.meta,
-            root,
+            run: Some((o.meta, root)),
         })
     }
 }
@@ -442,6 +526,7 @@ impl End {
                 ..end("max size", ExitCode::Ok)
             },
             Stop::TargetsEnded => end("targets ended", ExitCode::Ok),
+            Stop::Quit => end("quit", ExitCode::Ok),
             Stop::Signal(name, sig) => end(
                 &format!("signal {name}"),
                 if with_command {
@@ -509,8 +594,8 @@ fn write_processes(sink: &mut Sink, records: &[ProcessRecord]) -> Result<(), Run
 /// What a finished session leaves for the way out.
 struct Finished {
     code: ExitCode,
-    meta: RunMetadata,
-    root: PathBuf,
+    /// run.json's contents and the run's directory, when it wrote one.
+    run: Option<(RunMetadata, PathBuf)>,
 }
 
 /// Waits for a command that goes on after tracing stopped; returns its exit code. The first
