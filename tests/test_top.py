@@ -146,6 +146,9 @@ def test_top_shows_exact_counts_switches_views_and_quits(nothing_left_in_the_ker
         # Every line fits the 80 columns.
         assert all(len(line) <= 80 for line in screen.splitlines()), screen
         assert "drops 0" in screen, screen
+        # The machine's last interval (the system tables) under the header.
+        assert re.search(r"^machine: CPU usr \d+% sys \d+% io \d+% st \d+%  load \d+\.\d\d", screen,
+                         re.M), screen
 
         # Views.
         for key, title in [("2", "descriptor I/O"), ("3", "SQL fingerprints"), ("4", "HTTP routes"),

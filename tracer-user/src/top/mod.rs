@@ -10,6 +10,7 @@
 mod app;
 mod input;
 pub mod logs;
+mod machine;
 mod model;
 mod render;
 mod terminal;

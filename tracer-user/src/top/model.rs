@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use arrow_array::RecordBatch;
 
+use super::machine::{Machine, is_system_table};
 use crate::{
     analysis::{
         aggregate::Agg,
@@ -77,6 +78,8 @@ pub struct Model {
     lineage: HashMap<u32, (u32, TracedReason, String)>,
     /// Per service, the row its folded ended processes add up in.
     folded: HashMap<String, ProcId>,
+    /// The machine in the last interval, when the system tables are on.
+    pub machine: Option<Machine>,
 }
 
 impl Model {
@@ -97,6 +100,11 @@ impl Model {
         for (table, batch) in c.batches {
             if *table == drops::TABLE {
                 self.ingest_drops(batch);
+            } else if is_system_table(table) {
+                let secs = self.interval_secs;
+                self.machine
+                    .get_or_insert_with(Machine::default)
+                    .ingest(table, batch, secs);
             } else if let Some(spec) = table_spec(table) {
                 self.ingest_table(spec, batch);
             }

@@ -20,15 +20,18 @@ use super::{
 
 pub fn draw(f: &mut Frame<'_>, app: &App) {
     let view = app.view();
+    let machine = machine_line(app.shown());
     let [header, tabs, body, status, keys] = Layout::vertical([
-        Constraint::Length(1),
+        Constraint::Length(if machine.is_some() { 2 } else { 1 }),
         Constraint::Length(1),
         Constraint::Min(4),
         Constraint::Length(1),
         Constraint::Length(1),
     ])
     .areas(f.area());
-    f.render_widget(Paragraph::new(header_line(app)), header);
+    let mut lines = vec![header_line(app)];
+    lines.extend(machine);
+    f.render_widget(Paragraph::new(lines), header);
     f.render_widget(Paragraph::new(tabs_line(app)), tabs);
     if view.process_columns.is_empty() {
         detail(f, app, body);
@@ -67,6 +70,29 @@ fn header_line(app: &App) -> Line<'static> {
         spans.push(Span::from("  PAUSED").bold().reversed());
     }
     Line::from(spans)
+}
+
+/// The machine in the last interval (the system tables), most telling first so that 80
+/// columns keep CPU, load and memory.
+fn machine_line(m: &Model) -> Option<Line<'static>> {
+    let s = m.machine.as_ref()?;
+    let pct = |x: f64| format!("{:.0}", x * 100.0);
+    let bytes = |v: Option<i64>| format(Kind::Bytes, v.map(|b| b as f64), 7);
+    let rate = |v: f64| format(Kind::ByteRate, Some(v), 8);
+    let load = s.load_1m.map_or_else(|| "-".to_owned(), |l| format!("{l:.2}"));
+    Some(Line::from(format!(
+        "machine: CPU usr {}% sys {}% io {}% st {}%  load {load}  mem {}/{}  disk r {} w {}  net rx {} tx {}",
+        pct(s.user),
+        pct(s.system),
+        pct(s.iowait),
+        pct(s.steal),
+        bytes(s.mem_used),
+        bytes(s.mem_total),
+        rate(s.disk_read),
+        rate(s.disk_write),
+        rate(s.net_rx),
+        rate(s.net_tx),
+    )))
 }
 
 fn tabs_line(app: &App) -> Line<'static> {
