@@ -5,6 +5,7 @@ MariaDB) is traced, reported and loaded; the page must run without a console mes
 network request, draw its charts (pixels in the screenshot, not a blank canvas), and its tables
 must show exactly what `scalp-bpf summary --format json` says of the same run. With --base, its
 comparison must be `diff --format json --all`'s, regressions highlighted."""
+import datetime
 import json
 import pathlib
 import shutil
@@ -337,34 +338,52 @@ def test_with_a_base_run_the_page_shows_diffs_verdicts(traced, mariadb):
     assert dom.data["diff"]["regressed"] is True
 
 
-def test_a_system_table_gets_its_own_timelines(traced, tmp_path):
-    """A run with a `system` table (CPU by mode per interval) shows it under the services; the
-    run above, without one, has no such section."""
-    assert "system" not in traced["dom"].sections
+def test_the_machine_gets_its_own_timelines(traced, tmp_path):
+    """The run's system tables (on by default) are charted under the services, value for value
+    from the Parquet files; the same run without them has no such section."""
+    data = traced["dom"].data
+    assert "system" in traced["dom"].sections
+    charts = {c["title"]: {s["label"]: s["values"] for s in c["series"]}
+              for c in data["system"]["timelines"]}
+    us = [round(t * 1e6) for t in data["t"]]
+    rows = {r["interval_start"]: r for r in
+            pq.read_table(traced["run"] / "system").to_pylist()}
+    key = lambda t: datetime.datetime.fromtimestamp(t / 1e6, datetime.timezone.utc)
+    modes = ["user", "nice", "system", "irq", "softirq", "iowait", "steal", "idle"]
+    cpu = charts["CPU time by mode (% of all CPUs)"]
+    memory = charts["Memory"]
+    seen = 0
+    for i, t in enumerate(us):
+        r = rows.get(key(t))
+        if r is None:
+            continue
+        seen += 1
+        all_ns = sum(r[f"cpu_{m}_ns"] for m in modes)
+        for m in modes:
+            assert cpu[m][i] == pytest.approx(100 * r[f"cpu_{m}_ns"] / all_ns, abs=1e-3), (m, i)
+        assert memory["mem_used_bytes"][i] == r["mem_used_bytes"]
+        assert charts["Load average"]["load_1m"][i] == pytest.approx(r["load_1m"], abs=1e-3)
+        assert charts["Context switches and forks (per interval)"]["forks"][i] == r["forks"]
+    assert seen >= len(us) - 1, (seen, len(us))
+    # Disks: whole disks only, per interval, as the table says.
+    disks = pq.read_table(traced["run"] / "system_disk").to_pylist()
+    chart = charts.get("Disks: bytes read and written (per interval)", {})
+    for d in {r["device"] for r in disks if not r["partition"]}:
+        want = sum(r["write_bytes"] for r in disks if r["device"] == d and not r["partition"]
+                   and round(r["interval_start"].timestamp() * 1e6) in us)
+        assert sum(v or 0 for v in chart[f"{d} write_bytes"]) == want, d
+    # Without the system tables: no section, and the page still works.
     run = tmp_path / "run"
     shutil.copytree(traced["run"], run)
-    starts = pq.read_table(run / "syscalls").column("interval_start").unique().to_pylist()
-    starts.sort()
-    n = len(starts)
-    ts = pa.timestamp("us", tz="UTC")
-    table = pa.table({
-        "interval_start": pa.array(starts * 2, ts),
-        "interval_end": pa.array(starts * 2, ts),
-        "cpu_mode": ["user"] * n + ["system"] * n,
-        "cpu_ns": pa.array([1000 * (i + 1) for i in range(n)] + [7] * n, pa.int64()),
-    })
-    (run / "system").mkdir()
-    pq.write_table(table, run / "system" / "part-00000001.parquet", compression="zstd")
-    page = tmp_path / "system.html"
+    for t in ("system", "system_cpu", "system_disk", "system_net"):
+        shutil.rmtree(run / t, ignore_errors=True)
+    page = tmp_path / "nosystem.html"
     r = run_scalp("report", run, "--output", page)
     assert r.returncode == 0, r.stderr
     out, err, requests, _ = chromium(page, "--dump-dom")
     dom = Dom(out)
-    assert dom.body.get("data-errors") == "0" and console_lines(err) == []
-    assert "system" in dom.sections
-    (chart,) = dom.data["system"]["timelines"]
-    series = {s["label"]: s["values"] for s in chart["series"]}
-    assert series == {"user": [1000.0 * (i + 1) for i in range(n)], "system": [7.0] * n}
+    assert dom.body.get("data-errors") == "0" and console_lines(err) == [] and requests == []
+    assert "system" not in dom.sections
 
 
 def test_the_page_renders_within_two_seconds(traced):

@@ -1,131 +1,201 @@
-//! The machine's own timelines, when the run has a `system` table (CPU by mode, memory, disk
-//! and network per interval). Read generically: one chart per numeric column, one series per
-//! combination of the row's text columns, values as recorded per interval (summed over rows of
-//! the same interval and series). A run without the table has no such section.
+//! The machine's own timelines, when the run has the system tables (`system`, `system_disk`,
+//! `system_net`): CPU time by mode as a share of all CPUs' time, load, memory, tasks, context
+//! switches and forks, TCP segments, and per disk and interface the bytes moved. Values are the
+//! tables' own per interval (deltas for counters, the interval's end for gauges; CPU shares are
+//! each mode's time over all modes' time). A run without the tables has no such section.
 
 use std::collections::BTreeMap;
 
-use arrow_array::{
-    Array, Float32Array, Float64Array, Int32Array, Int64Array, RecordBatch, UInt32Array,
-    UInt64Array,
-};
-use arrow_schema::DataType;
+use arrow_array::{Array, BooleanArray, Float64Array, RecordBatch};
 use serde_json::{Value, json};
 
 use super::timelines::series;
-use crate::analysis::load::{Run, ints, strings};
+use crate::{
+    analysis::load::{Run, ints, strings},
+    tracers::system::{DISK_TABLE, NET_TABLE, TABLE},
+};
 
-pub const TABLE: &str = "system";
-/// Charts at most (one per numeric column).
-const MAX_CHARTS: usize = 32;
-/// Series per chart at most.
-const MAX_SERIES: usize = 16;
+/// CPU modes of the `system` table, each `cpu_<mode>_ns`.
+const CPU_MODES: [&str; 8] = [
+    "user", "nice", "system", "irq", "softirq", "iowait", "steal", "idle",
+];
 
-/// A numeric column's values as f64.
-fn numbers(batch: &RecordBatch, i: usize) -> Option<Vec<Option<f64>>> {
-    let col = batch.column(i);
-    let any = col.as_any();
-    macro_rules! cast {
-        ($t:ty) => {
-            if let Some(a) = any.downcast_ref::<$t>() {
-                return Some(
-                    (0..a.len())
-                        .map(|j| (!a.is_null(j)).then(|| a.value(j) as f64))
-                        .collect(),
-                );
-            }
-        };
+/// Charts of the `system` table's own columns: title, unit, columns (each a series).
+const CHARTS: &[(&str, &str, &[&str])] = &[
+    ("Load average", "", &["load_1m", "load_5m", "load_15m"]),
+    (
+        "Memory",
+        "B",
+        &[
+            "mem_used_bytes",
+            "mem_available_bytes",
+            "mem_page_cache_bytes",
+            "mem_dirty_bytes",
+            "mem_writeback_bytes",
+            "swap_used_bytes",
+        ],
+    ),
+    (
+        "Context switches and forks (per interval)",
+        "",
+        &["context_switches", "forks"],
+    ),
+    (
+        "Tasks running and blocked",
+        "",
+        &["procs_running", "procs_blocked"],
+    ),
+    (
+        "TCP segments sent and retransmitted (per interval)",
+        "",
+        &["tcp_out_segments", "tcp_retransmitted_segments"],
+    ),
+];
+
+/// A column's values as f64 (integers or doubles).
+fn numbers(batch: &RecordBatch, name: &str) -> Option<Vec<Option<f64>>> {
+    if let Some(a) = batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<Float64Array>())
+    {
+        return Some(
+            (0..a.len())
+                .map(|i| (!a.is_null(i)).then(|| a.value(i)))
+                .collect(),
+        );
     }
-    cast!(Int64Array);
-    cast!(Int32Array);
-    cast!(UInt64Array);
-    cast!(UInt32Array);
-    cast!(Float64Array);
-    cast!(Float32Array);
-    None
+    ints(batch, name).map(|v| v.into_iter().map(|x| x.map(|x| x as f64)).collect())
 }
 
-/// Columns that identify a row rather than measure something.
-fn is_identity(name: &str) -> bool {
-    name.starts_with("interval_") || name.ends_with("_pid") || name == "pid"
+/// Series label → value per interval, added up over rows of the same interval and label.
+type Series = BTreeMap<String, Vec<Option<f64>>>;
+
+struct Axis<'a> {
+    index: BTreeMap<i64, usize>,
+    n: usize,
+    run: &'a Run,
 }
 
-/// The section's charts, or None when the run has no `system` table (or it has no rows).
-pub fn system(run: &Run, starts: &[i64]) -> Option<Value> {
-    let batches = run.tables.get(TABLE)?;
-    let index: BTreeMap<i64, usize> = starts.iter().enumerate().map(|(i, s)| (*s, i)).collect();
-    let n = starts.len();
-    // column → series label → value per interval
-    let mut charts: BTreeMap<String, BTreeMap<String, Vec<Option<f64>>>> = BTreeMap::new();
-    let mut order: Vec<String> = Vec::new();
-    for batch in batches {
-        let Some(interval) = ints(batch, "interval_start") else {
-            continue;
-        };
-        let schema = batch.schema();
-        let labels: Vec<Vec<String>> = schema
-            .fields()
-            .iter()
-            .filter(|f| *f.data_type() == DataType::Utf8 && !is_identity(f.name()))
-            .filter_map(|f| strings(batch, f.name()))
-            .collect();
-        for (ci, field) in schema.fields().iter().enumerate() {
-            if is_identity(field.name()) {
-                continue;
-            }
-            let Some(values) = numbers(batch, ci) else {
+impl Axis<'_> {
+    /// Rows of `table` by interval: calls `f(batch, row, interval index)`.
+    fn rows(&self, table: &str, mut f: impl FnMut(&RecordBatch, usize, usize)) {
+        for batch in self.run.tables.get(table).into_iter().flatten() {
+            let Some(starts) = ints(batch, "interval_start") else {
                 continue;
             };
-            if !charts.contains_key(field.name()) {
-                order.push(field.name().clone());
-            }
-            let chart = charts.entry(field.name().clone()).or_default();
-            for (row, v) in values.iter().enumerate() {
-                let (Some(v), Some(Some(start))) = (v, interval.get(row)) else {
-                    continue;
-                };
-                let Some(&i) = index.get(start) else { continue };
-                let label = labels
-                    .iter()
-                    .map(|l| l[row].as_str())
-                    .filter(|s| !s.is_empty())
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                let label = if label.is_empty() {
-                    field.name().clone()
-                } else {
-                    label
-                };
-                let s = chart.entry(label).or_insert_with(|| vec![None; n]);
-                s[i] = Some(s[i].unwrap_or(0.0) + v);
+            for (row, start) in starts.iter().enumerate() {
+                if let Some(&i) = start.and_then(|s| self.index.get(&s)) {
+                    f(batch, row, i);
+                }
             }
         }
     }
-    let list: Vec<Value> = order
-        .iter()
-        .filter_map(|name| {
-            let chart = charts.get(name)?;
-            (!chart.is_empty()).then(|| {
-                json!({
-                    "table": TABLE,
-                    "title": format!("{name} (per interval, as recorded)"),
-                    "unit": unit_of(name),
-                    "series": chart.iter().take(MAX_SERIES).map(|(l, v)| series(l, v)).collect::<Vec<_>>(),
-                })
-            })
-        })
-        .take(MAX_CHARTS)
-        .collect();
-    (!list.is_empty()).then(|| json!({ "timelines": list }))
+
+    fn add(&self, s: &mut Series, label: &str, i: usize, v: f64) {
+        let values = s
+            .entry(label.to_owned())
+            .or_insert_with(|| vec![None; self.n]);
+        values[i] = Some(values[i].unwrap_or(0.0) + v);
+    }
 }
 
-/// How a column's values read, from its name's unit suffix.
-fn unit_of(name: &str) -> &'static str {
-    if name.ends_with("_ns") || name.contains("_ns_") {
-        "ns"
-    } else if name.contains("bytes") {
-        "B"
-    } else {
-        ""
+fn chart(title: &str, table: &str, unit: &str, s: &Series) -> Option<Value> {
+    (!s.is_empty()).then(|| {
+        json!({
+            "table": table,
+            "title": title,
+            "unit": unit,
+            "series": s.iter().map(|(l, v)| series(l, v)).collect::<Vec<_>>(),
+        })
+    })
+}
+
+/// CPU time by mode, % of all CPUs' time in the interval.
+fn cpu(axis: &Axis<'_>) -> Series {
+    let mut s = Series::new();
+    axis.rows(TABLE, |batch, row, i| {
+        let ns: Vec<f64> = CPU_MODES
+            .iter()
+            .map(|m| {
+                numbers(batch, &format!("cpu_{m}_ns"))
+                    .and_then(|v| v[row])
+                    .unwrap_or(0.0)
+            })
+            .collect();
+        let all: f64 = ns.iter().sum();
+        if all > 0.0 {
+            for (m, v) in CPU_MODES.iter().zip(&ns) {
+                axis.add(&mut s, m, i, 100.0 * v / all);
+            }
+        }
+    });
+    s
+}
+
+fn columns(axis: &Axis<'_>, cols: &[&str]) -> Series {
+    let mut s = Series::new();
+    axis.rows(TABLE, |batch, row, i| {
+        for c in cols {
+            if let Some(v) = numbers(batch, c).and_then(|v| v[row]) {
+                axis.add(&mut s, c, i, v);
+            }
+        }
+    });
+    s
+}
+
+/// Bytes per interval of each whole disk (a partition's bytes are its disk's too), or of each
+/// interface: `<name> <column>`.
+fn per_device(axis: &Axis<'_>, table: &str, name: &str, cols: &[&str]) -> Series {
+    let mut s = Series::new();
+    axis.rows(table, |batch, row, i| {
+        let partition = batch
+            .column_by_name("partition")
+            .and_then(|c| c.as_any().downcast_ref::<BooleanArray>())
+            .is_some_and(|p| p.value(row));
+        if partition {
+            return;
+        }
+        let Some(device) = strings(batch, name).map(|d| d[row].clone()) else {
+            return;
+        };
+        for c in cols {
+            if let Some(v) = numbers(batch, c).and_then(|v| v[row]) {
+                axis.add(&mut s, &format!("{device} {c}"), i, v);
+            }
+        }
+    });
+    s
+}
+
+/// The section's charts, or None when the run has no system tables (or they have no rows).
+pub fn system(run: &Run, starts: &[i64]) -> Option<Value> {
+    let axis = Axis {
+        index: starts.iter().enumerate().map(|(i, s)| (*s, i)).collect(),
+        n: starts.len(),
+        run,
+    };
+    let mut list: Vec<Value> = Vec::new();
+    list.extend(chart(
+        "CPU time by mode (% of all CPUs)",
+        TABLE,
+        "%",
+        &cpu(&axis),
+    ));
+    for (title, unit, cols) in CHARTS {
+        list.extend(chart(title, TABLE, unit, &columns(&axis, cols)));
     }
+    list.extend(chart(
+        "Disks: bytes read and written (per interval)",
+        DISK_TABLE,
+        "B",
+        &per_device(&axis, DISK_TABLE, "device", &["read_bytes", "write_bytes"]),
+    ));
+    list.extend(chart(
+        "Network: bytes received and sent (per interval)",
+        NET_TABLE,
+        "B",
+        &per_device(&axis, NET_TABLE, "interface", &["rx_bytes", "tx_bytes"]),
+    ));
+    (!list.is_empty()).then(|| json!({ "timelines": list }))
 }

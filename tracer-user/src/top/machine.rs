@@ -75,7 +75,8 @@ impl Machine {
                     .column_by_name("load_1m")
                     .and_then(|c| c.as_any().downcast_ref::<Float64Array>().cloned())
                     .and_then(|a| (a.len() > 0 && !a.is_null(0)).then(|| a.value(0)));
-                let first = |name: &str| ints(batch, name).and_then(|v| v.first().copied().flatten());
+                let first =
+                    |name: &str| ints(batch, name).and_then(|v| v.first().copied().flatten());
                 self.mem_used = first("mem_used_bytes");
                 self.mem_total = first("mem_total_bytes");
             }
@@ -125,24 +126,48 @@ mod tests {
             ("cpu_iowait_ns", ns(20)),
             ("cpu_steal_ns", ns(0)),
             ("cpu_idle_ns", ns(20)),
-            ("load_1m", Arc::new(Float64Array::from(vec![1.5])) as ArrayRef),
+            (
+                "load_1m",
+                Arc::new(Float64Array::from(vec![1.5])) as ArrayRef,
+            ),
             ("mem_used_bytes", ns(3 << 30)),
             ("mem_total_bytes", ns(8 << 30)),
         ]);
         assert!(m.ingest(system::TABLE, &sys, 2.0));
         assert_eq!((m.user, m.system, m.iowait, m.steal), (0.4, 0.2, 0.2, 0.0));
-        assert_eq!((m.load_1m, m.mem_used, m.mem_total), (Some(1.5), Some(3 << 30), Some(8 << 30)));
+        assert_eq!(
+            (m.load_1m, m.mem_used, m.mem_total),
+            (Some(1.5), Some(3 << 30), Some(8 << 30))
+        );
         let disk = batch(vec![
-            ("partition", Arc::new(BooleanArray::from(vec![false, true])) as ArrayRef),
-            ("read_bytes", Arc::new(Int64Array::from(vec![4096, 4096])) as ArrayRef),
-            ("write_bytes", Arc::new(Int64Array::from(vec![8192, 8192])) as ArrayRef),
+            (
+                "partition",
+                Arc::new(BooleanArray::from(vec![false, true])) as ArrayRef,
+            ),
+            (
+                "read_bytes",
+                Arc::new(Int64Array::from(vec![4096, 4096])) as ArrayRef,
+            ),
+            (
+                "write_bytes",
+                Arc::new(Int64Array::from(vec![8192, 8192])) as ArrayRef,
+            ),
         ]);
         assert!(m.ingest(system::DISK_TABLE, &disk, 2.0));
         assert_eq!((m.disk_read, m.disk_write), (2048.0, 4096.0));
         let net = batch(vec![
-            ("interface", Arc::new(StringArray::from(vec!["lo", "eth0"])) as ArrayRef),
-            ("rx_bytes", Arc::new(Int64Array::from(vec![1000, 300])) as ArrayRef),
-            ("tx_bytes", Arc::new(Int64Array::from(vec![1000, 100])) as ArrayRef),
+            (
+                "interface",
+                Arc::new(StringArray::from(vec!["lo", "eth0"])) as ArrayRef,
+            ),
+            (
+                "rx_bytes",
+                Arc::new(Int64Array::from(vec![1000, 300])) as ArrayRef,
+            ),
+            (
+                "tx_bytes",
+                Arc::new(Int64Array::from(vec![1000, 100])) as ArrayRef,
+            ),
         ]);
         assert!(m.ingest(system::NET_TABLE, &net, 2.0));
         assert_eq!((m.net_rx, m.net_tx), (150.0, 50.0));

@@ -79,7 +79,9 @@ fn machine_line(m: &Model) -> Option<Line<'static>> {
     let pct = |x: f64| format!("{:.0}", x * 100.0);
     let bytes = |v: Option<i64>| format(Kind::Bytes, v.map(|b| b as f64), 7);
     let rate = |v: f64| format(Kind::ByteRate, Some(v), 8);
-    let load = s.load_1m.map_or_else(|| "-".to_owned(), |l| format!("{l:.2}"));
+    let load = s
+        .load_1m
+        .map_or_else(|| "-".to_owned(), |l| format!("{l:.2}"));
     Some(Line::from(format!(
         "machine: CPU usr {}% sys {}% io {}% st {}%  load {load}  mem {}/{}  disk r {} w {}  net rx {} tx {}",
         pct(s.user),
