@@ -74,7 +74,7 @@ impl Machine {
                 self.load_1m = batch
                     .column_by_name("load_1m")
                     .and_then(|c| c.as_any().downcast_ref::<Float64Array>().cloned())
-                    .and_then(|a| (a.len() > 0 && !a.is_null(0)).then(|| a.value(0)));
+                    .and_then(|a| (!a.is_empty() && !a.is_null(0)).then(|| a.value(0)));
                 let first =
                     |name: &str| ints(batch, name).and_then(|v| v.first().copied().flatten());
                 self.mem_used = first("mem_used_bytes");

@@ -96,6 +96,19 @@ pub fn total(m: &Model, s: &Sums, table: &str, name: &str) -> Cell {
     Cell::Num(Some(s.total(m.counter(table, name)) as f64))
 }
 
+/// A process row of a table counted in calls and errors: both per second and since top
+/// started, and the p99.
+pub fn calls_and_errors(m: &Model, keep: Keep<'_>, table: &str) -> Vec<Cell> {
+    let s = m.sum(table, keep, &|_| true);
+    vec![
+        rate(m, &s, table, "calls"),
+        rate(m, &s, table, "errors"),
+        total(m, &s, table, "calls"),
+        total(m, &s, table, "errors"),
+        p99(&s),
+    ]
+}
+
 /// The p99 of the totals' histogram.
 pub fn p99(s: &Sums) -> Cell {
     Cell::Num(quantile(&s.total.hist, 0.99))

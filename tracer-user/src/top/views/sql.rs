@@ -1,6 +1,6 @@
 //! 3: SQL — statements per second and since top started, errors, p99, per fingerprint.
 
-use super::{Cell, Column, Keep, Kind, View, p99, rate, total};
+use super::{Cell, Column, Keep, Kind, View, calls_and_errors, p99, rate, total};
 use crate::top::model::{Model, Sums};
 
 const T: &str = "sql_statements";
@@ -31,14 +31,7 @@ pub const VIEW: View = View {
 };
 
 fn process_cells(m: &Model, keep: Keep<'_>) -> Vec<Cell> {
-    let s = m.sum(T, keep, &|_| true);
-    vec![
-        rate(m, &s, T, "calls"),
-        rate(m, &s, T, "errors"),
-        total(m, &s, T, "calls"),
-        total(m, &s, T, "errors"),
-        p99(&s),
-    ]
+    calls_and_errors(m, keep, T)
 }
 
 fn row(m: &Model, what: String, s: &Sums) -> Vec<Cell> {

@@ -1,7 +1,7 @@
 //! 4: HTTP — requests per second and since top started, 5xx, p99, per direction, method and
 //! route.
 
-use super::{Cell, Column, Keep, Kind, View, p99, rate, total};
+use super::{Cell, Column, Keep, Kind, View, calls_and_errors, p99, rate, total};
 use crate::top::model::Model;
 
 const T: &str = "http_requests";
@@ -32,14 +32,7 @@ pub const VIEW: View = View {
 };
 
 fn process_cells(m: &Model, keep: Keep<'_>) -> Vec<Cell> {
-    let s = m.sum(T, keep, &|_| true);
-    vec![
-        rate(m, &s, T, "calls"),
-        rate(m, &s, T, "errors"),
-        total(m, &s, T, "calls"),
-        total(m, &s, T, "errors"),
-        p99(&s),
-    ]
+    calls_and_errors(m, keep, T)
 }
 
 fn detail_rows(m: &Model, keep: Keep<'_>) -> Vec<Vec<Cell>> {
