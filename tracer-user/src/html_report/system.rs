@@ -99,13 +99,20 @@ impl Axis<'_> {
     }
 }
 
+/// A chart of the series that are not all absent or zero (a device that moved nothing has no
+/// line); none left, no chart.
 fn chart(title: &str, table: &str, unit: &str, s: &Series) -> Option<Value> {
-    (!s.is_empty()).then(|| {
+    let lines: Vec<Value> = s
+        .iter()
+        .filter(|(_, v)| v.iter().any(|x| x.is_some_and(|x| x != 0.0)))
+        .map(|(l, v)| series(l, v))
+        .collect();
+    (!lines.is_empty()).then(|| {
         json!({
             "table": table,
             "title": title,
             "unit": unit,
-            "series": s.iter().map(|(l, v)| series(l, v)).collect::<Vec<_>>(),
+            "series": lines,
         })
     })
 }
@@ -165,6 +172,17 @@ fn per_device(axis: &Axis<'_>, table: &str, name: &str, cols: &[&str]) -> Series
             }
         }
     });
+    // Deltas: an interval without a row for a device (of those the machine's table covers) is
+    // an interval in which it moved nothing.
+    let mut covered = vec![false; axis.n];
+    axis.rows(TABLE, |_, _, i| covered[i] = true);
+    for values in s.values_mut() {
+        for (v, c) in values.iter_mut().zip(&covered) {
+            if v.is_none() && *c {
+                *v = Some(0.0);
+            }
+        }
+    }
     s
 }
 
