@@ -133,7 +133,8 @@ def test_a_full_sql_ring_is_counted_exactly_and_the_tracer_recovers(out, mariadb
         finally:
             os.kill(scalp.proc.pid, signal.SIGCONT)
         # The first interval after SIGCONT drains the whole ring before it writes its drops row.
-        wait_for(lambda: drops_by_reason(out).get(("sockets", "event_ring_full"), 0) > 0, 60,
+        wait_for(lambda: (out / "drops").is_dir()
+                 and drops_by_reason(out).get(("sockets", "event_ring_full"), 0) > 0, 60,
                  "the lost SQL events in the drops table", scalp.proc)
         # c: room again; nothing more is lost.
         done_c = phase("c", CALM)
