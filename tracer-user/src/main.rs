@@ -6,6 +6,7 @@
 mod analysis;
 mod cli;
 mod devices;
+mod dump;
 mod exit;
 mod html_report;
 mod kernel;
@@ -58,6 +59,7 @@ fn main() -> std::process::ExitCode {
         Command::Recover(args) => cli::recover::main(args),
         Command::Ship(args) => cli::ship::main(args),
         Command::Check(args) => cli::check::main(args),
+        Command::Dump(args) => dump::main(args),
     };
     code.into()
 }

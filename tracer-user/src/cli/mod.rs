@@ -3,6 +3,7 @@
 pub mod calibrate;
 pub mod check;
 pub mod diff;
+pub mod dump;
 pub mod recover;
 pub mod report;
 pub mod run;
@@ -39,6 +40,10 @@ pub enum Command {
     /// Write one self-contained HTML page of a run: per service, timelines, histograms,
     /// tables and top talkers; with --base, `diff`'s verdicts side by side.
     Report(report::ReportArgs),
+    /// A Guru Meditation report of a running service, taken from outside: every thread's
+    /// Python and kernel stack, open files and sockets, memory, config (secrets masked) and
+    /// Python packages.
+    Dump(dump::DumpArgs),
     /// Seal what a killed run left in its write-ahead log (idempotent).
     Recover(recover::RecoverArgs),
     /// Upload a finished run's files to object storage (s3:// or file://), Hive layout.
