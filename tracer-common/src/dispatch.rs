@@ -40,8 +40,11 @@ pub const HOOK_FILES: u32 = 1 << 17;
 pub const HOOK_SOCKETS: u32 = 1 << 18;
 /// At sys_enter: a descriptor is about to be closed (the capture ends its connection).
 pub const HOOK_CLOSE: u32 = 1 << 19;
+/// At sys_enter: a send by a CPython process the SQL tracer knows (the Python stack of a SQL
+/// client's send, for its statement's call site).
+pub const HOOK_PYSTACK: u32 = 1 << 20;
 /// Hooks that run at sys_enter (the others run at sys_exit).
-pub const ENTER_HOOKS: u32 = HOOK_CLOSE;
+pub const ENTER_HOOKS: u32 = HOOK_CLOSE | HOOK_PYSTACK;
 
 /// Buffer shapes of send/receive syscalls.
 pub mod shape {

@@ -15,6 +15,7 @@ pub mod drops;
 pub mod fileio;
 pub mod hist;
 pub mod process;
+pub mod python;
 pub mod sockets;
 pub mod syscalls;
 

@@ -83,6 +83,10 @@ crate::drop_reasons! {
         /// or no node to take): the socket is classified again on its next message, as an evicted
         /// one is.
         VerdictMapFull = 1 => "socket_map_full",
+        /// A SQL send of a CPython process whose sending thread was not among the first
+        /// `PY_THREADS_MAX` thread states of its interpreter (or the walk could not read them):
+        /// the statement has no call site.
+        PythonThreadNotFound = 2 => "python_thread_not_found",
     }
 }
 
@@ -122,6 +126,9 @@ pub enum EventKind {
     Connection = 2,
     /// The traced process closed a captured connection (no data follows).
     Close = 3,
+    /// The Python stack of a SQL client's send, before its Data event (followed by a
+    /// [`crate::python::PyStackBody`]).
+    PyStack = 4,
 }
 
 /// The wire protocol the kernel side recognized.

@@ -15,9 +15,9 @@ use aya_ebpf::{
 };
 use tracer_common::{
     dispatch::{
-        DispatchConfig, ENTER_HOOKS, HOOK_CLOSE, HOOK_FILEIO, HOOK_FILES, HOOK_SOCKETS, HOOKS_MASK,
-        KIND_FILE, KIND_MASK, KIND_RESOLVE, KIND_SHIFT, KIND_SOCKET, NOT_BYTES, OP_MASK,
-        RESOLVE_FD, SYSCALL_NRS,
+        DispatchConfig, ENTER_HOOKS, HOOK_CLOSE, HOOK_FILEIO, HOOK_FILES, HOOK_PYSTACK,
+        HOOK_SOCKETS, HOOKS_MASK, KIND_FILE, KIND_MASK, KIND_RESOLVE, KIND_SHIFT, KIND_SOCKET,
+        NOT_BYTES, OP_MASK, RESOLVE_FD, SYSCALL_NRS,
     },
     fileio::FileKind,
     syscalls::{SyscallKey, is_error},
@@ -28,7 +28,7 @@ use crate::{
     kernel::{
         btf_field, config_global, current_task, current_task_btf, read_at, read_ptr, setting,
     },
-    sockets,
+    python, sockets,
     syscalls::{self, Timing},
     targets::traced_generation,
 };
@@ -86,6 +86,11 @@ pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
         let regs: *const u8 = ctx.arg(0);
         let fd: u32 = btf_field(regs, setting!(DISPATCH_CONFIG.regs_arg0_offset));
         sockets::on_close(tgid, generation, pid_tgid as u32, fd);
+    }
+    if class & HOOK_PYSTACK != 0 {
+        let regs: *const u8 = ctx.arg(0);
+        let fd: u32 = btf_field(regs, setting!(DISPATCH_CONFIG.regs_arg0_offset));
+        python::on_send(tgid, generation, pid_tgid as u32, fd);
     }
     0
 }

@@ -14,6 +14,7 @@ mod dispatch;
 mod fileio;
 mod kernel;
 mod process;
+mod python;
 mod sockets;
 mod syscalls;
 mod targets;

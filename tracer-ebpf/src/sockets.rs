@@ -40,7 +40,7 @@ use crate::{
 config_global!(SOCKETS_CONFIG: SocketsConfig);
 
 #[map]
-static SOCKET_VERDICTS: LruHashMap<u64, SocketVerdict> =
+pub(crate) static SOCKET_VERDICTS: LruHashMap<u64, SocketVerdict> =
     LruHashMap::with_max_entries(SOCKET_VERDICTS_ENTRIES, 0);
 
 #[map]
@@ -51,14 +51,14 @@ static CAPTURE_PORTS: Array<[u8; 8]> = Array::with_max_entries(65536 / 8, 0);
 static THREAD_SYSCALLS: Array<ThreadSyscalls> = Array::with_max_entries(1, 0);
 
 #[map]
-static SOCKET_EVENTS: RingBuf = RingBuf::with_byte_size(SOCKET_EVENTS_BYTES, 0);
+pub(crate) static SOCKET_EVENTS: RingBuf = RingBuf::with_byte_size(SOCKET_EVENTS_BYTES, 0);
 
 #[map]
 static SOCKETS_DROPS: PerCpuArray<u64> =
     PerCpuArray::with_max_entries(SocketDrop::ALL.len() as u32, 0);
 
 #[inline(always)]
-fn dropped(reason: SocketDrop) {
+pub(crate) fn dropped(reason: SocketDrop) {
     count_drop(&SOCKETS_DROPS, reason.index());
 }
 
@@ -628,7 +628,7 @@ fn emit_connection(call: &Call, ino: u64, sock: &SocketVerdict, file: *const u8,
 
 /// Wake the reader only once the ring is filling up; otherwise it polls on a timer.
 #[inline(always)]
-fn wakeup_flag() -> u64 {
+pub(crate) fn wakeup_flag() -> u64 {
     // SAFETY: a query on our own ring buffer map.
     let waiting = unsafe {
         bpf_ringbuf_query(

@@ -13,6 +13,7 @@ mod kernel;
 mod loader;
 mod probes;
 mod processes;
+mod python;
 mod report;
 mod run;
 mod settings;

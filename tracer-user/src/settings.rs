@@ -94,6 +94,11 @@ pub struct SqlSettings {
     pub raw_text: bool,
     /// Bytes of the SOCKET_EVENTS ring buffer.
     pub ring_bytes: u32,
+    /// File path fragments of frames that are part of the database stack, beyond the built-in
+    /// ones (a statement's call site is the first frame outside it).
+    pub code_skip: Vec<String>,
+    /// Read the Python stacks of SQL sends (the code_* columns).
+    pub code: bool,
 }
 
 impl Default for SqlSettings {
@@ -104,6 +109,8 @@ impl Default for SqlSettings {
             text_bytes: 256,
             raw_text: false,
             ring_bytes: tracer_common::sockets::SOCKET_EVENTS_BYTES,
+            code_skip: Vec::new(),
+            code: true,
         }
     }
 }

@@ -220,6 +220,15 @@ pub struct SqlArgs {
     /// MiB of the ring buffer that carries SQL traffic to user space.
     #[arg(long, value_name = "MIB", default_value_t = 16, value_parser = parse_ring_mib)]
     pub sql_ring_mib: u32,
+    /// A file path fragment (`/myorm/`) of Python frames that belong to the database stack, so
+    /// that a statement's call site (code_* columns) is the first frame outside it; added to
+    /// SQLAlchemy, oslo.db, PyMySQL, psycopg(2), MySQLdb, eventlet, greenlet and the standard
+    /// library. Repeatable.
+    #[arg(long, value_name = "FRAGMENT")]
+    pub sql_code_skip: Vec<String>,
+    /// Leave the code_* columns null: no Python stack is read at SQL sends.
+    #[arg(long)]
+    pub no_sql_code: bool,
 }
 
 #[derive(Debug, Args)]
@@ -271,6 +280,8 @@ impl SqlArgs {
             text_bytes: usize::from(self.sql_text_bytes),
             raw_text: self.sql_raw_text,
             ring_bytes: self.sql_ring_mib << 20,
+            code_skip: self.sql_code_skip.clone(),
+            code: !self.no_sql_code,
         }
     }
 }

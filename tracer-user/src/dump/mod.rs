@@ -165,7 +165,7 @@ fn process(info: &targets::procfs::ProcInfo, reason: &TracedReason) -> ProcessDu
     let mut py_threads = Default::default();
     let mut version = None;
     let mut is_python = true;
-    match python::stacks(info.pid, dump.exe.as_deref(), &maps) {
+    match python::stacks(info.pid) {
         Ok(stacks) => {
             dump.python.version = Some(stacks.version.clone());
             dump.python.paused_us = Some(stacks.paused_us);

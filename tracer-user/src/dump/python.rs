@@ -2,14 +2,11 @@
 //! interpreter found from its binary's symbols, version-specific struct layouts, frames walked
 //! with `process_vm_readv`). The process is stopped only while its threads' frames are read.
 
-use std::{
-    collections::HashMap,
-    fs,
-    path::{Path, PathBuf},
-    time::Instant,
-};
+use std::{collections::HashMap, time::Instant};
 
 use serde::Serialize;
+
+use crate::python::detect;
 
 /// One frame, innermost first.
 #[derive(Debug, Clone, Serialize)]
@@ -47,19 +44,10 @@ pub enum PyError {
     Unsupported(String),
 }
 
-/// Reads the Python stacks of `pid`. Only a process whose executable or a mapped library is
-/// CPython is read (a `python*`/`libpython*` name, or an executable that defines
-/// `_PyRuntime`, as a renamed or embedding build does), so that other processes are never
-/// stopped.
-pub fn stacks(pid: u32, exe: Option<&Path>, maps: &[PathBuf]) -> Result<PyStacks, PyError> {
-    let named = |p: &Path| {
-        p.file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with("python") || n.starts_with("libpython"))
-    };
-    let is_python =
-        exe.is_some_and(|e| named(e) || defines_runtime(pid)) || maps.iter().any(|p| named(p));
-    if !is_python {
+/// Reads the Python stacks of `pid`; only a CPython process ([`detect::is_cpython`]) is read,
+/// so that other processes are never stopped.
+pub fn stacks(pid: u32) -> Result<PyStacks, PyError> {
+    if !detect::is_cpython(pid) {
         return Err(PyError::NotPython);
     }
     let config = py_spy::Config {
@@ -105,12 +93,4 @@ pub fn stacks(pid: u32, exe: Option<&Path>, maps: &[PathBuf]) -> Result<PyStacks
 
 fn one_line(e: &impl std::fmt::Display) -> String {
     e.to_string().lines().next().unwrap_or_default().to_owned()
-}
-
-/// Whether the process's executable (read through /proc, so a deleted or namespaced one too)
-/// names CPython's runtime state.
-fn defines_runtime(pid: u32) -> bool {
-    const SYMBOL: &[u8] = b"_PyRuntime\0";
-    fs::read(format!("/proc/{pid}/exe"))
-        .is_ok_and(|bytes| bytes.windows(SYMBOL.len()).any(|w| w == SYMBOL))
 }

@@ -274,7 +274,7 @@ pub fn start_tracing(
     // The first interval starts here, before the command starts and run.json says tracing is
     // on: tracers that read counters outside the maps take their baseline now.
     for (_, tracer) in &mut collectors {
-        tracer.start();
+        tracer.start(&tracking.processes);
     }
     let first_interval_start = tracking.processes.now_unix_ns();
     Ok(Started {

@@ -94,7 +94,7 @@ pub type DropCount = (&'static str, &'static str, u64);
 pub trait Tracer {
     /// The first interval starts now: the targets are marked, the command (if any) is about to
     /// start. Tracers that read counters outside the kernel's maps take their baseline here.
-    fn start(&mut self) {}
+    fn start(&mut self, _processes: &Processes) {}
     /// Reads the kernel maps (totals, events still in rings) at the interval's end.
     fn snapshot(&mut self, processes: &Processes) -> Result<(), TracerError>;
     /// The interval's rows per table, from the last snapshot (none when nothing happened).

@@ -11,6 +11,7 @@ use aya::{
     Ebpf,
     maps::{Array, HashMap as BpfHashMap, MapData, RingBuf},
 };
+use tracer_common::python::PyStackBody;
 use tracer_common::sockets::{
     CAPTURE_PORTS, ConnInfo, EventKind, HEADER_BYTES, PORT_SQL, Protocol, SOCK_OTHER,
     SOCKET_EVENTS, SOCKET_VERDICTS, SocketEventHeader, SocketVerdict,
@@ -19,6 +20,7 @@ use tracer_common::sockets::{
 use crate::{
     kernel::maps::{self, MapAccessError},
     processes::{ProcessKey, Processes},
+    python::Python,
     settings::Settings,
     tracers::{
         DropCount, Interval, Tracer, TracerError, amqp::RpcFamily, http::HttpFamily,
@@ -113,6 +115,8 @@ pub struct Capture {
     ring: RingBuf<MapData>,
     verdicts: BpfHashMap<MapData, u64, SocketVerdict>,
     families: Families,
+    /// The SQL statements' Python call sites (with the SQL family).
+    python: Option<Python>,
 }
 
 /// The enabled families, and the notes they pass each other.
@@ -164,9 +168,15 @@ impl Capture {
                     .map_err(MapAccessError::of(CAPTURE_PORTS))?;
             }
         }
+        let python = if sql && settings.sql.code {
+            Some(Python::new(ebpf, &settings.sql.code_skip)?)
+        } else {
+            None
+        };
         Ok(Capture {
             ring,
             verdicts,
+            python,
             families: Families {
                 sql: sql.then(|| SqlFamily::new(settings.sql.clone())),
                 http: settings
@@ -226,7 +236,7 @@ impl Families {
         }
     }
 
-    fn record(&mut self, r: &[u8]) {
+    fn record(&mut self, r: &[u8], python: Option<&mut Python>) {
         if r.len() < HEADER_BYTES {
             return;
         }
@@ -235,7 +245,25 @@ impl Families {
         let body = &r[HEADER_BYTES..];
         let mut notes = std::mem::take(&mut self.notes);
         notes.statements.clear();
-        if let Some(family) = self.family_of(h.protocol) {
+        let sql_wire = matches!(
+            Protocol::try_from(h.protocol),
+            Ok(Protocol::Mysql | Protocol::Postgres | Protocol::Unknown)
+        );
+        if h.kind == EventKind::PyStack as u8 {
+            if let (Some(sql), Some(python), true) = (self.sql.as_mut(), python, sql_wire)
+                && body.len() >= size_of::<PyStackBody>()
+            {
+                // SAFETY: length checked; read_unaligned makes no alignment assumption.
+                let stack: PyStackBody = unsafe { std::ptr::read_unaligned(body.as_ptr().cast()) };
+                let depth = (stack.depth as usize).min(stack.frames.len());
+                sql.stack(&h, &stack.frames[..depth], stack.truncated != 0, python);
+            }
+        } else if let (Some(sql), true, true) =
+            (self.sql.as_mut(), sql_wire, h.kind == EventKind::Data as u8)
+        {
+            let data = &body[..(h.captured as usize).min(body.len())];
+            sql.data_event(&h, data, &mut notes, python.as_deref());
+        } else if let Some(family) = self.family_of(h.protocol) {
             if h.kind == EventKind::Connection as u8 {
                 if body.len() >= size_of::<ConnInfo>() {
                     // SAFETY: length checked; read_unaligned makes no alignment assumption.
@@ -259,14 +287,29 @@ impl Families {
 }
 
 impl Tracer for Capture {
+    /// The targets' interpreters are looked at before run.json says tracing is on: their
+    /// first statements have call sites.
+    fn start(&mut self, processes: &Processes) {
+        if let Some(python) = &mut self.python
+            && let Err(e) = python.examine(processes)
+        {
+            tracing::warn!("Python call sites: {e}");
+        }
+    }
+
     fn rings(&self) -> Vec<RawFd> {
         vec![self.ring.as_raw_fd()]
     }
 
-    fn drain(&mut self, _processes: &Processes) {
+    fn drain(&mut self, processes: &Processes) {
+        if let Some(python) = &mut self.python
+            && let Err(e) = python.examine(processes)
+        {
+            tracing::warn!("Python call sites: {e}");
+        }
         // Decoded in place: the records stay in the ring until decoded.
         while let Some(item) = self.ring.next() {
-            self.families.record(&item);
+            self.families.record(&item, self.python.as_mut());
         }
         self.reject();
     }
@@ -288,8 +331,11 @@ impl Tracer for Capture {
         Ok(out)
     }
 
-    fn reap(&mut self, _ended: &[ProcessKey]) -> Result<(), TracerError> {
+    fn reap(&mut self, ended: &[ProcessKey]) -> Result<(), TracerError> {
         // Connections of ended processes are written as closed, then dropped, by the families.
+        if let Some(python) = &mut self.python {
+            python.reap(ended);
+        }
         Ok(())
     }
 

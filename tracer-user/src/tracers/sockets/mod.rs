@@ -11,8 +11,10 @@ use aya::Ebpf;
 pub use capture::{Endpoints, Family, Notes, StatementDone};
 use tracer_common::{
     dispatch::{
-        HOOK_CLOSE, HOOK_SOCKETS, KIND_FILE, KIND_MASK, KIND_SHIFT, RESOLVE_FD, SHAPE_MASK,
+        HOOK_CLOSE, HOOK_PYSTACK, HOOK_SOCKETS, KIND_FILE, KIND_MASK, KIND_SHIFT, OP_MASK,
+        RESOLVE_FD, SHAPE_MASK,
     },
+    fileio::FileOp,
     sockets::{
         self as common, SOCKET_EVENTS, SOCKET_SCRATCH, SocketDrop, SocketsConfig, THREAD_SYSCALLS,
     },
@@ -84,7 +86,7 @@ fn setup(k: &mut KernelSetup<'_>) -> Result<(), BtfError> {
 
 /// Send/receive syscalls with a user buffer, on anything that may be a socket; and close(),
 /// which ends a connection.
-fn hooks(_: &Settings, name: &str) -> u32 {
+fn hooks(s: &Settings, name: &str) -> u32 {
     if name == "close" {
         return HOOK_CLOSE;
     }
@@ -92,7 +94,15 @@ fn hooks(_: &Settings, name: &str) -> u32 {
     if facts & SHAPE_MASK == 0 || (facts & KIND_MASK) >> KIND_SHIFT == KIND_FILE {
         return 0;
     }
-    HOOK_SOCKETS | RESOLVE_FD
+    // Sends also at their entry, for the Python stack of a SQL client's send.
+    let op = facts & OP_MASK;
+    let send = op == FileOp::Write as u32 || op == FileOp::Send as u32;
+    let stacks = if send && s.asked_for("sql") && s.sql.code {
+        HOOK_PYSTACK
+    } else {
+        0
+    };
+    HOOK_SOCKETS | RESOLVE_FD | stacks
 }
 
 fn build(ebpf: &mut Ebpf, b: &Build<'_>) -> super::Built {

@@ -6,6 +6,7 @@ pub mod fingerprint;
 pub mod framing;
 pub mod mysql;
 pub mod postgres;
+pub mod stacks;
 pub mod tables;
 mod tracer;
 
@@ -47,6 +48,24 @@ pub static REGISTRATION: Registration = Registration {
             name: tables::CONNECTIONS,
             schema: tables::connections_schema,
             summary: None,
+        },
+        Table {
+            name: stacks::STACKS,
+            schema: stacks::schema,
+            summary: Some(TableSpec {
+                table: stacks::STACKS,
+                title: "SQL call sites",
+                keys: &[
+                    "db_query_text",
+                    "code_function_name",
+                    "code_file_path",
+                    "code_line_number",
+                ],
+                counters: &["calls", "duration_ns_sum"],
+                histogram: None,
+                default_sort: "calls",
+                rank: 4,
+            }),
         },
     ],
     metrics: &[

@@ -47,6 +47,9 @@ pub struct StatementKey {
     pub text: String,
     /// None when the statements succeeded.
     pub status: Option<String>,
+    /// The Python call site that sent them (the first frame outside the database stack), when
+    /// known.
+    pub code: Option<crate::python::Frame>,
 }
 
 /// Sums of one [`StatementKey`] over an interval.
@@ -110,6 +113,9 @@ static STATEMENTS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("db_operation_name", DataType::Utf8, false),
         Field::new("db_query_text", DataType::Utf8, false),
         Field::new("db_response_status_code", DataType::Utf8, true),
+        Field::new("code_function_name", DataType::Utf8, true),
+        Field::new("code_file_path", DataType::Utf8, true),
+        Field::new("code_line_number", DataType::Int32, true),
         Field::new("calls", DataType::Int64, false),
         Field::new("errors", DataType::Int64, false),
         Field::new("duration_ns_sum", DataType::Int64, false),
@@ -196,12 +202,20 @@ pub fn statements_batch(
     let mut hist = HistogramColumn::default();
     let (mut sent, mut received) = (Int64Builder::new(), Int64Builder::new());
     let mut sample = StringBuilder::new();
+    let (mut function, mut file, mut line) = (
+        StringBuilder::new(),
+        StringBuilder::new(),
+        Int32Builder::new(),
+    );
     for (k, s) in rows {
         process.append(interval, k.process, processes.get(k.process));
         server.append(&k.server);
         op.append_value(&k.operation);
         text.append_value(&k.text);
         status.append_option(k.status.as_deref());
+        function.append_option(k.code.as_ref().map(|c| c.function.as_str()));
+        file.append_option(k.code.as_ref().map(|c| c.file.as_str()));
+        line.append_option(k.code.as_ref().map(|c| c.line));
         calls.append_value(s.calls as i64);
         errors.append_value(s.errors as i64);
         duration.append_value(s.duration_ns as i64);
@@ -212,10 +226,13 @@ pub fn statements_batch(
     }
     let mut columns = process.finish();
     columns.extend(server.finish());
-    columns.extend::<[ArrayRef; 10]>([
+    columns.extend::<[ArrayRef; 13]>([
         Arc::new(op.finish()),
         Arc::new(text.finish()),
         Arc::new(status.finish()),
+        Arc::new(function.finish()),
+        Arc::new(file.finish()),
+        Arc::new(line.finish()),
         Arc::new(calls.finish()),
         Arc::new(errors.finish()),
         Arc::new(duration.finish()),

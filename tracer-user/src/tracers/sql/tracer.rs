@@ -1,11 +1,12 @@
 //! The SQL family of the socket capture: feeds each SQL connection's protocol parser with the
 //! events the capture hands over, and aggregates the statements per interval.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, rc::Rc};
 
 use arrow_array::RecordBatch;
 use tracer_common::{
     hist,
+    python::PyFrameRef,
     sockets::{ConnInfo, DIR_SENT, Protocol as Wire, SocketEventHeader},
 };
 
@@ -14,6 +15,7 @@ use super::{
     fingerprint::{Fingerprint, fingerprint},
     mysql::Mysql,
     postgres::Postgres,
+    stacks::{STACKS, Stack, StackRows, stacks_batch},
     tables::{
         CONNECTIONS, ConnectionRow, STATEMENTS, Server, StatementKey, StatementSums,
         connections_batch, statements_batch,
@@ -21,6 +23,7 @@ use super::{
 };
 use crate::{
     processes::{ProcessKey, Processes},
+    python::Python,
     settings::SqlSettings,
     tracers::{
         DropCount, Interval, TracerError,
@@ -52,6 +55,9 @@ struct Connection {
     /// The traced process closed it (a Close event).
     closed: bool,
     last_ns: u64,
+    /// The Python stack of the last send that carried one (the statement it sends completes
+    /// before the next one is sent).
+    stack: Option<Rc<Stack>>,
 }
 
 impl Connection {
@@ -79,7 +85,22 @@ impl Connection {
             active: false,
             closed: false,
             last_ns: 0,
+            stack: None,
         }
+    }
+
+    /// A connection first seen in an event other than its Connection event (that was lost, or
+    /// it was recognized before the verdict cache forgot it): endpoints unknown.
+    fn for_event(h: &SocketEventHeader, text_bytes: usize) -> Connection {
+        let process = ProcessKey {
+            tgid: h.tgid,
+            generation: h.generation,
+        };
+        Connection::new(
+            process,
+            Wire::try_from(h.protocol).unwrap_or(Wire::Unknown),
+            text_bytes,
+        )
     }
 
     fn server(&self, systems: &HashMap<(String, Option<u16>), &'static str>) -> Server {
@@ -106,11 +127,16 @@ pub struct SqlFamily {
     settings: SqlSettings,
     connections: HashMap<u64, Connection>,
     statements: HashMap<StatementKey, StatementSums>,
+    stacks: StackRows,
     fingerprints: HashMap<String, Fingerprint>,
     /// What each server turned out to be (MariaDB or MySQL), from greetings.
     systems: HashMap<(String, Option<u16>), &'static str>,
     desyncs: u64,
     completed: Vec<Statement>,
+    /// Statements of CPython processes whose stacks cannot be read; stacks none of whose
+    /// frames could be named.
+    python_unsupported: u64,
+    python_unreadable: u64,
 }
 
 impl SqlFamily {
@@ -119,10 +145,13 @@ impl SqlFamily {
             settings,
             connections: HashMap::new(),
             statements: HashMap::new(),
+            stacks: StackRows::new(),
             fingerprints: HashMap::new(),
             systems: HashMap::new(),
             desyncs: 0,
             completed: Vec::new(),
+            python_unsupported: 0,
+            python_unreadable: 0,
         }
     }
 }
@@ -147,21 +176,49 @@ impl SqlFamily {
         self.connections.insert(h.conn, c);
     }
 
-    fn data_event(&mut self, h: &SocketEventHeader, data: &[u8], notes: &mut Notes) {
+    /// The connection of an event.
+    fn conn_of(&mut self, h: &SocketEventHeader) -> &mut Connection {
+        let text_bytes = self.settings.text_bytes;
+        self.connections
+            .entry(h.conn)
+            .or_insert_with(|| Connection::for_event(h, text_bytes))
+    }
+
+    /// The Python stack of a send on a connection: its call site, for the statement it sends.
+    pub fn stack(
+        &mut self,
+        h: &SocketEventHeader,
+        refs: &[PyFrameRef],
+        truncated: bool,
+        python: &mut Python,
+    ) {
+        let frames = python.frames(h.tgid, refs);
+        if !refs.is_empty() && frames.iter().all(Option::is_none) {
+            self.python_unreadable += 1;
+        }
+        let site = python.call_site(&frames).cloned();
+        let named = frames.into_iter().flatten().collect();
+        let stack = Rc::new(Stack::new(named, truncated, site));
+        self.conn_of(h).stack = Some(stack);
+    }
+
+    /// A Data event; `python` tells which processes' statements cannot have a call site.
+    pub fn data_event(
+        &mut self,
+        h: &SocketEventHeader,
+        data: &[u8],
+        notes: &mut Notes,
+        python: Option<&Python>,
+    ) {
         let process = ProcessKey {
             tgid: h.tgid,
             generation: h.generation,
         };
         let text_bytes = self.settings.text_bytes;
-        let conn = self.connections.entry(h.conn).or_insert_with(|| {
-            // Its connection event was lost, or it was recognized before the verdict cache
-            // forgot it: endpoints unknown.
-            Connection::new(
-                process,
-                Wire::try_from(h.protocol).unwrap_or(Wire::Unknown),
-                text_bytes,
-            )
-        });
+        let conn = self
+            .connections
+            .entry(h.conn)
+            .or_insert_with(|| Connection::for_event(h, text_bytes));
         let chunk = Chunk {
             sent: h.direction == DIR_SENT,
             time_ns: h.time_ns,
@@ -187,6 +244,10 @@ impl SqlFamily {
         }
         let server = conn.server(&self.systems);
         let postgres = conn.postgres;
+        let stack = conn.stack.clone();
+        if stack.is_none() && python.is_some_and(|p| p.unsupported(h.tgid)) {
+            self.python_unsupported += self.completed.len() as u64;
+        }
         conn.statements += self.completed.len() as u64;
         conn.errors += self.completed.iter().filter(|s| s.error.is_some()).count() as u64;
         for s in std::mem::take(&mut self.completed) {
@@ -195,11 +256,18 @@ impl SqlFamily {
                 tid: h.tid,
                 duration_ns: s.end_ns.saturating_sub(s.start_ns),
             });
-            self.aggregate(process, &server, postgres, s);
+            self.aggregate(process, &server, postgres, stack.as_ref(), s);
         }
     }
 
-    fn aggregate(&mut self, process: ProcessKey, server: &Server, postgres: bool, s: Statement) {
+    fn aggregate(
+        &mut self,
+        process: ProcessKey,
+        server: &Server,
+        postgres: bool,
+        stack: Option<&Rc<Stack>>,
+        s: Statement,
+    ) {
         let (operation, text, raw) = match &s.request {
             Request::Sql(sql) => {
                 if self.fingerprints.len() > FINGERPRINT_CACHE {
@@ -219,9 +287,19 @@ impl SqlFamily {
             operation,
             text,
             status: s.error.clone(),
+            code: stack.and_then(|st| st.call_site.clone()),
         };
-        let sums = self.statements.entry(key).or_default();
         let duration = s.end_ns.saturating_sub(s.start_ns);
+        if let Some(st) = stack {
+            let sums = self
+                .stacks
+                .entry((process, key.text.clone(), st.id))
+                .or_default();
+            sums.stack.get_or_insert_with(|| st.clone());
+            sums.calls += 1;
+            sums.duration_ns += duration;
+        }
+        let sums = self.statements.entry(key).or_default();
         sums.calls += 1;
         if s.error.is_some() {
             sums.errors += 1;
@@ -254,7 +332,7 @@ impl Family for SqlFamily {
     }
 
     fn data(&mut self, h: &SocketEventHeader, data: &[u8], notes: &mut Notes) {
-        self.data_event(h, data, notes);
+        self.data_event(h, data, notes, None);
     }
 
     fn close(&mut self, h: &SocketEventHeader, _notes: &mut Notes) {
@@ -274,6 +352,12 @@ impl Family for SqlFamily {
         if !rows.is_empty() {
             out.push((STATEMENTS, statements_batch(interval, processes, &rows)?));
         }
+        let mut stack_rows: Vec<_> = self.stacks.iter().collect();
+        stack_rows.sort_by(|a, b| a.0.cmp(b.0));
+        if !stack_rows.is_empty() {
+            out.push((STACKS, stacks_batch(interval, processes, &stack_rows)?));
+        }
+        self.stacks.clear();
         let now = crate::kernel::clock_ns(libc::CLOCK_MONOTONIC);
         let mut conn_rows = Vec::new();
         let mut gone = Vec::new();
@@ -327,6 +411,18 @@ impl Family for SqlFamily {
     }
 
     fn take_drops(&mut self) -> Vec<DropCount> {
-        vec![("sql", "stream_desync", std::mem::take(&mut self.desyncs))]
+        vec![
+            ("sql", "stream_desync", std::mem::take(&mut self.desyncs)),
+            (
+                "sql",
+                "python_unsupported",
+                std::mem::take(&mut self.python_unsupported),
+            ),
+            (
+                "sql",
+                "python_frames_unreadable",
+                std::mem::take(&mut self.python_unreadable),
+            ),
+        ]
     }
 }

@@ -255,7 +255,7 @@ impl Rows {
 impl Tracer for SystemTracer {
     /// The baseline again, now that loading and marking the targets are done: the first
     /// interval's deltas cover the interval itself.
-    fn start(&mut self) {
+    fn start(&mut self, _processes: &crate::processes::Processes) {
         let baseline = Reading::now();
         self.rows(baseline);
     }

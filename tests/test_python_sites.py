@@ -1,0 +1,108 @@
+"""Python call sites of SQL statements: the kernel walks the sending thread's CPython frames at
+each SQL send, user space names them, and sql_statements carries the first frame outside the
+database stack (code_function_name, code_file_path, code_line_number). The workload sends the
+same statement from two functions, in threads, eventlet green threads and through SQLAlchemy;
+every statement must carry the line that issued it."""
+import collections
+import json
+import os
+import pathlib
+import subprocess
+import sysconfig
+
+import pytest
+
+from conftest import PYTHON, ROOT, WORKLOADS, Held, Scalp, rows
+
+APP = WORKLOADS / "sql_sites.py"
+OFFSETS = ROOT / "tracer-user/src/python/offsets.json"
+
+
+def line_of(marker):
+    """The line of the app that ends with `# site NAME` (or `# call NAME` when given so)."""
+    tag = marker if marker.startswith("call ") else f"site {marker}"
+    for n, line in enumerate(APP.read_text().splitlines(), 1):
+        if line.rstrip().endswith(f"# {tag}"):
+            return n
+    raise AssertionError(marker)
+
+
+def sites(out, pid):
+    """{(function, file, line): calls} of the app's statements on scalp_items."""
+    got = collections.Counter()
+    for r in rows(out, "sql_statements", pid):
+        if "scalp_items" in r["db_query_text"]:
+            got[(r["code_function_name"], r["code_file_path"], r["code_line_number"])] += r["calls"]
+    return got
+
+
+@pytest.mark.parametrize("mode", ["threads", "eventlet", "sqlalchemy"])
+@pytest.mark.parametrize("kind", ["mysql", "postgres"])
+def test_every_statement_carries_the_line_that_sent_it(out, mode, kind, request):
+    server = request.getfixturevalue("mariadb" if kind == "mysql" else "postgres")
+    workers, n = 3, 40
+    work = Held("--kind", kind, "--port", server.port, "--mode", mode, "--workers", workers, "--n", n,
+                script=APP)
+    try:
+        scalp = Scalp(out, "--pid", work.pid, "--sql-port", server.port, "--tracers", "syscalls,sql",
+                      "--interval", "200ms").wait_ready()
+        work.go()
+        assert work.readline() == "done\n"
+        scalp.stop()
+        assert scalp.wait() == 0, scalp.stderr
+    finally:
+        work.kill()
+    prefix = "orm_" if mode == "sqlalchemy" else ""
+    want = {(f"{prefix}{f}", str(APP), line_of(f"{prefix}{f}")): workers * n
+            for f in ("load_item", "count_item")}
+    assert sites(out, work.pid) == want
+
+    # sql_stacks: the same statements, their whole stacks. Each call site's stack goes on to
+    # the function that called it (worker / orm_worker, at its call's line) and ends at the
+    # thread's or green thread's start; inside, the driver's frames.
+    stacks = [r for r in rows(out, "sql_stacks", work.pid) if "scalp_items" in r["db_query_text"]]
+    per_site = collections.Counter()
+    caller = f"{prefix}worker"
+    for r in stacks:
+        site = (r["code_function_name"], r["code_file_path"], r["code_line_number"])
+        per_site[site] += r["calls"]
+        names, files, lines = r["stack_function_names"], r["stack_file_paths"], r["stack_line_numbers"]
+        i = names.index(site[0])
+        assert (files[i], lines[i]) == site[1:], r
+        assert names[i + 1] == caller and files[i + 1] == str(APP), names
+        assert lines[i + 1] == line_of(f"call {site[0]}"), (names, lines)
+        driver = "/sqlalchemy/" if mode == "sqlalchemy" else ("/pymysql/" if kind == "mysql" else "/psycopg/")
+        assert any(driver in f for f in files[:i]), files[:i]
+        outer = "/eventlet/green/thread.py" if mode == "eventlet" else "/threading.py"
+        assert any(outer in f for f in files[i + 1:]), files
+        assert not r["stack_truncated"]
+    assert per_site == want
+    drops = {(d["tracer"], d["reason"]): d["count"] for d in json.loads((out / "run.json").read_text())["drops"]}
+    assert not any(k[0] == "sql" and k[1].startswith("python") for k in drops), drops
+    assert ("sockets", "python_thread_not_found") not in drops, drops
+
+
+def include_dirs():
+    """The include directory of each CPython here whose version the table names."""
+    dirs = {}
+    for python in {PYTHON, "/usr/bin/python3.11"}:
+        if not os.path.exists(python):
+            continue
+        r = subprocess.run([python, "-c", "import sysconfig, sys; print(sysconfig.get_paths()['include']);"
+                            "print('%d.%d' % sys.version_info[:2])"], capture_output=True, text=True)
+        inc, version = r.stdout.split()
+        if pathlib.Path(inc, "internal").is_dir():
+            dirs[inc] = version
+    return dirs
+
+
+def test_the_offsets_table_is_what_each_cpythons_headers_say(tmp_path):
+    table = json.loads(OFFSETS.read_text())
+    dirs = include_dirs()
+    assert dirs, "no CPython headers here"
+    for inc, version in dirs.items():
+        exe = tmp_path / "offsets"
+        subprocess.run(["cc", f"-I{inc}", "-o", exe, ROOT / "tests/python/offsets.c"], check=True)
+        got = {k: int(v) for k, v in (line.split() for line in subprocess.run(
+            [exe], capture_output=True, text=True, check=True).stdout.splitlines())}
+        assert table[version] == got, inc

@@ -1,0 +1,125 @@
+//! The Python stack of a SQL client's send (at sys_enter, before the bytes go): for a process in
+//! `PY_PROCS` sending on a socket captured as a MySQL or PostgreSQL client connection, find the
+//! sending thread's `PyThreadState` in its interpreter's thread list (by native thread id), then
+//! walk its frames from the innermost, recording each frame's code object and instruction
+//! pointer. User space names them.
+
+use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::map, maps::HashMap};
+use tracer_common::{
+    python::{PY_NO_OFFSET, PY_PROCS_ENTRIES, PY_STACK_DEPTH, PY_THREADS_MAX, PyProc, PyStackBody},
+    sockets::{
+        DIR_SENT, EventKind, Protocol, SIDE_CLIENT, SOCK_CAPTURE, SocketDrop, SocketEventHeader,
+    },
+};
+
+use crate::{dispatch, kernel::read_at, sockets};
+
+#[map]
+static PY_PROCS: HashMap<u32, PyProc> = HashMap::with_max_entries(PY_PROCS_ENTRIES, 0);
+
+/// A record of the socket ring: the common header, then the stack.
+#[repr(C)]
+pub struct PyStackRecord {
+    pub header: SocketEventHeader,
+    pub body: PyStackBody,
+}
+
+/// A u64 of the process's memory (0 when it cannot be read).
+#[inline(always)]
+fn user_u64(addr: u64) -> u64 {
+    // SAFETY: a fault-safe copy of user memory; a bad address only fails.
+    unsafe { aya_ebpf::helpers::bpf_probe_read_user(addr as *const u64) }.unwrap_or(0)
+}
+
+/// A send (write, sendto, sendmsg…) on descriptor `fd` is about to start.
+#[inline(always)]
+pub fn on_send(tgid: u32, generation: u32, tid: u32, fd: u32) {
+    let Some(p) = PY_PROCS.get_ptr(&tgid) else {
+        return;
+    };
+    let Some((_, inode)) = dispatch::resolve(fd) else {
+        return;
+    };
+    let Some(ino) = read_at::<u64>(inode, dispatch::inode_ino_offset()) else {
+        return;
+    };
+    // SAFETY: a copy out of the map value.
+    let Some(sock) = (unsafe { sockets::SOCKET_VERDICTS.get(&ino) }).copied() else {
+        return;
+    };
+    if sock.class != SOCK_CAPTURE
+        || sock.side != SIDE_CLIENT
+        || (sock.protocol != Protocol::Mysql as u8 && sock.protocol != Protocol::Postgres as u8)
+    {
+        return;
+    }
+    // SAFETY: a map value, valid for the program's run.
+    let p: &PyProc = unsafe { &*p };
+    let mut tstate = user_u64(p.interp + u64::from(p.interp_threads_head));
+    let mut found = 0u64;
+    for _ in 0..PY_THREADS_MAX {
+        if tstate == 0 {
+            break;
+        }
+        if user_u64(tstate + u64::from(p.tstate_native_thread_id)) as u32 == tid {
+            found = tstate;
+            break;
+        }
+        tstate = user_u64(tstate + u64::from(p.tstate_next));
+    }
+    if found == 0 {
+        sockets::dropped(SocketDrop::PythonThreadNotFound);
+        return;
+    }
+    let mut frame = user_u64(found + u64::from(p.tstate_frame));
+    if p.cframe_current_frame != PY_NO_OFFSET && frame != 0 {
+        frame = user_u64(frame + u64::from(p.cframe_current_frame));
+    }
+    let Some(mut entry) = sockets::SOCKET_EVENTS.reserve::<PyStackRecord>(0) else {
+        sockets::dropped(SocketDrop::EventLost);
+        return;
+    };
+    let rec = entry.as_mut_ptr();
+    // One frame per iteration, with no other branch than the end of the chain: the verifier
+    // then sees one state per depth (a data-dependent skip would double them at every frame).
+    // Frames owned by the C stack (3.12+ shims) are recorded too; user space leaves them out.
+    let mut depth = 0usize;
+    while depth < PY_STACK_DEPTH {
+        if frame == 0 {
+            break;
+        }
+        let code = user_u64(frame + u64::from(p.frame_code));
+        let instr = user_u64(frame + u64::from(p.frame_instr));
+        // SAFETY: depth < PY_STACK_DEPTH indexes the reserved record's frames.
+        unsafe {
+            let slot = &mut (*rec).body.frames[depth & (PY_STACK_DEPTH - 1)];
+            slot.code = code;
+            slot.instr = instr;
+        }
+        depth += 1;
+        frame = user_u64(frame + u64::from(p.frame_previous));
+    }
+    // SAFETY: every header and body field of the reserved record is written before submit
+    // (frames past `depth` are not read).
+    unsafe {
+        (*rec).body.depth = depth as u32;
+        (*rec).body.truncated = u32::from(frame != 0);
+        (*rec).header = SocketEventHeader {
+            kind: EventKind::PyStack as u8,
+            direction: DIR_SENT,
+            protocol: sock.protocol,
+            family: sock.family,
+            tgid,
+            generation,
+            tid,
+            conn: ino,
+            time_ns: bpf_ktime_get_ns(),
+            len: 0,
+            captured: core::mem::size_of::<PyStackBody>() as u32,
+            side: sock.side,
+            _pad: [0; 7],
+            thread_syscalls: 0,
+        };
+    }
+    entry.submit(sockets::wakeup_flag());
+}

@@ -1,0 +1,259 @@
+//! Python call sites: which CPython processes the kernel walks stacks of (`PY_PROCS`), and the
+//! names of the frames it records — each code object's qualified name, file and, from its
+//! location table, the line of the frame's instruction.
+
+pub mod detect;
+pub mod linetable;
+pub mod memory;
+pub mod offsets;
+
+use std::{collections::HashMap, rc::Rc};
+
+use aya::{
+    Ebpf,
+    maps::{HashMap as BpfHashMap, MapData},
+};
+use tracer_common::python::{PY_PROCS, PyFrameRef};
+
+use crate::{
+    kernel::maps::{self, MapAccessError},
+    processes::{ProcessKey, Processes},
+    tracers::TracerError,
+};
+use offsets::Offsets;
+
+/// A frame, named.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Frame {
+    /// The code's qualified name (`Class.method`, `<module>`).
+    pub function: String,
+    pub file: String,
+    /// 0 when the instruction has no line.
+    pub line: i32,
+}
+
+/// What a traced process's interpreter is.
+#[derive(Debug)]
+enum Interp {
+    Python(&'static Offsets),
+    NotPython,
+    /// CPython that this table or reader does not know: why.
+    Unsupported,
+}
+
+struct Seen {
+    key: ProcessKey,
+    /// exec changes it: the process is looked at again.
+    command_line: String,
+    interp: Interp,
+}
+
+/// The database client stack (the first frame outside it is a statement's call site): the
+/// ORMs, drivers and green-thread libraries OpenStack uses. The standard library and frozen
+/// modules are skipped too.
+pub const DATABASE_STACK: [&str; 8] = [
+    "/sqlalchemy/",
+    "/oslo_db/",
+    "/pymysql/",
+    "/psycopg2/",
+    "/psycopg/",
+    "/MySQLdb/",
+    "/eventlet/",
+    "/greenlet/",
+];
+
+struct Code {
+    name: String,
+    file: String,
+    first_line: i32,
+    table: Vec<u8>,
+}
+
+/// Code objects already read, per process and address (a code object lives as long as its
+/// function; a process's entries go when it ends or execs).
+const CODE_CACHE: usize = 100_000;
+
+pub struct Python {
+    procs: BpfHashMap<MapData, u32, tracer_common::python::PyProc>,
+    seen: HashMap<u32, Seen>,
+    codes: HashMap<(u32, u64), Option<Rc<Code>>>,
+    skip: Vec<String>,
+}
+
+impl Python {
+    pub fn new(ebpf: &mut Ebpf, extra_skip: &[String]) -> Result<Python, TracerError> {
+        let mut skip: Vec<String> = DATABASE_STACK.iter().map(|s| (*s).to_owned()).collect();
+        skip.extend(extra_skip.iter().cloned());
+        Ok(Python {
+            procs: maps::take_as(ebpf, PY_PROCS)?,
+            seen: HashMap::new(),
+            codes: HashMap::new(),
+            skip,
+        })
+    }
+
+    /// Looks at every traced process not looked at yet (or exec'd since): a CPython of a known
+    /// version gets its interpreter's address and offsets in `PY_PROCS`.
+    pub fn examine(&mut self, processes: &Processes) -> Result<(), TracerError> {
+        for p in processes.live() {
+            let pid = p.pid();
+            if self
+                .seen
+                .get(&pid)
+                .is_some_and(|s| s.key == p.key && s.command_line == p.command_line)
+            {
+                continue;
+            }
+            self.codes.retain(|(tgid, _), _| *tgid != pid);
+            let interp = match detect::interpreter(pid) {
+                detect::Found::NotPython => Interp::NotPython,
+                detect::Found::Unsupported(why) => {
+                    tracing::info!("PID {pid}: no Python call sites: {why}");
+                    Interp::Unsupported
+                }
+                detect::Found::Python {
+                    major,
+                    minor,
+                    interp,
+                } => match offsets::of(major, minor) {
+                    Some(o) => {
+                        self.procs
+                            .insert(pid, o.kernel(interp), 0)
+                            .map_err(MapAccessError::of(PY_PROCS))?;
+                        Interp::Python(o)
+                    }
+                    None => {
+                        tracing::info!(
+                            "PID {pid}: no Python call sites: CPython {major}.{minor} is not among {}",
+                            offsets::supported().join(", ")
+                        );
+                        Interp::Unsupported
+                    }
+                },
+            };
+            if !matches!(interp, Interp::Python(_)) {
+                let _ = self.procs.remove(&pid);
+            }
+            self.seen.insert(
+                pid,
+                Seen {
+                    key: p.key,
+                    command_line: p.command_line.clone(),
+                    interp,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether the process runs a CPython whose stacks cannot be read (its statements have no
+    /// call site, and are counted as such).
+    pub fn unsupported(&self, tgid: u32) -> bool {
+        self.seen
+            .get(&tgid)
+            .is_some_and(|s| matches!(s.interp, Interp::Unsupported))
+    }
+
+    /// Forgets processes that ended.
+    pub fn reap(&mut self, ended: &[ProcessKey]) {
+        for key in ended {
+            if self.seen.get(&key.tgid).is_some_and(|s| s.key == *key) {
+                self.seen.remove(&key.tgid);
+                let _ = self.procs.remove(&key.tgid);
+                self.codes.retain(|(tgid, _), _| *tgid != key.tgid);
+            }
+        }
+    }
+
+    /// Names a recorded stack (innermost first); `None` for a frame whose code cannot be read.
+    pub fn frames(&mut self, tgid: u32, refs: &[PyFrameRef]) -> Vec<Option<Frame>> {
+        let Some(Seen {
+            interp: Interp::Python(o),
+            ..
+        }) = self.seen.get(&tgid)
+        else {
+            return vec![None; refs.len()];
+        };
+        let o: &Offsets = o;
+        if self.codes.len() > CODE_CACHE {
+            self.codes.clear();
+        }
+        refs.iter()
+            .map(|r| {
+                let code = self
+                    .codes
+                    .entry((tgid, r.code))
+                    .or_insert_with(|| read_code(tgid, o, r.code).map(Rc::new))
+                    .clone()?;
+                let base = r.code + u64::from(o.code_adaptive);
+                let line = if r.instr < base {
+                    // Not started yet: the definition's line.
+                    Some(code.first_line)
+                } else {
+                    linetable::line_at(&code.table, code.first_line, r.instr - base)
+                };
+                Some(Frame {
+                    function: code.name.clone(),
+                    file: code.file.clone(),
+                    line: line.unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    /// The first frame outside the database stack, from the innermost.
+    pub fn call_site<'a>(&self, frames: &'a [Option<Frame>]) -> Option<&'a Frame> {
+        frames
+            .iter()
+            .flatten()
+            .find(|f| !in_database_stack(&f.file, &self.skip))
+    }
+}
+
+fn read_code(pid: u32, o: &Offsets, code: u64) -> Option<Code> {
+    let ptr = |off: u32| memory::u64_at(pid, code + u64::from(off));
+    Some(Code {
+        name: memory::string(pid, o, ptr(o.code_qualname)?)?,
+        file: memory::string(pid, o, ptr(o.code_filename)?)?,
+        first_line: memory::i32_at(pid, code + u64::from(o.code_firstlineno))?,
+        table: memory::bytes(pid, o, ptr(o.code_linetable)?)?,
+    })
+}
+
+/// Whether a frame's file is part of the database stack: a listed package, the standard
+/// library (under `lib/pythonX.Y/`, not in a `*-packages` directory) or a frozen module.
+pub fn in_database_stack(file: &str, skip: &[String]) -> bool {
+    if file.starts_with('<') || skip.iter().any(|s| file.contains(s.as_str())) {
+        return true;
+    }
+    match file.find("/lib/python3") {
+        Some(at) => !file[at..].contains("-packages/"),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_call_site_is_the_first_frame_outside_the_database_stack() {
+        let skip: Vec<String> = DATABASE_STACK.iter().map(|s| (*s).to_owned()).collect();
+        for file in [
+            "/venv/lib/python3.11/site-packages/pymysql/connections.py",
+            "/usr/lib/python3/dist-packages/sqlalchemy/engine/base.py",
+            "/usr/lib/python3.11/socket.py",
+            "<frozen importlib._bootstrap>",
+            "/opt/stack/oslo.db/oslo_db/api.py",
+        ] {
+            assert!(in_database_stack(file, &skip), "{file}");
+        }
+        for file in [
+            "/opt/stack/nova/nova/objects/instance.py",
+            "/venv/lib/python3.11/site-packages/nova/db/main/api.py",
+            "/srv/app.py",
+        ] {
+            assert!(!in_database_stack(file, &skip), "{file}");
+        }
+    }
+}
