@@ -168,7 +168,8 @@ def trace(out, mariadb, ping=0):
               f"{PYTHON} {WORKLOADS / 'fileio.py'} buffered --path {out}.dat --bytes {4 << 20} --fsync && "
               f"{PYTHON} {WORKLOADS / 'sql.py'} mysql --port {mariadb.port} --select {SELECTS} "
               f"--insert {INSERTS} --failed {FAILED} --ping {ping}")
-    r = run_scalp("run", "--output", out, "--interval", "100ms", "--files", "--sql-port", mariadb.port,
+    # 50 ms intervals: the work takes 0.3 s or so, and the timelines need several points.
+    r = run_scalp("run", "--output", out, "--interval", "50ms", "--files", "--sql-port", mariadb.port,
                   "--", "sh", "-c", script)
     assert r.returncode == 0, r.stderr
     return out

@@ -202,6 +202,20 @@ pub fn read_part(path: &Path) -> Result<Vec<RecordBatch>, AnalysisError> {
 /// A column's values as strings (nulls as "").
 pub fn strings(batch: &RecordBatch, name: &str) -> Option<Vec<String>> {
     let col = batch.column_by_name(name)?;
+    if let Some(a) = col.as_any().downcast_ref::<Int32Array>() {
+        // An integer key (a line number): shown as its digits, null as empty.
+        return Some(
+            (0..a.len())
+                .map(|i| {
+                    if a.is_null(i) {
+                        String::new()
+                    } else {
+                        a.value(i).to_string()
+                    }
+                })
+                .collect(),
+        );
+    }
     let a = col.as_any().downcast_ref::<StringArray>()?;
     Some(
         (0..a.len())
