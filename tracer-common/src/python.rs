@@ -32,12 +32,18 @@ pub struct PyProc {
     pub tstate_frame: u32,
     /// `_PyCFrame.current_frame`.
     pub cframe_current_frame: u32,
-    /// `_PyInterpreterFrame.f_code` (`f_executable` in 3.13), `.previous`, `.prev_instr`
-    /// (`instr_ptr` in 3.13).
-    pub frame_code: u32,
-    pub frame_previous: u32,
-    pub frame_instr: u32,
+    /// Where in `_PyInterpreterFrame` the [`PY_FRAME_WINDOW`] bytes read per frame start, and
+    /// where in that window `f_code` (`f_executable` in 3.13), `previous` and `prev_instr`
+    /// (`instr_ptr` in 3.13) are: one read per frame instead of three.
+    pub frame_window: u32,
+    pub window_code: u32,
+    pub window_previous: u32,
+    pub window_instr: u32,
+    pub _pad: u32,
 }
+
+/// Bytes of a frame read at once (the three pointers a frame step needs lie within them).
+pub const PY_FRAME_WINDOW: usize = 32;
 
 /// One frame: its code object and the instruction it is at (both addresses in the process).
 #[repr(C)]
@@ -60,5 +66,5 @@ pub struct PyStackBody {
 
 crate::pod!(PyProc, PyFrameRef, PyStackBody);
 
-const _: () = assert!(core::mem::size_of::<PyProc>() == 40);
+const _: () = assert!(core::mem::size_of::<PyProc>() == 48);
 const _: () = assert!(core::mem::size_of::<PyStackBody>() == 8 + 16 * PY_STACK_DEPTH);

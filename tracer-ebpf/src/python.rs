@@ -6,7 +6,10 @@
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::map, maps::HashMap};
 use tracer_common::{
-    python::{PY_NO_OFFSET, PY_PROCS_ENTRIES, PY_STACK_DEPTH, PY_THREADS_MAX, PyProc, PyStackBody},
+    python::{
+        PY_FRAME_WINDOW, PY_NO_OFFSET, PY_PROCS_ENTRIES, PY_STACK_DEPTH, PY_THREADS_MAX, PyProc,
+        PyStackBody,
+    },
     sockets::{
         DIR_SENT, EventKind, Protocol, SIDE_CLIENT, SOCK_CAPTURE, SocketDrop, SocketEventHeader,
     },
@@ -88,16 +91,22 @@ pub fn on_send(tgid: u32, generation: u32, tid: u32, fd: u32) {
         if frame == 0 {
             break;
         }
-        let code = user_u64(frame + u64::from(p.frame_code));
-        let instr = user_u64(frame + u64::from(p.frame_instr));
+        // SAFETY: a fault-safe copy of user memory.
+        let w = unsafe {
+            aya_ebpf::helpers::bpf_probe_read_user(
+                (frame + u64::from(p.frame_window)) as *const [u64; PY_FRAME_WINDOW / 8],
+            )
+        }
+        .unwrap_or([0; PY_FRAME_WINDOW / 8]);
+        let word = |offset: u32| w[(offset as usize / 8) & (PY_FRAME_WINDOW / 8 - 1)];
         // SAFETY: depth < PY_STACK_DEPTH indexes the reserved record's frames.
         unsafe {
             let slot = &mut (*rec).body.frames[depth & (PY_STACK_DEPTH - 1)];
-            slot.code = code;
-            slot.instr = instr;
+            slot.code = word(p.window_code);
+            slot.instr = word(p.window_instr);
         }
         depth += 1;
-        frame = user_u64(frame + u64::from(p.frame_previous));
+        frame = word(p.window_previous);
     }
     // SAFETY: every header and body field of the reserved record is written before submit
     // (frames past `depth` are not read).

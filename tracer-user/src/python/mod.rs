@@ -115,10 +115,10 @@ impl Python {
                     major,
                     minor,
                     interp,
-                } => match offsets::of(major, minor) {
-                    Some(o) => {
+                } => match offsets::of(major, minor).and_then(|o| Some((o, o.kernel(interp)?))) {
+                    Some((o, kernel)) => {
                         self.procs
-                            .insert(pid, o.kernel(interp), 0)
+                            .insert(pid, kernel, 0)
                             .map_err(MapAccessError::of(PY_PROCS))?;
                         Interp::Python(o)
                     }

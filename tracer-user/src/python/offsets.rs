@@ -6,7 +6,7 @@
 use std::{collections::HashMap, sync::LazyLock};
 
 use serde::Deserialize;
-use tracer_common::python::PyProc;
+use tracer_common::python::{PY_FRAME_WINDOW, PyProc};
 
 /// One version's offsets (bytes).
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -50,19 +50,30 @@ pub fn supported() -> Vec<&'static str> {
 }
 
 impl Offsets {
-    /// What the kernel needs for a process whose interpreter is at `interp`.
-    pub fn kernel(&self, interp: u64) -> PyProc {
-        PyProc {
+    /// What the kernel needs for a process whose interpreter is at `interp`; `None` when the
+    /// three frame pointers do not fit in one [`PY_FRAME_WINDOW`] read.
+    pub fn kernel(&self, interp: u64) -> Option<PyProc> {
+        let (code, previous, instr) = (self.frame_code, self.frame_previous, self.frame_prev_instr);
+        let base = code.min(previous).min(instr);
+        let window = PY_FRAME_WINDOW as u32;
+        if code.max(previous).max(instr) + 8 - base > window
+            || [code, previous, instr].iter().any(|o| (o - base) % 8 != 0)
+        {
+            return None;
+        }
+        Some(PyProc {
             interp,
             interp_threads_head: self.interp_threads_head,
             tstate_next: self.tstate_next,
             tstate_native_thread_id: self.tstate_native_thread_id,
             tstate_frame: self.tstate_cframe,
             cframe_current_frame: self.cframe_current_frame,
-            frame_code: self.frame_code,
-            frame_previous: self.frame_previous,
-            frame_instr: self.frame_prev_instr,
-        }
+            frame_window: base,
+            window_code: code - base,
+            window_previous: previous - base,
+            window_instr: instr - base,
+            _pad: 0,
+        })
     }
 }
 
@@ -72,7 +83,18 @@ mod tests {
     fn the_table_parses_and_names_3_11() {
         assert_eq!(super::supported(), ["3.11"]);
         let o = super::of(3, 11).unwrap();
-        assert_eq!(o.kernel(0x1000).interp, 0x1000);
+        let k = o.kernel(0x1000).unwrap();
+        assert_eq!(k.interp, 0x1000);
+        // f_code at 32, previous at 48, prev_instr at 56: one 32-byte read from 32.
+        assert_eq!(
+            (
+                k.frame_window,
+                k.window_code,
+                k.window_previous,
+                k.window_instr
+            ),
+            (32, 0, 16, 24)
+        );
         assert!(super::of(3, 12).is_none());
     }
 }

@@ -53,6 +53,9 @@ enum What {
     Rpc(py::Options),
     /// memcached ops/s (memaslap): added CPU and program time per op, exact counts.
     Cache(py::Options),
+    /// A PyMySQL client's SELECT loop untraced, traced without and with Python call sites:
+    /// added time per statement, exact call sites, program time per statement.
+    Sqlsites(py::Options),
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -84,5 +87,6 @@ pub fn run(args: BenchArgs) -> Result<()> {
         What::Http(opts) => py::run(&scalp, "http", &opts),
         What::Rpc(opts) => py::run(&scalp, "rpc", &opts),
         What::Cache(opts) => py::run(&scalp, "cache", &opts),
+        What::Sqlsites(opts) => py::run(&scalp, "sqlsites", &opts),
     }
 }
