@@ -37,7 +37,7 @@ fn user_u64(addr: u64) -> u64 {
 /// A send (write, sendto, sendmsg…) on descriptor `fd` is about to start.
 #[inline(always)]
 pub fn on_send(tgid: u32, generation: u32, tid: u32, fd: u32) {
-    let Some(p) = PY_PROCS.get_ptr(&tgid) else {
+    let Some(p) = PY_PROCS.get_ptr(tgid) else {
         return;
     };
     let Some((_, inode)) = dispatch::resolve(fd) else {
@@ -47,7 +47,7 @@ pub fn on_send(tgid: u32, generation: u32, tid: u32, fd: u32) {
         return;
     };
     // SAFETY: a copy out of the map value.
-    let Some(sock) = (unsafe { sockets::SOCKET_VERDICTS.get(&ino) }).copied() else {
+    let Some(sock) = (unsafe { sockets::SOCKET_VERDICTS.get(ino) }).copied() else {
         return;
     };
     if sock.class != SOCK_CAPTURE
