@@ -106,3 +106,25 @@ def test_the_offsets_table_is_what_each_cpythons_headers_say(tmp_path):
         got = {k: int(v) for k, v in (line.split() for line in subprocess.run(
             [exe], capture_output=True, text=True, check=True).stdout.splitlines())}
         assert table[version] == got, inc
+
+
+def test_an_interpreter_the_table_does_not_know_leaves_the_columns_null_and_says_why(out, mariadb):
+    # The offsets table reduced to a version this CPython is not (test-only flag): the process
+    # is seen as a CPython whose layout is unknown, as a 3.13 would be.
+    work = Held("--kind", "mysql", "--port", mariadb.port, "--workers", 1, "--n", 20, script=APP)
+    try:
+        scalp = Scalp(out, "--pid", work.pid, "--sql-port", mariadb.port, "--tracers", "syscalls,sql",
+                      "--sql-code-versions", "3.99").wait_ready()
+        work.go()
+        assert work.readline() == "done\n"
+        scalp.stop()
+        assert scalp.wait() == 0, scalp.stderr
+    finally:
+        work.kill()
+    statements = rows(out, "sql_statements", work.pid)
+    assert sum(r["calls"] for r in statements if "scalp_items" in r["db_query_text"]) == 40
+    assert all(r["code_function_name"] is None and r["code_file_path"] is None
+               and r["code_line_number"] is None for r in statements)
+    drops = {(d["tracer"], d["reason"]): d["count"] for d in json.loads((out / "run.json").read_text())["drops"]}
+    assert drops.get(("sql", "python_unsupported")) == sum(r["calls"] for r in statements), drops
+    assert not (out / "sql_stacks").exists() or rows(out, "sql_stacks", work.pid) == []

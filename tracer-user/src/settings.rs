@@ -99,6 +99,8 @@ pub struct SqlSettings {
     pub code_skip: Vec<String>,
     /// Read the Python stacks of SQL sends (the code_* columns).
     pub code: bool,
+    /// Test only: the CPython versions whose offsets are used (None: the whole table).
+    pub code_versions: Option<Vec<String>>,
 }
 
 impl Default for SqlSettings {
@@ -111,6 +113,7 @@ impl Default for SqlSettings {
             ring_bytes: tracer_common::sockets::SOCKET_EVENTS_BYTES,
             code_skip: Vec::new(),
             code: true,
+            code_versions: None,
         }
     }
 }

@@ -229,6 +229,10 @@ pub struct SqlArgs {
     /// Leave the code_* columns null: no Python stack is read at SQL sends.
     #[arg(long)]
     pub no_sql_code: bool,
+    /// Test only: the CPython versions (`3.11`) whose offsets are used; others count as
+    /// unsupported, as a version missing from the table does.
+    #[arg(long, value_name = "X.Y", hide = true)]
+    pub sql_code_versions: Option<Vec<String>>,
 }
 
 #[derive(Debug, Args)]
@@ -282,6 +286,7 @@ impl SqlArgs {
             ring_bytes: self.sql_ring_mib << 20,
             code_skip: self.sql_code_skip.clone(),
             code: !self.no_sql_code,
+            code_versions: self.sql_code_versions.clone(),
         }
     }
 }

@@ -78,10 +78,16 @@ pub struct Python {
     seen: HashMap<u32, Seen>,
     codes: HashMap<(u32, u64), Option<Rc<Code>>>,
     skip: Vec<String>,
+    /// Test only: the versions used (None: every one in the table).
+    versions: Option<Vec<String>>,
 }
 
 impl Python {
-    pub fn new(ebpf: &mut Ebpf, extra_skip: &[String]) -> Result<Python, TracerError> {
+    pub fn new(
+        ebpf: &mut Ebpf,
+        extra_skip: &[String],
+        versions: Option<Vec<String>>,
+    ) -> Result<Python, TracerError> {
         let mut skip: Vec<String> = DATABASE_STACK.iter().map(|s| (*s).to_owned()).collect();
         skip.extend(extra_skip.iter().cloned());
         Ok(Python {
@@ -89,6 +95,7 @@ impl Python {
             seen: HashMap::new(),
             codes: HashMap::new(),
             skip,
+            versions,
         })
     }
 
@@ -115,7 +122,14 @@ impl Python {
                     major,
                     minor,
                     interp,
-                } => match offsets::of(major, minor).and_then(|o| Some((o, o.kernel(interp)?))) {
+                } => match offsets::of(major, minor)
+                    .filter(|_| {
+                        self.versions
+                            .as_ref()
+                            .is_none_or(|v| v.contains(&format!("{major}.{minor}")))
+                    })
+                    .and_then(|o| Some((o, o.kernel(interp)?)))
+                {
                     Some((o, kernel)) => {
                         self.procs
                             .insert(pid, kernel, 0)

@@ -169,7 +169,11 @@ impl Capture {
             }
         }
         let python = if sql && settings.sql.code {
-            Some(Python::new(ebpf, &settings.sql.code_skip)?)
+            Some(Python::new(
+                ebpf,
+                &settings.sql.code_skip,
+                settings.sql.code_versions.clone(),
+            )?)
         } else {
             None
         };

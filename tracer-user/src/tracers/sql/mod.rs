@@ -64,7 +64,7 @@ pub static REGISTRATION: Registration = Registration {
                 counters: &["calls", "duration_ns_sum"],
                 histogram: None,
                 default_sort: "calls",
-                rank: 4,
+                rank: 8,
             }),
         },
     ],
