@@ -27,6 +27,21 @@ def line_of(marker):
     raise AssertionError(marker)
 
 
+def traced(out, server, app_args, scalp_args=()):
+    """Runs the app's work under `scalp-bpf run --pid`; returns the app (ended)."""
+    work = Held("--port", server.port, *app_args, script=APP)
+    try:
+        scalp = Scalp(out, "--pid", work.pid, "--sql-port", server.port, "--tracers", "syscalls,sql",
+                      "--interval", "200ms", *scalp_args).wait_ready()
+        work.go()
+        assert work.readline() == "done\n"
+        scalp.stop()
+        assert scalp.wait() == 0, scalp.stderr
+    finally:
+        work.kill()
+    return work
+
+
 def sites(out, pid):
     """{(function, file, line): calls} of the app's statements on scalp_items."""
     got = collections.Counter()
@@ -41,17 +56,7 @@ def sites(out, pid):
 def test_every_statement_carries_the_line_that_sent_it(out, mode, kind, request):
     server = request.getfixturevalue("mariadb" if kind == "mysql" else "postgres")
     workers, n = 3, 40
-    work = Held("--kind", kind, "--port", server.port, "--mode", mode, "--workers", workers, "--n", n,
-                script=APP)
-    try:
-        scalp = Scalp(out, "--pid", work.pid, "--sql-port", server.port, "--tracers", "syscalls,sql",
-                      "--interval", "200ms").wait_ready()
-        work.go()
-        assert work.readline() == "done\n"
-        scalp.stop()
-        assert scalp.wait() == 0, scalp.stderr
-    finally:
-        work.kill()
+    work = traced(out, server, ["--kind", kind, "--mode", mode, "--workers", workers, "--n", n])
     prefix = "orm_" if mode == "sqlalchemy" else ""
     want = {(f"{prefix}{f}", str(APP), line_of(f"{prefix}{f}")): workers * n
             for f in ("load_item", "count_item")}
@@ -111,16 +116,7 @@ def test_the_offsets_table_is_what_each_cpythons_headers_say(tmp_path):
 def test_an_interpreter_the_table_does_not_know_leaves_the_columns_null_and_says_why(out, mariadb):
     # The offsets table reduced to a version this CPython is not (test-only flag): the process
     # is seen as a CPython whose layout is unknown, as a 3.13 would be.
-    work = Held("--kind", "mysql", "--port", mariadb.port, "--workers", 1, "--n", 20, script=APP)
-    try:
-        scalp = Scalp(out, "--pid", work.pid, "--sql-port", mariadb.port, "--tracers", "syscalls,sql",
-                      "--sql-code-versions", "3.99").wait_ready()
-        work.go()
-        assert work.readline() == "done\n"
-        scalp.stop()
-        assert scalp.wait() == 0, scalp.stderr
-    finally:
-        work.kill()
+    work = traced(out, mariadb, ["--kind", "mysql", "--workers", 1, "--n", 20], ["--sql-code-versions", "3.99"])
     statements = rows(out, "sql_statements", work.pid)
     assert sum(r["calls"] for r in statements if "scalp_items" in r["db_query_text"]) == 40
     assert all(r["code_function_name"] is None and r["code_file_path"] is None
