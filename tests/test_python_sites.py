@@ -32,7 +32,7 @@ def traced(out, server, app_args, scalp_args=()):
     work = Held("--port", server.port, *app_args, script=APP)
     try:
         scalp = Scalp(out, "--pid", work.pid, "--sql-port", server.port, "--tracers", "syscalls,sql",
-                      "--interval", "200ms", *scalp_args).wait_ready()
+                      "--interval", "200ms", "--sql-code", *scalp_args).wait_ready()
         work.go()
         assert work.readline() == "done\n"
         scalp.stop()

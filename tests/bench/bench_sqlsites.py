@@ -1,7 +1,7 @@
 """`cargo xtask bench sqlsites`: what the Python call sites of SQL statements cost. A Python
 client (PyMySQL, one connection, `SELECT v FROM scalp_items WHERE id = %s` in a loop from a
 function 12 frames deep) against the tests' MariaDB, in three configurations alternating in
-rotating order: untraced, traced with `--no-sql-code`, traced with call sites (default).
+rotating order: untraced, traced without call sites (the default), traced with `--sql-code`.
 
 Per run: the client's wall time and CPU time (its rusage) per statement; for the traced runs,
 whether sql_statements counted every statement (and, with call sites, every one at the right
@@ -73,7 +73,7 @@ def main(cleanup):
     subprocess.run(["mariadb", f"--socket={db.socket}", "-u", "root", db.database, "-e",
                     "CREATE TABLE IF NOT EXISTS scalp_items (id INT PRIMARY KEY, v VARCHAR(64));"
                     "DELETE FROM scalp_items; INSERT INTO scalp_items VALUES (1, 'b')"], check=True)
-    configs = {"untraced": None, "no-sql-code": ["--no-sql-code"], "call sites": []}
+    configs = {"untraced": None, "no-sql-code": [], "call sites": ["--sql-code"]}
     per = {name: [] for name in configs}
     checks = []
     for r in range(a.rounds):

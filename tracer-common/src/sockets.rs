@@ -87,6 +87,9 @@ crate::drop_reasons! {
         /// `PY_THREADS_MAX` thread states of its interpreter (or the walk could not read them):
         /// the statement has no call site.
         PythonThreadNotFound = 2 => "python_thread_not_found",
+        /// A send's Python stack did not fit in the `SOCKET_EVENTS` ring buffer: its statement
+        /// is still counted (its data is a separate event), without a call site.
+        PythonStackLost = 3 => "python_stack_ring_full",
     }
 }
 
@@ -127,7 +130,7 @@ pub enum EventKind {
     /// The traced process closed a captured connection (no data follows).
     Close = 3,
     /// The Python stack of a SQL client's send, before its Data event (followed by a
-    /// [`crate::python::PyStackBody`]).
+    /// [`crate::python::PyStackBody`] cut after its `depth` frames).
     PyStack = 4,
 }
 

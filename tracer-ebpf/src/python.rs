@@ -4,14 +4,19 @@
 //! walk its frames from the innermost, recording each frame's code object and instruction
 //! pointer. User space names them.
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::map, maps::HashMap};
+use aya_ebpf::{
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, generated::bpf_ringbuf_output},
+    macros::map,
+    maps::{HashMap, RingBuf},
+};
 use tracer_common::{
     python::{
         PY_FRAME_WINDOW, PY_NO_OFFSET, PY_PROCS_ENTRIES, PY_STACK_DEPTH, PY_THREADS_MAX, PyProc,
         PyStackBody,
     },
     sockets::{
-        DIR_SENT, EventKind, Protocol, SIDE_CLIENT, SOCK_CAPTURE, SocketDrop, SocketEventHeader,
+        DIR_SENT, EventKind, HEADER_BYTES, Protocol, SIDE_CLIENT, SOCK_CAPTURE, SocketDrop,
+        SocketEventHeader,
     },
 };
 
@@ -78,11 +83,14 @@ pub fn on_send(tgid: u32, generation: u32, tid: u32, fd: u32) {
     if p.cframe_current_frame != PY_NO_OFFSET && frame != 0 {
         frame = user_u64(frame + u64::from(p.cframe_current_frame));
     }
-    let Some(mut entry) = sockets::SOCKET_EVENTS.reserve::<PyStackRecord>(0) else {
-        sockets::dropped(SocketDrop::EventLost);
+    // Built in the CPU's scratch record, then sent at its length: a stack of 20 frames takes
+    // 384 bytes of the ring, not the 1,088 of the deepest one.
+    // SAFETY: no preconditions.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let Some(scratch) = sockets::SOCKET_SCRATCH.get_ptr_mut(cpu) else {
         return;
     };
-    let rec = entry.as_mut_ptr();
+    let rec = scratch as *mut PyStackRecord;
     // One frame per iteration, with no other branch than the end of the chain: the verifier
     // then sees one state per depth (a data-dependent skip would double them at every frame).
     // Frames owned by the C stack (3.12+ shims) are recorded too; user space leaves them out.
@@ -124,11 +132,31 @@ pub fn on_send(tgid: u32, generation: u32, tid: u32, fd: u32) {
             conn: ino,
             time_ns: bpf_ktime_get_ns(),
             len: 0,
-            captured: core::mem::size_of::<PyStackBody>() as u32,
+            captured: (PY_STACK_HEAD + 16 * depth) as u32,
             side: sock.side,
             _pad: [0; 7],
             thread_syscalls: 0,
         };
     }
-    entry.submit(sockets::wakeup_flag());
+    let size = (HEADER_BYTES + PY_STACK_HEAD + 16 * (depth & (2 * PY_STACK_DEPTH - 1))) as u64;
+    // SAFETY: the record is the first `size` bytes of the scratch record, which holds a whole
+    // PyStackRecord (depth ≤ PY_STACK_DEPTH).
+    let r = unsafe {
+        bpf_ringbuf_output(
+            &sockets::SOCKET_EVENTS as *const RingBuf as *mut core::ffi::c_void,
+            rec as *mut core::ffi::c_void,
+            size,
+            sockets::wakeup_flag(),
+        )
+    };
+    if r != 0 {
+        sockets::dropped(SocketDrop::PythonStackLost);
+    }
 }
+
+/// Bytes of a stack's body before its frames (depth, truncated).
+const PY_STACK_HEAD: usize = 8;
+const _: () = assert!(
+    core::mem::size_of::<PyStackRecord>() <= sockets::SCRATCH_BYTES
+        && core::mem::size_of::<PyStackBody>() == PY_STACK_HEAD + 16 * PY_STACK_DEPTH
+);

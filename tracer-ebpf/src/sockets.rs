@@ -63,12 +63,12 @@ pub(crate) fn dropped(reason: SocketDrop) {
 }
 
 const CAP: usize = CAPTURE_MAX as usize;
-const SCRATCH_BYTES: usize = HEADER_BYTES + 2 * CAP;
+pub(crate) const SCRATCH_BYTES: usize = HEADER_BYTES + 2 * CAP;
 
 /// One scratch record per CPU (an array indexed by CPU: per-CPU maps cap values at 32 KiB).
 /// The loader sizes it to the number of possible CPUs.
 #[map]
-static SOCKET_SCRATCH: Array<[u8; SCRATCH_BYTES]> = Array::with_max_entries(1, 0);
+pub(crate) static SOCKET_SCRATCH: Array<[u8; SCRATCH_BYTES]> = Array::with_max_entries(1, 0);
 
 const AF_UNIX: u16 = 1;
 const AF_INET: u16 = 2;

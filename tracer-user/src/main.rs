@@ -93,8 +93,11 @@ fn init_logging(verbose: u8) {
         1 => "info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SCALP_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // py-spy's reader logs its fallbacks (a symbol it could not use, a memory scan); what it
+    // could not do reaches the user through scalp-bpf's own messages.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SCALP_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{default},py_spy=off,remoteprocess=off"))
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(|| top::logs::Stderr)

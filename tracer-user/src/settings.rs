@@ -112,7 +112,7 @@ impl Default for SqlSettings {
             raw_text: false,
             ring_bytes: tracer_common::sockets::SOCKET_EVENTS_BYTES,
             code_skip: Vec::new(),
-            code: true,
+            code: false,
             code_versions: None,
         }
     }

@@ -7,7 +7,11 @@ pub mod linetable;
 pub mod memory;
 pub mod offsets;
 
-use std::{collections::HashMap, rc::Rc};
+use std::{
+    collections::HashMap,
+    rc::Rc,
+    time::{Duration, Instant},
+};
 
 use aya::{
     Ebpf,
@@ -46,7 +50,16 @@ struct Seen {
     /// exec changes it: the process is looked at again.
     command_line: String,
     interp: Interp,
+    /// A CPython whose interpreter state could not be found yet (it may be starting up) is
+    /// looked at again from this time on, until `give_up`.
+    retry_at: Option<Instant>,
+    give_up: Instant,
 }
+
+/// How long a CPython process that just started (or exec'd) is given to set its interpreter
+/// up, and how often it is looked at meanwhile.
+const STARTUP: Duration = Duration::from_secs(5);
+const RETRY: Duration = Duration::from_millis(100);
 
 /// The database client stack (the first frame outside it is a statement's call site): the
 /// ORMs, drivers and green-thread libraries OpenStack uses. The standard library and frozen
@@ -104,16 +117,25 @@ impl Python {
     pub fn examine(&mut self, processes: &Processes) -> Result<(), TracerError> {
         for p in processes.live() {
             let pid = p.pid();
-            if self
-                .seen
-                .get(&pid)
-                .is_some_and(|s| s.key == p.key && s.command_line == p.command_line)
+            let now = Instant::now();
+            let mut give_up = now + STARTUP;
+            if let Some(s) = self.seen.get(&pid)
+                && s.key == p.key
+                && s.command_line == p.command_line
             {
-                continue;
+                if s.retry_at.is_none_or(|at| now < at) {
+                    continue;
+                }
+                give_up = s.give_up;
             }
             self.codes.retain(|(tgid, _), _| *tgid != pid);
+            let mut retry_at = None;
             let interp = match detect::interpreter(pid) {
                 detect::Found::NotPython => Interp::NotPython,
+                detect::Found::Unsupported(_) if now < give_up => {
+                    retry_at = Some(now + RETRY);
+                    Interp::Unsupported
+                }
                 detect::Found::Unsupported(why) => {
                     tracing::info!("PID {pid}: no Python call sites: {why}");
                     Interp::Unsupported
@@ -154,6 +176,8 @@ impl Python {
                     key: p.key,
                     command_line: p.command_line.clone(),
                     interp,
+                    retry_at,
+                    give_up,
                 },
             );
         }

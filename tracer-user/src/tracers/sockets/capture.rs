@@ -11,7 +11,7 @@ use aya::{
     Ebpf,
     maps::{Array, HashMap as BpfHashMap, MapData, RingBuf},
 };
-use tracer_common::python::PyStackBody;
+use tracer_common::python::{PY_STACK_DEPTH, PyFrameRef};
 use tracer_common::sockets::{
     CAPTURE_PORTS, ConnInfo, EventKind, HEADER_BYTES, PORT_SQL, Protocol, SOCK_OTHER,
     SOCKET_EVENTS, SOCKET_VERDICTS, SocketEventHeader, SocketVerdict,
@@ -255,12 +255,9 @@ impl Families {
         );
         if h.kind == EventKind::PyStack as u8 {
             if let (Some(sql), Some(python), true) = (self.sql.as_mut(), python, sql_wire)
-                && body.len() >= size_of::<PyStackBody>()
+                && let Some((frames, truncated)) = stack_frames(body)
             {
-                // SAFETY: length checked; read_unaligned makes no alignment assumption.
-                let stack: PyStackBody = unsafe { std::ptr::read_unaligned(body.as_ptr().cast()) };
-                let depth = (stack.depth as usize).min(stack.frames.len());
-                sql.stack(&h, &stack.frames[..depth], stack.truncated != 0, python);
+                sql.stack(&h, &frames, truncated, python);
             }
         } else if let (Some(sql), true, true) =
             (self.sql.as_mut(), sql_wire, h.kind == EventKind::Data as u8)
@@ -288,6 +285,24 @@ impl Families {
         }
         self.notes = notes;
     }
+}
+
+/// A PyStack event's frames (its body is a [`PyStackBody`] cut after its `depth` frames) and
+/// whether the stack was deeper.
+fn stack_frames(body: &[u8]) -> Option<(Vec<PyFrameRef>, bool)> {
+    let word = |at: usize| Some(u32::from_ne_bytes(body.get(at..at + 4)?.try_into().ok()?));
+    let u64_at = |at: usize| Some(u64::from_ne_bytes(body.get(at..at + 8)?.try_into().ok()?));
+    let (depth, truncated) = (word(0)? as usize, word(4)? != 0);
+    let frames = (0..depth.min(PY_STACK_DEPTH))
+        .map_while(|i| {
+            let at = 8 + 16 * i;
+            Some(PyFrameRef {
+                code: u64_at(at)?,
+                instr: u64_at(at + 8)?,
+            })
+        })
+        .collect();
+    Some((frames, truncated))
 }
 
 impl Tracer for Capture {
