@@ -117,12 +117,25 @@ def test_boot(kernel):
 
 # Known failures, each with what was seen; strict: a pass is reported, so the entry goes.
 KNOWN: dict[tuple[str, str], str] = {}
+# Known intermittent failures (issue 17 stays open while one is listed): a failure is reported
+# as an expected one with what was seen, a pass passes.
+FLAKY: dict[tuple[str, str], str] = {
+    ("5.10", "writeback"): "5.10 charges the 2 MiB file's writeback 1 KiB too much now and then "
+                           "(1 of 2 full matrix runs on 2026-12-07; FINDINGS.md)",
+}
 
 
 def test_check(kernel, check):
     if check == "noplan":
         pytest.fail(f"{kernel}: no {RESULTS / kernel / 'plan.json'}: the kernel or the guest was "
                     "not prepared (xtask said why above)")
+    flaky = FLAKY.get((kernel, check))
+    if flaky is not None:
+        try:
+            globals()[f"check_{check}"](Run(kernel, check))
+        except AssertionError as e:
+            pytest.xfail(f"{flaky}: {e}")
+        return
     known = KNOWN.get((kernel, check))
     if known is None:
         globals()[f"check_{check}"](Run(kernel, check))
