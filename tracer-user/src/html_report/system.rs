@@ -12,13 +12,8 @@ use serde_json::{Value, json};
 use super::timelines::series;
 use crate::{
     analysis::load::{Run, ints, strings},
-    tracers::system::{DISK_TABLE, NET_TABLE, TABLE},
+    tracers::system::{CPU_MODE_NAMES, DISK_TABLE, NET_TABLE, TABLE},
 };
-
-/// CPU modes of the `system` table, each `cpu_<mode>_ns`.
-const CPU_MODES: [&str; 8] = [
-    "user", "nice", "system", "irq", "softirq", "iowait", "steal", "idle",
-];
 
 /// Charts of the `system` table's own columns: title, unit, columns (each a series).
 const CHARTS: &[(&str, &str, &[&str])] = &[
@@ -121,7 +116,7 @@ fn chart(title: &str, table: &str, unit: &str, s: &Series) -> Option<Value> {
 fn cpu(axis: &Axis<'_>) -> Series {
     let mut s = Series::new();
     axis.rows(TABLE, |batch, row, i| {
-        let ns: Vec<f64> = CPU_MODES
+        let ns: Vec<f64> = CPU_MODE_NAMES
             .iter()
             .map(|m| {
                 numbers(batch, &format!("cpu_{m}_ns"))
@@ -131,7 +126,7 @@ fn cpu(axis: &Axis<'_>) -> Series {
             .collect();
         let all: f64 = ns.iter().sum();
         if all > 0.0 {
-            for (m, v) in CPU_MODES.iter().zip(&ns) {
+            for (m, v) in CPU_MODE_NAMES.iter().zip(&ns) {
                 axis.add(&mut s, m, i, 100.0 * v / all);
             }
         }

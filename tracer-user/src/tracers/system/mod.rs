@@ -25,7 +25,10 @@ use self::{
 use super::{Build, DropCount, Interval, Registration, Table, Tracer, TracerError};
 use crate::processes::{ProcessKey, Processes};
 
-pub use tables::{CPU as CPU_TABLE, DISK as DISK_TABLE, NET as NET_TABLE, SYSTEM as TABLE};
+pub use tables::{
+    CPU as CPU_TABLE, DISK as DISK_TABLE, MODES as CPU_MODE_NAMES, NET as NET_TABLE,
+    SYSTEM as TABLE,
+};
 
 pub static REGISTRATION: Registration = Registration {
     name: "system",

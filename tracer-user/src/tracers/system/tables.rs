@@ -22,8 +22,8 @@ pub const CPU: &str = "system_cpu";
 pub const DISK: &str = "system_disk";
 pub const NET: &str = "system_net";
 
-/// The CPU mode columns, in [`CPU_MODES`] order.
-const MODES: [&str; CPU_MODES] = [
+/// The CPU mode columns (`cpu_<mode>_ns`), in [`CPU_MODES`] order.
+pub const MODES: [&str; CPU_MODES] = [
     "user", "nice", "system", "irq", "softirq", "iowait", "steal", "idle",
 ];
 
