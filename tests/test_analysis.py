@@ -11,7 +11,7 @@ import tempfile
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import PYTHON, SCALP, WORKLOADS, read_table, run_scalp
+from conftest import PYTHON, SCALP, WORKLOADS, Held, Scalp, read_table, run_scalp
 
 REQUESTS = 200
 FINGERPRINT = "SELECT v FROM scalp_items WHERE id = ?"
@@ -100,6 +100,48 @@ def test_a_new_fingerprint_fails_the_gate_whatever_the_thresholds(mariadb, base_
         assert code == 1, extra_args
         assert [(x["metric"], x["key"]["db_query_text"], x["head"]) for x in report["regressions"]] == [new]
         assert report["regressions"][0]["verdict"] == "new"
+
+
+def sites_run(mariadb, out, *app_args, rounds=60):
+    """sql_sites.py (one thread, `rounds` rounds, one unit each) traced with Python call sites."""
+    work = Held("--port", mariadb.port, "--workers", 1, "--n", rounds, *app_args, script=WORKLOADS / "sql_sites.py")
+    try:
+        scalp = Scalp(out, "--pid", work.pid, "--sql-port", mariadb.port, "--tracers", "syscalls,sql",
+                      "--sql-code", "--units", rounds, "--interval", "200ms").wait_ready()
+        work.go()
+        assert work.readline() == "done\n"
+        scalp.stop()
+        assert scalp.wait() == 0, scalp.stderr
+    finally:
+        work.kill()
+    return out
+
+
+def test_diff_names_the_call_site_of_a_grown_and_of_a_new_fingerprint(mariadb, tmp_path):
+    # Base: load_item and count_item send the fingerprint once per round each. Head: count_item
+    # twice, and probe_item a statement never seen before: the gate names the lines.
+    app = str(WORKLOADS / "sql_sites.py")
+    line = {name: n for n, text in enumerate(pathlib.Path(app).read_text().splitlines(), 1)
+            for name in ["load_item", "count_item", "probe_item"] if text.endswith(f"# site {name}")}
+    base = sites_run(mariadb, tmp_path / "base")
+    head = sites_run(mariadb, tmp_path / "head", "--count-times", 2, "--probe")
+    code, report = diff(base, head)
+    assert code == 1 and report["per"] == "unit"
+    sql = {x["key"]["db_query_text"]: x for x in report["regressions"] if x["metric"] == "sql.calls"}
+    probe = [t for t in sql if "FROM scalp_items WHERE v = ?" in t]
+    assert set(sql) == {FINGERPRINT, *probe} and len(probe) == 1, sql.keys()
+    site = lambda name, base_rate, head_rate: {"function": name, "file": app, "line": line[name],
+                                               "base_rate": pytest.approx(base_rate, rel=1e-9),
+                                               "head_rate": pytest.approx(head_rate, rel=1e-9)}
+    # Biggest growth first; the unchanged site after it.
+    assert sql[FINGERPRINT]["call_sites"] == [site("count_item", 1.0, 2.0), site("load_item", 1.0, 1.0)]
+    assert sql[probe[0]]["verdict"] == "new"
+    assert sql[probe[0]]["call_sites"] == [site("probe_item", 0.0, 1.0)]
+    # The Markdown report says where.
+    md = subprocess.run([SCALP, "diff", base, head], capture_output=True, text=True)
+    assert md.returncode == 1
+    assert f"at {app}:{line['count_item']} in count_item" in md.stdout
+    assert f"at {app}:{line['probe_item']} in probe_item" in md.stdout
 
 
 def test_repeated_runs_of_an_unchanged_workload_do_not_regress(mariadb, base_run, tmp_path):

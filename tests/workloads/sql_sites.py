@@ -1,6 +1,7 @@
 """SQL statements from known call sites, for the Python attribution tests: the same statement
 text from two functions (`load_item`, `count_item`), N times each per worker, in plain threads,
-eventlet green threads, or through SQLAlchemy. Prints "ready PID", waits for a line, works,
+eventlet green threads, or through SQLAlchemy; with `--count-times K` count_item runs K times per
+round, with `--probe` a third function (`probe_item`) sends a second statement once per round. Prints "ready PID", waits for a line, works,
 prints "done", waits for stdin to close."""
 import argparse
 import os
@@ -12,6 +13,8 @@ ap.add_argument("--port", type=int, required=True)
 ap.add_argument("--mode", choices=["threads", "eventlet", "sqlalchemy"], default="threads")
 ap.add_argument("--workers", type=int, default=3)
 ap.add_argument("--n", type=int, default=50)
+ap.add_argument("--count-times", type=int, default=1)
+ap.add_argument("--probe", action="store_true")
 ap.add_argument("--hold", action="store_true", help="(always holds: ready, then a line)")
 a = ap.parse_args()
 
@@ -45,12 +48,20 @@ def count_item(cur):
     return cur.fetchall()
 
 
+def probe_item(cur):
+    cur.execute("SELECT COUNT(*) FROM scalp_items WHERE v = %s", ("x",))  # site probe_item
+    return cur.fetchall()
+
+
 def worker():
     conn = connect()
     cur = conn.cursor()
     for _ in range(a.n):
         load_item(cur)  # call load_item
-        count_item(cur)  # call count_item
+        for _ in range(a.count_times):
+            count_item(cur)  # call count_item
+        if a.probe:
+            probe_item(cur)  # call probe_item
     conn.close()
 
 
