@@ -79,6 +79,32 @@ def total(report):
     return sum(r["calls"] for r in report["requests"])
 
 
+def test_uwsgi_workers_statements_carry_the_apps_call_site(db, out):
+    # uWSGI starts Python in its master and forks the workers from C, so a worker's one thread
+    # state keeps the master's thread id. With --sql-code, every statement the workers make for
+    # the client's requests still names its line in the app (the `execute` helper of every route).
+    s = servers.UwsgiHttp(db, port=servers.pick_port(8083), workers=2).start()
+    try:
+        scalp = traced(out, s.proc.pid, extra=[*sql_args(db), "--sql-code"])
+        report = run_client(s.port)
+        workers = set(s.worker_pids())
+        settle(scalp, out, total(report), workers)
+    finally:
+        s.stop()
+    app = WORKLOADS / "wsgi_app.py"
+    [line] = [n for n, text in enumerate(app.read_text().splitlines(), 1) if text.strip() == "cur.execute(sql, args)"]
+    sites = collections.Counter()
+    for r in rows(out, "sql_statements"):
+        if r["process_pid"] in workers:
+            sites[(r["code_function_name"], r["code_file_path"], r["code_line_number"])] += r["calls"]
+    assert sites == {("execute", str(app), line): sum(client_by_key(report, "sql_statements").values())}
+    # Their stacks go on to the route that called the helper.
+    stacks = [r for r in rows(out, "sql_stacks") if r["process_pid"] in workers]
+    assert stacks and all(r["stack_function_names"][r["stack_function_names"].index("execute") + 1] == "routes"
+                          for r in stacks)
+    assert not [k for k in drops(out) if "python" in k[1]], drops(out)
+
+
 def test_uwsgi_http_socket_counts_routes_bytes_and_sql_per_request(db, out):
     s = servers.UwsgiHttp(db, port=servers.pick_port(8080), workers=2).start()
     try:

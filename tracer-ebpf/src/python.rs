@@ -15,8 +15,8 @@ use tracer_common::{
         PyStackBody,
     },
     sockets::{
-        DIR_SENT, EventKind, HEADER_BYTES, Protocol, SIDE_CLIENT, SOCK_CAPTURE, SocketDrop,
-        SocketEventHeader,
+        DIR_SENT, EventKind, HEADER_BYTES, Protocol, SIDE_CLIENT, SOCK_CAPTURE, SOCK_PENDING,
+        SocketDrop, SocketEventHeader,
     },
 };
 
@@ -45,19 +45,27 @@ pub fn on_send(tgid: u32, generation: u32, tid: u32, fd: u32) {
     let Some(p) = PY_PROCS.get_ptr(tgid) else {
         return;
     };
-    let Some((_, inode)) = dispatch::resolve(fd) else {
+    let Some((file, inode)) = dispatch::resolve(fd) else {
         return;
     };
     let Some(ino) = read_at::<u64>(inode, dispatch::inode_ino_offset()) else {
         return;
     };
     // SAFETY: a copy out of the map value.
-    let Some(sock) = (unsafe { sockets::SOCKET_VERDICTS.get(ino) }).copied() else {
+    let sock = match (unsafe { sockets::SOCKET_VERDICTS.get(ino) }).copied() {
+        Some(s) if s.class == SOCK_PENDING => sockets::sql_client_by_port(file),
+        Some(s) => Some(s),
+        // Not seen yet: the first send on a connection older than the trace.
+        None => sockets::sql_client_by_port(file),
+    };
+    let Some(sock) = sock else {
         return;
     };
     if sock.class != SOCK_CAPTURE
         || sock.side != SIDE_CLIENT
-        || (sock.protocol != Protocol::Mysql as u8 && sock.protocol != Protocol::Postgres as u8)
+        || (sock.protocol != Protocol::Mysql as u8
+            && sock.protocol != Protocol::Postgres as u8
+            && sock.protocol != Protocol::Unknown as u8)
     {
         return;
     }
@@ -65,6 +73,7 @@ pub fn on_send(tgid: u32, generation: u32, tid: u32, fd: u32) {
     let p: &PyProc = unsafe { &*p };
     let mut tstate = user_u64(p.interp + u64::from(p.interp_threads_head));
     let mut found = 0u64;
+    let (mut seen, mut last) = (0u32, 0u64);
     for _ in 0..PY_THREADS_MAX {
         if tstate == 0 {
             break;
@@ -73,7 +82,15 @@ pub fn on_send(tgid: u32, generation: u32, tid: u32, fd: u32) {
             found = tstate;
             break;
         }
+        seen += 1;
+        last = tstate;
         tstate = user_u64(tstate + u64::from(p.tstate_next));
+    }
+    // A process forked by C code that initialized Python before the fork (uWSGI's workers,
+    // without --enable-threads) keeps the parent's thread id in its one thread state: the
+    // main thread sending with one thread state in the list is that state's thread.
+    if found == 0 && tid == tgid && seen == 1 {
+        found = last;
     }
     if found == 0 {
         sockets::dropped(SocketDrop::PythonThreadNotFound);

@@ -398,6 +398,35 @@ fn classify(
     }
 }
 
+/// What a socket no byte has classified yet is, when its peer's port says so: a TCP connection
+/// to a SQL server port is a SQL client connection (the verdict its first bytes will confirm).
+/// Lets a send be known as SQL at sys_enter, before the classifier has seen it: the first
+/// statement on a connection opened before tracing began, a PostgreSQL startup message.
+#[inline(always)]
+pub fn sql_client_by_port(file: *const u8) -> Option<SocketVerdict> {
+    let sk = read_ptr(file, setting!(SOCKETS_CONFIG.file_private_data_offset))
+        .and_then(|s| read_ptr(s, setting!(SOCKETS_CONFIG.socket_sk_offset)))?;
+    let family = read_at::<u16>(sk, setting!(SOCKETS_CONFIG.sk_family_offset))?;
+    if family != AF_INET && family != AF_INET6 {
+        return None;
+    }
+    let port =
+        u16::from_be(read_at::<u16>(sk, setting!(SOCKETS_CONFIG.sk_dport_offset)).unwrap_or(0));
+    let protocol = match port_protocol(port) {
+        PORT_SQL => Protocol::Unknown as u8,
+        p if p == Protocol::Mysql as u8 || p == Protocol::Postgres as u8 => p,
+        _ => return None,
+    };
+    Some(SocketVerdict {
+        class: SOCK_CAPTURE,
+        protocol,
+        tries: 0,
+        family: family as u8,
+        side: SIDE_CLIENT,
+        _pad: [0; 3],
+    })
+}
+
 /// The protocol connections to TCP server `port` are captured as (0: not by port).
 #[inline(always)]
 fn port_protocol(port: u16) -> u8 {

@@ -173,6 +173,13 @@ impl SqlFamily {
         c.opened = true;
         c.active = true;
         c.last_ns = h.time_ns;
+        // A stack taken at the send that made the kernel classify the connection (its peer's
+        // port told) came just before this event: it is the first statement's.
+        c.stack = self
+            .connections
+            .get_mut(&h.conn)
+            .filter(|old| !old.opened)
+            .and_then(|old| old.stack.take());
         self.connections.insert(h.conn, c);
     }
 
