@@ -1,12 +1,13 @@
 """The block I/O tracer: requests and bytes per process and device, exact; writeback charged
 to the process that dirtied the pages; cold reads charged to the reader."""
+import json
 import os
 import pathlib
 import subprocess
 
 import pytest
 
-from conftest import WORKLOADS, Held, Scalp, rows
+from conftest import SCALP, WORKLOADS, Held, Scalp, rows
 
 BLOCK = 4096
 
@@ -116,6 +117,39 @@ def test_writeback_is_charged_to_the_process_that_dirtied_the_pages(out, loopfs)
     data = [r for r in rows(out, "blockio", work.pid) if r["device"] == dev and r["op"] == "write" and not r["meta"]]
     assert sum(r["bytes"] for r in data if r["attribution"] == "writeback") == 2 << 20
     assert not [r for r in data if r["attribution"] == "direct"]
+
+
+def test_the_gate_counts_what_the_process_wrote_not_when_the_flusher_wrote_it_back(tmp_path, loopfs):
+    # The same 2 MiB of buffered writes three times: left dirty; written back by the flusher
+    # (an untraced sync) during the run; written by the process's own fsync. `diff` gates
+    # blockio.write_bytes on the third only: when a flusher gets to pages is the kernel's timing.
+    mnt, dev = loopfs
+
+    def traced(name, *flags, sync=False):
+        work = Held("buffered", "--path", mnt / f"{name}.dat", "--bytes", 2 << 20, *flags, "--hold-after",
+                    script=WORKLOADS / "fileio.py")
+        scalp = Scalp(tmp_path / name, "--pid", work.pid, "--units", 1).wait_ready()
+        work.go()
+        assert work.readline().startswith("done")
+        if sync:
+            subprocess.run(["sync"], check=True)
+        work.finish()
+        assert scalp.wait() == 0
+        return tmp_path / name, work.pid
+
+    dirty, _ = traced("dirty")
+    flushed, pid = traced("flushed", sync=True)
+    synced, _ = traced("synced", "--fsync")
+    assert sum(r["bytes"] for r in rows(flushed, "blockio", pid)
+               if r["device"] == dev and r["attribution"] == "writeback" and not r["meta"]) == 2 << 20
+
+    def gate(base, head):
+        r = subprocess.run([SCALP, "diff", base, head, "--format", "json"], capture_output=True, text=True)
+        assert r.returncode in (0, 1), r.stderr
+        return r.returncode, {(x["metric"], x["key"].get("device")) for x in json.loads(r.stdout)["regressions"]}
+
+    assert gate(dirty, flushed) == (0, set())
+    assert gate(dirty, synced) == (1, {("blockio.write_bytes", dev)})
 
 
 def test_reads_after_dropping_the_cache_are_block_reads_of_the_reader(out, loopfs):

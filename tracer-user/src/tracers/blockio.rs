@@ -68,9 +68,12 @@ pub static REGISTRATION: Registration = Registration {
     metrics: &[Metric {
         id: "blockio.write_bytes",
         table: TABLE,
-        title: "Bytes written to block devices",
+        title: "Bytes written to block devices by the process itself",
         keys: &["device"],
-        only: &[("op", &["write"])],
+        // Not what flushers wrote back for it: when that happens is the kernel's timing (dirty
+        // expiry, memory pressure from anything else on the machine), not the code's; the
+        // bytes the code wrote are `fileio.write_bytes`.
+        only: &[("op", &["write"]), ("attribution", &["direct"])],
         except: &[],
         measure: Measure::Counter("bytes"),
         threshold: 0.10,
