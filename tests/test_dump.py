@@ -8,7 +8,8 @@ import subprocess
 
 import pytest
 
-from conftest import PYTHON, WORKLOADS, run_scalp
+import servers
+from conftest import PYTHON, WORKLOADS, run_scalp, wait_for
 
 APP = WORKLOADS / "dump_app.py"
 SECRETS = ["hunter2", "rabbitpw", "dbpass", "cachekey"]
@@ -140,6 +141,45 @@ def test_dump_names_every_thread_file_socket_config_and_package(app):
 def normalize(name):
     import re
     return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_a_uwsgi_worker_in_a_request_shows_its_python_stack(tmp_path):
+    # uWSGI starts Python in its master and forks the worker from C: the worker's thread state
+    # keeps the master's thread id. The dump must still give the worker's thread its stack.
+    app = WORKLOADS / "parked_wsgi.py"
+    release = tmp_path / "release"
+    port = servers.pick_port(8170)
+    cmd = [servers.UWSGI, "--http-socket", f"127.0.0.1:{port}", "--master", "--processes", "1",
+           "--wsgi-file", str(app), "--logto", str(tmp_path / "uwsgi.log")]
+    if servers.sys.prefix != servers.sys.base_prefix:
+        cmd += ["--virtualenv", servers.sys.prefix]
+    master = subprocess.Popen(cmd, env={**os.environ, "SCALP_PARKED_RELEASE": str(release)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = None
+    try:
+        wait_for(lambda: (tmp_path / "uwsgi.log").exists() and "spawned uWSGI worker 1"
+                 in (tmp_path / "uwsgi.log").read_text(), 30, "the uWSGI worker", master)
+        fetch = "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=60).read().decode())"
+        client = subprocess.Popen([PYTHON, "-c", fetch, f"http://127.0.0.1:{port}/"], stdout=subprocess.PIPE, text=True)
+        worker = int(open(f"/proc/{master.pid}/task/{master.pid}/children").read().split()[0])
+        [line] = [n for n, t in enumerate(app.read_text().splitlines(), 1) if t.endswith("# parked here")]
+
+        def parked():
+            r = run_scalp("dump", "--pid", worker, "--format", "json")
+            assert r.returncode == 0, r.stderr
+            [thread] = json.loads(r.stdout)["processes"][0]["threads"]
+            stack = thread["python_stack"] or []
+            return [(f["function"], f["line"]) for f in stack[:2]] == [
+                ("parked_in_request", line), ("application", line + 4)]
+        wait_for(parked, 30, "the worker's dump to show it parked in the request")
+        release.touch()
+        assert client.communicate(timeout=30)[0] == "released\n"
+    finally:
+        if client and client.poll() is None:
+            client.kill()
+        master.kill()
+        master.wait()
+        subprocess.run(["pkill", "-9", "-f", f"127.0.0.1:{port}"])
 
 
 def test_a_process_that_is_not_python_is_reported_without_stacks(tmp_path):

@@ -177,7 +177,7 @@ fn process(info: &targets::procfs::ProcInfo, reason: &TracedReason) -> ProcessDu
             dump.python.unavailable = Some(e.to_string());
         }
     }
-    threads::add_python(&mut dump.threads, &py_threads);
+    threads::add_python(&mut dump.threads, &py_threads, info.pid);
     dump.files = files::read(&p);
     let cwd = dump.cwd.clone().unwrap_or_else(|| PathBuf::from("/"));
     dump.config_files = config::named_files(&info.argv, &cwd)

@@ -55,10 +55,21 @@ pub fn read(process: &procfs::process::Process) -> Vec<ThreadDump> {
     out
 }
 
-/// Gives each thread the Python state read for it, if any.
-pub fn add_python(threads: &mut [ThreadDump], python: &HashMap<u32, PyThread>) {
+/// Gives each thread the Python state read for it, if any. A process forked from C after
+/// Python started (uWSGI's workers) keeps its parent's thread id in its one thread state: a
+/// single Python thread that names none of the process's threads is its main thread's (`pid`).
+pub fn add_python(threads: &mut [ThreadDump], python: &HashMap<u32, PyThread>, pid: u32) {
+    let stray: Vec<&PyThread> = python
+        .iter()
+        .filter(|(tid, _)| !threads.iter().any(|t| t.tid == **tid))
+        .map(|(_, py)| py)
+        .collect();
     for t in threads {
-        if let Some(py) = python.get(&t.tid) {
+        let py = python.get(&t.tid).or_else(|| match stray.as_slice() {
+            [only] if t.tid == pid && python.len() == 1 => Some(*only),
+            _ => None,
+        });
+        if let Some(py) = py {
             t.python_name = py.name.clone();
             t.owns_gil = py.owns_gil;
             t.python_stack = Some(py.frames.clone());
@@ -79,6 +90,54 @@ fn kernel_frames(text: &str) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn thread(tid: u32) -> ThreadDump {
+        ThreadDump {
+            tid,
+            name: String::new(),
+            state: "S".to_owned(),
+            wchan: None,
+            kernel_stack: Vec::new(),
+            python_name: None,
+            owns_gil: false,
+            python_stack: None,
+        }
+    }
+
+    fn py(function: &str) -> PyThread {
+        PyThread {
+            name: None,
+            owns_gil: false,
+            frames: vec![PyFrame {
+                function: function.to_owned(),
+                file: "app.py".to_owned(),
+                line: 3,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_forked_workers_one_python_thread_is_its_main_threads() {
+        // The worker (pid 20) kept its master's id (10) in its one thread state.
+        let mut threads = [thread(20), thread(21)];
+        add_python(&mut threads, &HashMap::from([(10, py("handler"))]), 20);
+        assert_eq!(
+            threads[0].python_stack.as_ref().unwrap()[0].function,
+            "handler"
+        );
+        assert!(threads[1].python_stack.is_none());
+        // Two Python threads, one of them stray: nothing is guessed.
+        let mut threads = [thread(20), thread(21)];
+        add_python(
+            &mut threads,
+            &HashMap::from([(10, py("a")), (21, py("b"))]),
+            20,
+        );
+        assert!(threads[0].python_stack.is_none());
+        assert_eq!(threads[1].python_stack.as_ref().unwrap()[0].function, "b");
+    }
+
     #[test]
     fn kernel_stack_lines_lose_their_address() {
         assert_eq!(
