@@ -35,6 +35,8 @@
 //! cargo xtask test --kernel 5.10 --check syscalls    # one kernel, one check
 //! cargo xtask test --kernel 6.1 --scalp-arg=--tracers --scalp-arg=syscalls,fileio
 //! cargo xtask test --kernel 5.10 --scalp-verbose 2 --scalp-bpf /tmp/patched/scalp-bpf
+//! cargo xtask test --kernel 5.10 --check fileio --check writeback \
+//!     --guest-ftrace block:block_rq_insert --guest-ftrace writeback:writeback_single_inode_start
 //! ```
 //!
 //! Each run leaves `target/vm/<kernel>/`: serial.log, timing.json, plan.json, initramfs.cpio and
