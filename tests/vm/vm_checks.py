@@ -117,12 +117,10 @@ def test_boot(kernel):
 
 # Known failures, each with what was seen; strict: a pass is reported, so the entry goes.
 KNOWN: dict[tuple[str, str], str] = {}
-# Known intermittent failures (issue 17 stays open while one is listed): a failure is reported
+# Known intermittent failures (their issue stays open while one is listed): a failure is reported
 # as an expected one with what was seen, a pass passes.
-FLAKY: dict[tuple[str, str], str] = {
-    ("5.10", "writeback"): "5.10 charges the 2 MiB file's writeback 1 KiB too much now and then "
-                           "(1 of 2 full matrix runs on 2026-12-07; FINDINGS.md)",
-}
+# (5.10 writeback was one until issue 17 was found: FINDINGS.md.)
+FLAKY: dict[tuple[str, str], str] = {}
 
 
 def test_check(kernel, check):

@@ -62,8 +62,9 @@ pub struct BlockIoConfig {
     pub req_meta_bit: u32,
     /// 1 when `bpf_get_current_task_btf` exists (Linux ≥ 5.11): task fields are plain loads.
     pub task_btf: u32,
-    /// 1: a write a flusher thread submits is charged to the dirtier of its first page's inode
-    /// when that inode has one (the thread's inode window otherwise): request.bio →
+    /// 1: a write a flusher thread submits is charged to the traced dirtier of its first page's
+    /// inode, or to nobody when that inode has none (the thread's inode window only when the
+    /// page names no inode): request.bio →
     /// bio.bi_io_vec → bio_vec.bv_page (→ page.compound_head) → page.mapping →
     /// address_space.host. Used with the fallback, whose submission points (insert, issue) can
     /// come after the window, or inside the next inode's window (a plug flushed late).

@@ -85,14 +85,20 @@ fn owner_of(rq: *const u8) -> Option<(Owner, Attribution, bool)> {
         return None;
     }
     // Where requests are taken at insert/issue (the fallback), a plug can flush a flusher's
-    // writes after its inode window, or inside the next inode's: the first page's inode names
-    // the dirtier then, and the window only stands in when the page names none.
+    // writes after its inode window, or inside the next inode's: the first page's inode says
+    // whose they are then — its traced dirtier, or nobody's when it has none (a block device's
+    // buffer cache dirtied before the run: the superblock, bitmaps, inode tables, which the
+    // file's window would otherwise take as the file's data). The window only stands in when
+    // the page names no inode.
     if setting!(BLOCKIO_CONFIG.owner_from_page) != 0 {
         let cmd_flags: u32 = btf_field(rq, setting!(BLOCKIO_CONFIG.rq_cmd_flags_offset));
         if cmd_flags & 0xff == REQ_OP_WRITE
-            && let Some((owner, buffer_cache)) = owner_of_first_page(rq)
+            && let Some(inode) = inode_of_first_page(rq)
         {
-            return Some((owner, Attribution::Writeback, buffer_cache));
+            // SAFETY: a plain copy out of the map value.
+            let owner = unsafe { WRITEBACK_OWNER.get(inode as u64) }.copied()?;
+            let mode: u16 = read_at(inode, setting!(BLOCKIO_CONFIG.inode_mode_offset))?;
+            return Some((owner, Attribution::Writeback, is_block_device(mode)));
         }
     }
     // SAFETY: a plain copy out of the map value.
@@ -100,11 +106,10 @@ fn owner_of(rq: *const u8) -> Option<(Owner, Attribution, bool)> {
     Some((f.owner, Attribution::Writeback, f.buffer_cache != 0))
 }
 
-/// The traced process that last dirtied the inode of the request's first page (a page of the
-/// page cache: its mapping is the inode's; anonymous and other tagged mappings are not), and
-/// whether that inode is a block device's.
+/// The inode of the request's first page, when that is a page of the page cache (its mapping is
+/// the inode's; anonymous and other tagged mappings name none).
 #[inline(always)]
-fn owner_of_first_page(rq: *const u8) -> Option<(Owner, bool)> {
+fn inode_of_first_page(rq: *const u8) -> Option<*const u8> {
     let bio = read_ptr(rq, setting!(BLOCKIO_CONFIG.rq_bio_offset))?;
     let vec = read_ptr(bio, setting!(BLOCKIO_CONFIG.bio_io_vec_offset))?;
     let mut page = read_ptr(vec, setting!(BLOCKIO_CONFIG.bvec_page_offset))?;
@@ -117,14 +122,10 @@ fn owner_of_first_page(rq: *const u8) -> Option<(Owner, bool)> {
     if mapping == 0 || mapping & 3 != 0 {
         return None;
     }
-    let inode = read_ptr(
+    read_ptr(
         mapping as *const u8,
         setting!(BLOCKIO_CONFIG.mapping_host_offset),
-    )?;
-    // SAFETY: a plain copy out of the map value.
-    let owner = unsafe { WRITEBACK_OWNER.get(inode as u64) }.copied()?;
-    let mode: u16 = read_at(inode, setting!(BLOCKIO_CONFIG.inode_mode_offset))?;
-    Some((owner, is_block_device(mode)))
+    )
 }
 
 /// Fills in device, op, flags and bytes from the request as it is now.

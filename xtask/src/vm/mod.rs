@@ -35,6 +35,8 @@
 //! cargo xtask test --kernel 5.10 --check syscalls    # one kernel, one check
 //! cargo xtask test --kernel 6.1 --scalp-arg=--tracers --scalp-arg=syscalls,fileio
 //! cargo xtask test --kernel 5.10 --scalp-verbose 2 --scalp-bpf /tmp/patched/scalp-bpf
+//! cargo xtask test --kernel 5.10 --check fileio --check writeback \
+//!     --guest-ftrace block:block_rq_insert --guest-ftrace writeback:writeback_single_inode_start
 //! ```
 //!
 //! Each run leaves `target/vm/<kernel>/`: serial.log, timing.json, plan.json, initramfs.cpio and
@@ -89,6 +91,11 @@ pub struct VmArgs {
     /// `ulimit -l` in the guest before each run (default: the kernel's own limit for init).
     #[arg(long, requires = "kernels")]
     pub memlock: Option<String>,
+    /// Record this ftrace event in the guest around every check (may be repeated:
+    /// `--guest-ftrace block:block_rq_issue`): `results/<check>/trace` (during the check) and
+    /// `trace_before` (since the previous one).
+    #[arg(long, value_name = "EVENT", requires = "kernels")]
+    pub guest_ftrace: Vec<String>,
     /// Wall-clock limit of one guest, in seconds.
     #[arg(long, default_value_t = 600, requires = "kernels")]
     pub vm_timeout: u64,
@@ -109,6 +116,7 @@ impl VmArgs {
             scalp_log: None,
             scalp_bpf: Some(scalp),
             memlock: None,
+            guest_ftrace: Vec::new(),
             vm_timeout: 600,
             vm_cpus: 2,
         }
@@ -185,7 +193,8 @@ pub fn run(args: &VmArgs) -> Result<()> {
         }
     }
     let checks = plan::select(&args.checks)?;
-    plan::check_args(&args.scalp_args)?;
+    plan::check_args("--scalp-arg", &args.scalp_args)?;
+    plan::check_args("--guest-ftrace", &args.guest_ftrace)?;
     setup::apt(PACKAGES)?;
     setup::python()?;
     let scalp = scalp_binary(args.scalp_bpf.as_deref())?;
@@ -278,6 +287,7 @@ fn prepare(
         verbose: args.scalp_verbose,
         scalp_log: args.scalp_log.as_deref(),
         memlock: args.memlock.as_deref(),
+        ftrace: &args.guest_ftrace,
     };
     img.file("/vm/plan.sh", plan.script().into_bytes(), 0o644);
     img.write(&dir.join("initramfs.cpio"))?;

@@ -87,13 +87,14 @@ pub fn select(names: &[String]) -> Result<Vec<&'static Check>> {
         .collect())
 }
 
-/// Extra scalp-bpf arguments travel as one word list: none may hold white space.
-pub fn check_args(args: &[String]) -> Result<()> {
+/// Extra scalp-bpf arguments (and ftrace events) travel as one word list: none may hold white
+/// space. `option` names them in the error.
+pub fn check_args(option: &str, args: &[String]) -> Result<()> {
     if let Some(a) = args
         .iter()
         .find(|a| a.is_empty() || a.contains(char::is_whitespace))
     {
-        bail!("--scalp-arg {a:?}: one argument per --scalp-arg, without white space");
+        bail!("{option} {a:?}: one word per {option}, without white space");
     }
     Ok(())
 }
@@ -104,6 +105,8 @@ pub struct Plan<'a> {
     pub verbose: u8,
     pub scalp_log: Option<&'a str>,
     pub memlock: Option<&'a str>,
+    /// ftrace events (`block:block_rq_issue`, …) the guest records around every check.
+    pub ftrace: &'a [String],
 }
 
 /// Single-quotes a word for the guest's shell.
@@ -134,6 +137,9 @@ impl Plan<'_> {
         }
         if let Some(m) = self.memlock {
             s += &format!("ulimit -l {} || fail 'ulimit -l {m} refused'\n", quote(m));
+        }
+        if !self.ftrace.is_empty() {
+            s += &format!("FTRACE={}\nftrace_on\n", quote(&self.ftrace.join(" ")));
         }
         // What `scalp-bpf check` says, before the runs (tests/vm/vm_checks.py's test_support).
         s += "support\n";
@@ -183,6 +189,7 @@ mod tests {
             verbose: 2,
             scalp_log: Some("debug"),
             memlock: None,
+            ftrace: &[],
         };
         let s = plan.script();
         assert!(s.contains("SCALP_GLOBAL='-vv'\n"));
@@ -195,9 +202,10 @@ mod tests {
         let blockio = s.find("check blockio --disk vdb -- ").unwrap();
         assert!(syscalls < blockio, "CHECKS' order");
         assert!(!s.contains("fileio"));
+        assert!(!s.contains("ftrace_on"));
         assert!(select(&["nope".to_owned()]).is_err());
-        assert!(check_args(&extra).is_ok());
-        assert!(check_args(&["--pid 1".to_owned()]).is_err());
+        assert!(check_args("--scalp-arg", &extra).is_ok());
+        assert!(check_args("--scalp-arg", &["--pid 1".to_owned()]).is_err());
         assert_eq!(select(&[]).unwrap().len(), CHECKS.len());
     }
 }
