@@ -160,7 +160,7 @@ def test_the_offsets_table_is_what_py_spys_bindings_of_each_version_say(tmp_path
 
 def test_an_interpreter_the_table_does_not_know_leaves_the_columns_null_and_says_why(out, mariadb):
     # The offsets table reduced to a version this CPython is not (test-only flag): the process
-    # is seen as a CPython whose layout is unknown, as a 3.13 would be.
+    # is seen as a CPython whose layout is unknown, as a 3.14 would be.
     work = traced(out, mariadb, ["--kind", "mysql", "--workers", 1, "--n", 20], ["--sql-code-versions", "3.99"])
     statements = rows(out, "sql_statements", work.pid)
     assert sum(r["calls"] for r in statements if "scalp_items" in r["db_query_text"]) == 40
