@@ -36,7 +36,9 @@ int main(void) {
   P("frame_code", offsetof(_PyInterpreterFrame, f_code));
   P("frame_instr", offsetof(_PyInterpreterFrame, prev_instr));
 #else
-  /* 3.13: no cframe; f_executable may be None (the C stack's shim frames). */
+  /* 3.13: no cframe; f_executable may be None (the C stack's shim frames). The runtime
+     starts with _Py_DebugOffsets, which scalp-bpf checks the table against. */
+  P("interp_runtime", offsetof(PyInterpreterState, runtime));
   P("tstate_frame", offsetof(PyThreadState, current_frame));
   P("frame_code", offsetof(_PyInterpreterFrame, f_executable));
   P("frame_instr", offsetof(_PyInterpreterFrame, instr_ptr));

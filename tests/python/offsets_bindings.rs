@@ -44,6 +44,7 @@ fn main() {
     p!("interp_trampoline", offset_of!(_is, interpreter_trampoline));
     #[cfg(py313)]
     {
+        p!("interp_runtime", offset_of!(_is, runtime));
         p!("tstate_frame", offset_of!(_ts, current_frame));
         p!("frame_code", offset_of!(_PyInterpreterFrame, f_executable));
         p!("frame_instr", offset_of!(_PyInterpreterFrame, instr_ptr));

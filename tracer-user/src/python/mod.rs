@@ -2,6 +2,7 @@
 //! names of the frames it records — each code object's qualified name, file and, from its
 //! location table, the line of the frame's instruction.
 
+pub mod debug_offsets;
 pub mod detect;
 pub mod linetable;
 pub mod memory;
@@ -159,6 +160,12 @@ impl Python {
                     })
                     .and_then(|v| Some((v, v.offsets.kernel(interp)?)))
                 {
+                    Some((version, _))
+                        if let Some(why) = check_runtime(pid, interp, version.offsets) =>
+                    {
+                        tracing::info!("PID {pid}: no Python call sites: {why}");
+                        Interp::Unsupported
+                    }
                     Some((version, kernel)) => {
                         self.procs
                             .insert(pid, kernel, 0)
@@ -266,6 +273,18 @@ impl Python {
             .flatten()
             .find(|f| !in_database_stack(&f.file, &self.skip))
     }
+}
+
+/// Why the process's own struct offsets (3.13+: `_Py_DebugOffsets` at the start of its runtime
+/// state) disagree with the table's, if they do; `None` for versions without them.
+fn check_runtime(pid: u32, interp: u64, o: &Offsets) -> Option<String> {
+    let at = o.interp_runtime?;
+    let Some(debug) = memory::u64_at(pid, interp + u64::from(at))
+        .and_then(|runtime| memory::read(pid, runtime, debug_offsets::SIZE))
+    else {
+        return Some("its _Py_DebugOffsets cannot be read".to_owned());
+    };
+    debug_offsets::disagreement(o, &debug)
 }
 
 /// The line of a frame's position in its code; the definition's line when it has not started.

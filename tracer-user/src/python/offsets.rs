@@ -18,6 +18,8 @@ pub struct Offsets {
     pub interp_threads_head: u32,
     /// 3.12: the code object its C-stack shim frames run (`interpreter_trampoline`).
     pub interp_trampoline: Option<u32>,
+    /// 3.13: the runtime state (`runtime`), which starts with `_Py_DebugOffsets`.
+    pub interp_runtime: Option<u32>,
     pub tstate_next: u32,
     /// 3.11+.
     pub tstate_native_thread_id: Option<u32>,
