@@ -110,14 +110,15 @@ pub fn on_send(tgid: u32, generation: u32, tid: u32, fd: u32) {
     // Frames owned by the C stack (3.12+ shims) are recorded too; user space leaves them out.
     // The window's length is the version's (a fixed maximum could run past the end of a frame
     // at the end of a page): bounded to 1..=PY_FRAME_WINDOW for the verifier. A failed read
-    // leaves zeros (the helper clears the buffer), which ends the chain.
+    // leaves zeros (the helper clears the `len` bytes), which ends the chain; bytes past `len`
+    // are never looked at, so the buffer is cleared once, not per frame.
     let len = ((p.frame_window_len.wrapping_sub(1)) & (PY_FRAME_WINDOW as u32 - 1)) + 1;
+    let mut w = [0u64; PY_FRAME_WINDOW / 8];
     let mut depth = 0usize;
     while depth < PY_STACK_DEPTH {
         if frame == 0 {
             break;
         }
-        let mut w = [0u64; PY_FRAME_WINDOW / 8];
         // SAFETY: a fault-safe copy of at most PY_FRAME_WINDOW bytes of user memory into `w`.
         unsafe {
             bpf_probe_read_user(
