@@ -53,10 +53,10 @@ def sites(out, pid):
     return got
 
 
-# The venv's 3.11 runs every mode; Debian's 3.9 and 3.13 plain threads (their trees hold the
-# drivers only: PyMySQL, psycopg).
+# The venv's 3.11 runs every mode; Debian's 3.9 and 3.13 plain threads and eventlet (their
+# trees hold PyMySQL, psycopg and eventlet, not SQLAlchemy).
 CASES = [("3.11", mode) for mode in ("threads", "eventlet", "sqlalchemy")] + \
-    [(version, "threads") for version in OTHER_PYTHONS]
+    [(version, mode) for version in OTHER_PYTHONS for mode in ("threads", "eventlet")]
 
 
 @pytest.mark.parametrize("python,mode", CASES, ids=[f"{v}-{m}" for v, m in CASES])

@@ -10,8 +10,8 @@
 //! libssl1.1 and libffi7, which bookworm lacks; trixie's 3.13 needs glibc 2.38, so its tree also
 //! holds trixie's libc and the binary's ELF interpreter is that libc's loader (`patchelf`):
 //! `/proc/PID/exe` is still the python binary itself, which is what scalp-bpf looks at.
-//! PyMySQL and psycopg (pure Python; the host's libpq5) are installed for each version with the
-//! venv's pip (`--target`, `--python-version`, wheels only).
+//! PyMySQL, psycopg (pure Python; the host's libpq5) and eventlet are installed for each version
+//! with the venv's pip (`--target`, `--python-version`, wheels only).
 
 use std::{path::PathBuf, process::Command};
 
@@ -139,12 +139,16 @@ const INTERPRETERS: &[Interpreter] = &[
     },
 ];
 
-/// The drivers installed for every interpreter (pure Python wheels; psycopg's `typing_extensions`
-/// dependency listed, as pip runs with `--no-deps`): versions that support 3.9 through 3.13.
+/// The drivers installed for every interpreter, and eventlet (pip runs with `--no-deps`: the
+/// dependencies are listed — psycopg's `typing_extensions`, eventlet's greenlet, a C extension
+/// with a wheel per version, and dnspython): versions that support 3.9 through 3.13.
 const DRIVERS: &[&str] = &[
     "PyMySQL==1.1.1",
     "psycopg==3.2.10",
     "typing_extensions==4.12.2",
+    "eventlet==0.40.4",
+    "greenlet==3.2.4",
+    "dnspython==2.7.0",
 ];
 
 const MIRROR: &str = "http://deb.debian.org/debian";
@@ -200,7 +204,7 @@ pub fn install() -> Result<()> {
             .arg(tree.join("site"))
             .args(DRIVERS))?;
         let check = Command::new(&binary)
-            .args(["-c", "import pymysql, psycopg, ssl"])
+            .args(["-c", "import pymysql, psycopg, ssl, eventlet"])
             .env("PYTHONPATH", tree.join("site"))
             .output()
             .context("running the unpacked interpreter")?;
