@@ -26,7 +26,10 @@ fn main() {
     }
     #[cfg(any(py311, py312, py313))]
     {
-        p!("interp_threads_head", offset_of!(_is, threads) + offset_of!(_is_pythreads, head));
+        p!(
+            "interp_threads_head",
+            offset_of!(_is, threads) + offset_of!(_is_pythreads, head)
+        );
         p!("tstate_native_thread_id", offset_of!(_ts, native_thread_id));
         p!("frame_previous", offset_of!(_PyInterpreterFrame, previous));
         p!("code_qualname", offset_of!(PyCodeObject, co_qualname));
