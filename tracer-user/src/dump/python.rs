@@ -138,3 +138,35 @@ fn kernel_tids(pid: u32, pthreads: &[u64]) -> HashMap<u64, u32> {
 fn one_line(e: &impl std::fmt::Display) -> String {
     e.to_string().lines().next().unwrap_or_default().to_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pthread_t_names_its_kernel_thread() {
+        // This test's own threads: each says its pthread_t and its kernel id, then waits.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let stop = std::sync::Arc::new(std::sync::Mutex::new(stop_rx));
+        let threads: Vec<_> = (0..3)
+            .map(|_| {
+                let (tx, stop) = (tx.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    // SAFETY: no preconditions.
+                    let (me, tid) = unsafe { (libc::pthread_self() as u64, libc::gettid() as u32) };
+                    tx.send((me, tid)).unwrap();
+                    let _ = stop.lock().unwrap().recv();
+                })
+            })
+            .collect();
+        let want: HashMap<u64, u32> = (0..3).map(|_| rx.recv().unwrap()).collect();
+        let pthreads: Vec<u64> = want.keys().copied().collect();
+        let got = kernel_tids(std::process::id(), &pthreads);
+        drop(stop_tx);
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(got, want);
+    }
+}
