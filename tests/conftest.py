@@ -19,6 +19,11 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 SCALP = os.environ.get("SCALP_BPF", str(ROOT / "target/release/scalp-bpf"))
 WORKLOADS = ROOT / "tests" / "workloads"
 PYTHON = sys.executable
+# CPythons other than the venv's 3.11, unpacked from Debian's archive by `cargo xtask test`
+# (xtask/src/pythons.rs): version -> (binary, environment giving it the tests' drivers).
+PYTHONS_DIR = ROOT / "target" / "pythons"
+OTHER_PYTHONS = {v: (PYTHONS_DIR / v / "usr" / "bin" / f"python{v}", {"PYTHONPATH": str(PYTHONS_DIR / v / "site")})
+                 for v in ("3.9", "3.13")}
 SCHEMAS = ROOT / "schemas"
 
 
@@ -102,13 +107,14 @@ def run_scalp(*args, timeout=120, user=None):
 class Held:
     """A workload that prints 'ready PID' and waits for 'go' before working."""
 
-    def __init__(self, *args, argv0=None, script=None):
+    def __init__(self, *args, argv0=None, script=None, python=None, env=None):
+        python = python or PYTHON
         script = script or str(WORKLOADS / "sysc.py")
-        cmd = [PYTHON, str(script), "--hold", *map(str, args)]
-        kwargs = {}
+        cmd = [python, str(script), "--hold", *map(str, args)]
+        kwargs = {"env": {**os.environ, **env}} if env else {}
         if argv0:
             cmd[0] = argv0
-            kwargs["executable"] = PYTHON
+            kwargs["executable"] = python
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, **kwargs)
         line = self.proc.stdout.readline()
         assert line.startswith("ready "), line

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 import servers
-from conftest import PYTHON, WORKLOADS, run_scalp, wait_for
+from conftest import OTHER_PYTHONS, PYTHON, WORKLOADS, run_scalp, wait_for
 
 APP = WORKLOADS / "dump_app.py"
 SECRETS = ["hunter2", "rabbitpw", "dbpass", "cachekey"]
@@ -25,20 +25,25 @@ auth_url = http://127.0.0.1:5000/v3
 """
 
 # The test venv's interpreter (pyenv's CPython), and Debian's own python3.11 where it exists:
-# two builds, two package layouts (venv site-packages, Debian dist-packages).
-INTERPRETERS = [pytest.param(PYTHON, id="venv")]
+# two builds, two package layouts (venv site-packages, Debian dist-packages); then Debian's 3.9
+# and 3.13 (other suites, unpacked under target/pythons, their packages on PYTHONPATH).
+INTERPRETERS = [pytest.param((PYTHON, None), id="venv")]
 if pathlib.Path("/usr/bin/python3.11").exists():
-    INTERPRETERS.append(pytest.param("/usr/bin/python3.11", id="debian"))
+    INTERPRETERS.append(pytest.param(("/usr/bin/python3.11", None), id="debian"))
+INTERPRETERS += [pytest.param((str(binary), env), id=f"debian-{v}") for v, (binary, env) in OTHER_PYTHONS.items()]
 
 
 class App:
     def __init__(self, python, tmp_path):
+        python, env = python
+        self.version = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                                      capture_output=True, text=True, check=True).stdout.strip()
         config = tmp_path / "app.conf"
         config.write_text(CONFIG)
         self.config = config
         self.proc = subprocess.Popen(
             [python, str(APP), "--config-file", str(config), "--held-file", str(tmp_path / "held.txt")],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
         self.facts = json.loads(self.proc.stdout.readline())
 
     def stop(self):
@@ -75,7 +80,7 @@ def test_dump_names_every_thread_file_socket_config_and_package(app):
     assert set(procs) == {app.facts["pid"], app.facts["child"]}
     p = procs[app.facts["pid"]]
     assert p["reason"] == f"--pid {app.facts['pid']}"
-    assert p["python"]["version"].startswith("3.11."), p["python"]
+    assert p["python"]["version"].startswith(f"{app.version}."), p["python"]
     assert p["python"]["paused_us"] > 0
 
     # Every thread the kernel has, each Python one with its stack, parked where the app says.

@@ -2,17 +2,19 @@
 each SQL send, user space names them, and sql_statements carries the first frame outside the
 database stack (code_function_name, code_file_path, code_line_number). The workload sends the
 same statement from two functions, in threads, eventlet green threads and through SQLAlchemy;
-every statement must carry the line that issued it."""
+every statement must carry the line that issued it. Under the venv's CPython 3.11 and under
+Debian's 3.9 and 3.13 (unpacked under target/pythons by `cargo xtask test`)."""
 import collections
+import glob
 import json
 import os
 import pathlib
 import subprocess
-import sysconfig
+import tomllib
 
 import pytest
 
-from conftest import PYTHON, ROOT, WORKLOADS, Held, Scalp, rows
+from conftest import OTHER_PYTHONS, PYTHON, ROOT, WORKLOADS, Held, Scalp, rows
 
 APP = WORKLOADS / "sql_sites.py"
 OFFSETS = ROOT / "tracer-user/src/python/offsets.json"
@@ -27,9 +29,9 @@ def line_of(marker):
     raise AssertionError(marker)
 
 
-def traced(out, server, app_args, scalp_args=()):
+def traced(out, server, app_args, scalp_args=(), python=None, env=None):
     """Runs the app's work under `scalp-bpf run --pid`; returns the app (ended)."""
-    work = Held("--port", server.port, *app_args, script=APP)
+    work = Held("--port", server.port, *app_args, script=APP, python=python, env=env)
     try:
         scalp = Scalp(out, "--pid", work.pid, "--sql-port", server.port, "--tracers", "syscalls,sql",
                       "--interval", "200ms", "--sql-code", *scalp_args).wait_ready()
@@ -51,12 +53,22 @@ def sites(out, pid):
     return got
 
 
-@pytest.mark.parametrize("mode", ["threads", "eventlet", "sqlalchemy"])
+# The venv's 3.11 runs every mode; Debian's 3.9 and 3.13 plain threads and eventlet (their
+# trees hold PyMySQL, psycopg and eventlet, not SQLAlchemy).
+CASES = [("3.11", mode) for mode in ("threads", "eventlet", "sqlalchemy")] + \
+    [(version, mode) for version in OTHER_PYTHONS for mode in ("threads", "eventlet")]
+
+
+@pytest.mark.parametrize("python,mode", CASES, ids=[f"{v}-{m}" for v, m in CASES])
 @pytest.mark.parametrize("kind", ["mysql", "postgres"])
-def test_every_statement_carries_the_line_that_sent_it(out, mode, kind, request):
+def test_every_statement_carries_the_line_that_sent_it(out, python, mode, kind, request):
     server = request.getfixturevalue("mariadb" if kind == "mysql" else "postgres")
+    binary, env = OTHER_PYTHONS.get(python, (None, None))
+    if binary is not None:
+        assert binary.exists(), f"{binary} is not there: `cargo xtask test` installs it"
     workers, n = 3, 40
-    work = traced(out, server, ["--kind", kind, "--mode", mode, "--workers", workers, "--n", n])
+    work = traced(out, server, ["--kind", kind, "--mode", mode, "--workers", workers, "--n", n],
+                  python=binary, env=env)
     prefix = "orm_" if mode == "sqlalchemy" else ""
     want = {(f"{prefix}{f}", str(APP), line_of(f"{prefix}{f}")): workers * n
             for f in ("load_item", "count_item")}
@@ -88,34 +100,67 @@ def test_every_statement_carries_the_line_that_sent_it(out, mode, kind, request)
 
 
 def include_dirs():
-    """The include directory of each CPython here whose version the table names."""
+    """The include directories of each CPython here: {directory: version}."""
     dirs = {}
-    for python in {PYTHON, "/usr/bin/python3.11"}:
+    pythons = [(PYTHON, None), ("/usr/bin/python3.11", None)] + [(str(b), e) for b, e in OTHER_PYTHONS.values()]
+    for python, env in pythons:
         if not os.path.exists(python):
             continue
         r = subprocess.run([python, "-c", "import sysconfig, sys; print(sysconfig.get_paths()['include']);"
-                            "print('%d.%d' % sys.version_info[:2])"], capture_output=True, text=True)
+                            "print('%d.%d' % sys.version_info[:2])"], capture_output=True, text=True,
+                           env={**os.environ, **(env or {})}, check=True)
         inc, version = r.stdout.split()
         if pathlib.Path(inc, "internal").is_dir():
             dirs[inc] = version
     return dirs
 
 
+def offsets_of(cmd):
+    return {k: int(v) for k, v in (line.split() for line in subprocess.run(
+        cmd, capture_output=True, text=True, check=True).stdout.splitlines())}
+
+
 def test_the_offsets_table_is_what_each_cpythons_headers_say(tmp_path):
     table = json.loads(OFFSETS.read_text())
     dirs = include_dirs()
-    assert dirs, "no CPython headers here"
+    assert set(dirs.values()) >= {"3.9", "3.11", "3.13"}, dirs
     for inc, version in dirs.items():
         exe = tmp_path / "offsets"
-        subprocess.run(["cc", f"-I{inc}", "-o", exe, ROOT / "tests/python/offsets.c"], check=True)
-        got = {k: int(v) for k, v in (line.split() for line in subprocess.run(
-            [exe], capture_output=True, text=True, check=True).stdout.splitlines())}
-        assert table[version] == got, inc
+        # Debian's pyconfig.h includes the multiarch one, from the include directory's parent.
+        subprocess.run(["cc", f"-I{inc}", f"-I{pathlib.Path(inc).parent}", "-o", exe,
+                        ROOT / "tests/python/offsets.c"], check=True)
+        assert table[version] == offsets_of([exe]), inc
+
+
+def py_spy_bindings():
+    """py-spy's bindgen output of each version's headers, from the crate cargo fetched."""
+    lock = tomllib.loads((ROOT / "Cargo.lock").read_text())
+    (version,) = [p["version"] for p in lock["package"] if p["name"] == "py-spy"]
+    home = os.environ.get("CARGO_HOME", os.path.expanduser("~/.cargo"))
+    (crate,) = glob.glob(f"{home}/registry/src/*/py-spy-{version}")
+    return {pathlib.Path(f).stem: f for f in glob.glob(f"{crate}/src/python_bindings/v3_*.rs")}
+
+
+def test_the_offsets_table_is_what_py_spys_bindings_of_each_version_say(tmp_path):
+    # The only source here for 3.10 and 3.12 (no Debian suite carries them); a second one for
+    # the versions whose headers the test above reads.
+    table = json.loads(OFFSETS.read_text())
+    bindings = py_spy_bindings()
+    for version in table:
+        minor = version.split(".")[1]
+        (path,) = [p for stem, p in bindings.items() if stem.startswith(f"v3_{minor}_")]
+        main = tmp_path / f"offsets_{minor}.rs"
+        main.write_text(f'#[allow(warnings, clippy::all)]\n#[path = "{path}"]\nmod b;\n'
+                        f'include!("{ROOT}/tests/python/offsets_bindings.rs");\n')
+        exe = tmp_path / f"offsets_{minor}"
+        subprocess.run(["rustc", "--edition", "2021", "-A", "warnings", "--cfg", f"py3{minor}",
+                        "-o", exe, main], check=True)
+        assert table[version] == offsets_of([exe]), path
 
 
 def test_an_interpreter_the_table_does_not_know_leaves_the_columns_null_and_says_why(out, mariadb):
     # The offsets table reduced to a version this CPython is not (test-only flag): the process
-    # is seen as a CPython whose layout is unknown, as a 3.13 would be.
+    # is seen as a CPython whose layout is unknown, as a 3.14 would be.
     work = traced(out, mariadb, ["--kind", "mysql", "--workers", 1, "--n", 20], ["--sql-code-versions", "3.99"])
     statements = rows(out, "sql_statements", work.pid)
     assert sum(r["calls"] for r in statements if "scalp_items" in r["db_query_text"]) == 40

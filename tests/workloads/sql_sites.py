@@ -24,16 +24,22 @@ if a.mode == "eventlet":
 
 import threading  # noqa: E402
 
+# The driver is imported before the workers start: imported by the first of several green
+# threads, a module whose import yields (psycopg's pure-Python libpq wrapper runs ldconfig
+# through eventlet's green subprocess) is seen half-initialized by the others.
+if a.kind == "mysql":
+    import pymysql  # noqa: E402
+else:
+    import psycopg  # noqa: E402
+
 USER, PASSWORD, DATABASE = "scalp", "scalp-test", "scalp"
 TEXT = "SELECT v FROM scalp_items WHERE id = %s"
 
 
 def connect():
     if a.kind == "mysql":
-        import pymysql
         return pymysql.connect(host="127.0.0.1", port=a.port, user=USER, password=PASSWORD,
                                database=DATABASE, autocommit=True)
-    import psycopg
     return psycopg.connect(host="127.0.0.1", port=a.port, user=USER, password=PASSWORD,
                            dbname=DATABASE, autocommit=True)
 

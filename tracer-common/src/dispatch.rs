@@ -104,8 +104,14 @@ pub struct DispatchConfig {
     /// 1 when the current task can be had as a BTF pointer (`bpf_get_current_task_btf`, Linux ≥
     /// 5.11) and its fields loaded directly; 0: read them with `bpf_probe_read_kernel`.
     pub task_btf: u32,
-    pub _pad: u32,
+    /// `task_struct.thread.fsbase` (x86_64: the thread pointer, glibc's `pthread_self()`, which
+    /// CPython 3.9/3.10 thread states hold instead of the kernel's thread id);
+    /// [`NO_FIELD`] where the architecture has none.
+    pub task_fsbase_offset: u32,
 }
+
+/// A `DispatchConfig` offset the kernel does not have.
+pub const NO_FIELD: u32 = u32::MAX;
 
 const _: () = assert!(core::mem::size_of::<DispatchConfig>() == 72);
 

@@ -26,7 +26,8 @@ use tracer_common::{
 use crate::{
     fileio,
     kernel::{
-        btf_field, config_global, current_task, current_task_btf, read_at, read_ptr, setting,
+        btf_field, config_global, current_task, current_task_btf, current_task_field, read_at,
+        read_ptr, setting,
     },
     python, sockets,
     syscalls::{self, Timing},
@@ -239,6 +240,17 @@ pub fn arg(call: &Call, i: u32) -> u64 {
         setting!(DISPATCH_CONFIG.regs_arg2_offset)
     };
     btf_field(call.regs, offset)
+}
+
+/// The current thread's `fsbase` (x86_64: glibc's `pthread_self()`); 0 where the kernel has
+/// no such field.
+#[inline(always)]
+pub fn current_fsbase() -> u64 {
+    let offset = setting!(DISPATCH_CONFIG.task_fsbase_offset);
+    if offset == tracer_common::dispatch::NO_FIELD {
+        return 0;
+    }
+    current_task_field(offset, setting!(DISPATCH_CONFIG.task_btf) != 0)
 }
 
 /// Offset of `inode.i_ino`.

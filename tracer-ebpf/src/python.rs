@@ -5,14 +5,17 @@
 //! pointer. User space names them.
 
 use aya_ebpf::{
-    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, generated::bpf_ringbuf_output},
+    helpers::{
+        bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        generated::{bpf_probe_read_user, bpf_ringbuf_output},
+    },
     macros::map,
     maps::{HashMap, RingBuf},
 };
 use tracer_common::{
     python::{
-        PY_FRAME_WINDOW, PY_NO_OFFSET, PY_PROCS_ENTRIES, PY_STACK_DEPTH, PY_THREADS_MAX, PyProc,
-        PyStackBody,
+        PY_FRAME_WINDOW, PY_KEY_PTHREAD, PY_NO_OFFSET, PY_PROCS_ENTRIES, PY_STACK_DEPTH,
+        PY_THREADS_MAX, PyProc, PyStackBody,
     },
     sockets::{
         DIR_SENT, EventKind, HEADER_BYTES, Protocol, SIDE_CLIENT, SOCK_CAPTURE, SOCK_PENDING,
@@ -71,6 +74,17 @@ pub fn on_send(tgid: u32, generation: u32, tid: u32, fd: u32) {
     }
     // SAFETY: a map value, valid for the program's run.
     let p: &PyProc = unsafe { &*p };
+    // 3.11+ thread states hold the kernel's thread id; 3.9 and 3.10 only the pthread_t, which
+    // glibc keeps in the thread pointer register (fsbase).
+    let key = if p.thread_key == PY_KEY_PTHREAD {
+        dispatch::current_fsbase()
+    } else {
+        u64::from(tid)
+    };
+    if key == 0 {
+        sockets::dropped(SocketDrop::PythonThreadNotFound);
+        return;
+    }
     let mut tstate = user_u64(p.interp + u64::from(p.interp_threads_head));
     let mut found = 0u64;
     let (mut seen, mut last) = (0u32, 0u64);
@@ -78,7 +92,7 @@ pub fn on_send(tgid: u32, generation: u32, tid: u32, fd: u32) {
         if tstate == 0 {
             break;
         }
-        if user_u64(tstate + u64::from(p.tstate_native_thread_id)) as u32 == tid {
+        if user_u64(tstate + u64::from(p.tstate_thread_id)) == key {
             found = tstate;
             break;
         }
@@ -111,18 +125,25 @@ pub fn on_send(tgid: u32, generation: u32, tid: u32, fd: u32) {
     // One frame per iteration, with no other branch than the end of the chain: the verifier
     // then sees one state per depth (a data-dependent skip would double them at every frame).
     // Frames owned by the C stack (3.12+ shims) are recorded too; user space leaves them out.
+    // The window's length is the version's (a fixed maximum could run past the end of a frame
+    // at the end of a page): bounded to 1..=PY_FRAME_WINDOW for the verifier. A failed read
+    // leaves zeros (the helper clears the `len` bytes), which ends the chain; bytes past `len`
+    // are never looked at, so the buffer is cleared once, not per frame.
+    let len = ((p.frame_window_len.wrapping_sub(1)) & (PY_FRAME_WINDOW as u32 - 1)) + 1;
+    let mut w = [0u64; PY_FRAME_WINDOW / 8];
     let mut depth = 0usize;
     while depth < PY_STACK_DEPTH {
         if frame == 0 {
             break;
         }
-        // SAFETY: a fault-safe copy of user memory.
-        let w = unsafe {
-            aya_ebpf::helpers::bpf_probe_read_user(
-                (frame + u64::from(p.frame_window)) as *const [u64; PY_FRAME_WINDOW / 8],
+        // SAFETY: a fault-safe copy of at most PY_FRAME_WINDOW bytes of user memory into `w`.
+        unsafe {
+            bpf_probe_read_user(
+                w.as_mut_ptr() as *mut core::ffi::c_void,
+                len,
+                (frame + u64::from(p.frame_window)) as *const core::ffi::c_void,
             )
-        }
-        .unwrap_or([0; PY_FRAME_WINDOW / 8]);
+        };
         let word = |offset: u32| w[(offset as usize / 8) & (PY_FRAME_WINDOW / 8 - 1)];
         // SAFETY: depth < PY_STACK_DEPTH indexes the reserved record's frames.
         unsafe {

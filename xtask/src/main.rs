@@ -5,6 +5,7 @@
 
 mod bench;
 mod demo;
+mod pythons;
 mod setup;
 mod test;
 mod vm;

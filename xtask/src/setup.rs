@@ -64,6 +64,7 @@ pub fn run(profile: Profile) -> Result<()> {
     apt(&packages(profile))?;
     if profile != Profile::Demo {
         python()?;
+        crate::pythons::install()?;
         tracefs()?;
         s3s_fs()?;
     }

@@ -1,6 +1,44 @@
-//! Line numbers from a code object's location table (`co_linetable`, CPython 3.11+, PEP 657;
-//! the format of CPython's `Objects/locations.md`): entries of one header byte (bit 7 set, a
-//! 4-bit code, the number of code units covered minus one) and the code's operands.
+//! Line numbers from a code object's line table, in the format of its version:
+//! - 3.11+ `co_linetable`, the location table (PEP 657; CPython's `Objects/locations.md`):
+//!   entries of one header byte (bit 7 set, a 4-bit code, the number of code units covered
+//!   minus one) and the code's operands ([`line_at`]);
+//! - 3.10 `co_linetable` (PEP 626; CPython 3.10's `Objects/lnotab_notes.txt`): byte pairs
+//!   (bytes covered, signed line delta; -128: no line) ([`pep626_line`]);
+//! - 3.9 `co_lnotab`: byte pairs (bytes advanced, signed line delta), the line being the one
+//!   in force at the last pair starting at or before the offset ([`lnotab_line`]).
+
+/// 3.9: the line of the instruction at byte offset `addr` (what `PyCode_Addr2Line` computes).
+pub fn lnotab_line(table: &[u8], first_line: i32, addr: u32) -> i32 {
+    let mut line = first_line;
+    let mut start = 0u32;
+    for pair in table.chunks_exact(2) {
+        start += u32::from(pair[0]);
+        if start > addr {
+            break;
+        }
+        line += i32::from(pair[1] as i8);
+    }
+    line
+}
+
+/// 3.10: the line of the instruction at byte offset `addr`; `None` when it has no line or
+/// lies past the table.
+pub fn pep626_line(table: &[u8], first_line: i32, addr: u32) -> Option<i32> {
+    let mut line = first_line;
+    let mut start = 0u32;
+    for pair in table.chunks_exact(2) {
+        let end = start + u32::from(pair[0]);
+        let delta = pair[1] as i8;
+        if delta != -128 {
+            line += i32::from(delta);
+        }
+        if (start..end).contains(&addr) {
+            return (delta != -128).then_some(line);
+        }
+        start = end;
+    }
+    None
+}
 
 /// The line of the instruction at byte offset `addr` in code starting at `first_line`; `None`
 /// when the instruction has no location or lies past the table.
@@ -98,6 +136,54 @@ mod tests {
         assert_eq!(line_at(&table, 10, 8), Some(12));
         assert_eq!(line_at(&table, 10, 10), Some(9));
         assert_eq!(line_at(&table, 10, 12), None);
+    }
+
+    /// CPython 3.9.2 (bullseye), for:
+    /// ```text
+    /// def f(x):                       # 2
+    ///     y = x + 1                   # 3
+    ///     if y:                       # 4
+    ///                                 # 5
+    ///         z = [i                  # 6
+    ///              for i in range(y)] # 7
+    ///     for _ in range(300):        # 8
+    ///         y += 1                  # 9
+    ///     return (y,                  # 10
+    ///             x)                  # 11
+    /// ```
+    /// `f.__code__.co_lnotab`, and the line of each instruction as `dis.findlinestarts` gives
+    /// it.
+    #[test]
+    fn lnotab_lines_are_those_of_cpython_3_9() {
+        let table = [
+            0, 1, 8, 1, 4, 2, 6, 1, 6, 255, 6, 2, 12, 1, 10, 1, 2, 1, 2, 255,
+        ];
+        let want = [
+            3, 3, 3, 3, 4, 4, 6, 6, 6, 7, 7, 7, 6, 6, 6, 8, 8, 8, 8, 8, 8, 9, 9, 9, 9, 9, 10, 11,
+            10, 10,
+        ];
+        for (i, line) in want.iter().enumerate() {
+            assert_eq!(
+                lnotab_line(&table, 2, 2 * i as u32),
+                *line,
+                "offset {}",
+                2 * i
+            );
+        }
+    }
+
+    /// 3.10's format (no 3.10 interpreter here to take a table from): 4 bytes at +1, 2 with
+    /// no line, 2 more on the line in force (delta 0), 6 at -2.
+    #[test]
+    fn pep626_entries_advance_the_line_and_mark_lines_missing() {
+        let table = [4, 1, 2, 0x80, 2, 0, 6, (-2i8) as u8];
+        assert_eq!(pep626_line(&table, 10, 0), Some(11));
+        assert_eq!(pep626_line(&table, 10, 2), Some(11));
+        assert_eq!(pep626_line(&table, 10, 4), None);
+        assert_eq!(pep626_line(&table, 10, 6), Some(11));
+        assert_eq!(pep626_line(&table, 10, 8), Some(9));
+        assert_eq!(pep626_line(&table, 10, 13), Some(9));
+        assert_eq!(pep626_line(&table, 10, 14), None);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! names of the frames it records — each code object's qualified name, file and, from its
 //! location table, the line of the frame's instruction.
 
+pub mod debug_offsets;
 pub mod detect;
 pub mod linetable;
 pub mod memory;
@@ -24,7 +25,7 @@ use crate::{
     processes::{ProcessKey, Processes},
     tracers::TracerError,
 };
-use offsets::Offsets;
+use offsets::{Lines, Offsets, Version};
 
 /// A frame, named.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -39,7 +40,11 @@ pub struct Frame {
 /// What a traced process's interpreter is.
 #[derive(Debug)]
 enum Interp {
-    Python(&'static Offsets),
+    Python {
+        version: Version,
+        /// 3.12: the code object of the C stack's shim frames, which are left out.
+        trampoline: Option<u64>,
+    },
     NotPython,
     /// CPython that this table or reader does not know: why.
     Unsupported,
@@ -76,6 +81,9 @@ pub const DATABASE_STACK: [&str; 8] = [
 ];
 
 struct Code {
+    /// Not Python code: a C-stack shim frame (3.12's trampoline code, 3.13's `None`), left
+    /// out of the stack.
+    shim: bool,
     name: String,
     file: String,
     first_line: i32,
@@ -150,13 +158,25 @@ impl Python {
                             .as_ref()
                             .is_none_or(|v| v.contains(&format!("{major}.{minor}")))
                     })
-                    .and_then(|o| Some((o, o.kernel(interp)?)))
+                    .and_then(|v| Some((v, v.offsets.kernel(interp)?)))
                 {
-                    Some((o, kernel)) => {
+                    Some((version, _))
+                        if let Some(why) = check_runtime(pid, interp, version.offsets) =>
+                    {
+                        tracing::info!("PID {pid}: no Python call sites: {why}");
+                        Interp::Unsupported
+                    }
+                    Some((version, kernel)) => {
                         self.procs
                             .insert(pid, kernel, 0)
                             .map_err(MapAccessError::of(PY_PROCS))?;
-                        Interp::Python(o)
+                        let trampoline = version.offsets.interp_trampoline.and_then(|o| {
+                            memory::u64_at(pid, interp + u64::from(o)).filter(|&a| a != 0)
+                        });
+                        Interp::Python {
+                            version,
+                            trampoline,
+                        }
                     }
                     None => {
                         tracing::info!(
@@ -167,7 +187,7 @@ impl Python {
                     }
                 },
             };
-            if !matches!(interp, Interp::Python(_)) {
+            if !matches!(interp, Interp::Python { .. }) {
                 let _ = self.procs.remove(&pid);
             }
             self.seen.insert(
@@ -204,37 +224,44 @@ impl Python {
     }
 
     /// Names a recorded stack (innermost first); `None` for a frame whose code cannot be read.
+    /// The C stack's shim frames (3.12+) are left out.
     pub fn frames(&mut self, tgid: u32, refs: &[PyFrameRef]) -> Vec<Option<Frame>> {
         let Some(Seen {
-            interp: Interp::Python(o),
+            interp:
+                Interp::Python {
+                    version,
+                    trampoline,
+                },
             ..
         }) = self.seen.get(&tgid)
         else {
             return vec![None; refs.len()];
         };
-        let o: &Offsets = o;
+        let (version, trampoline) = (*version, *trampoline);
         if self.codes.len() > CODE_CACHE {
             self.codes.clear();
         }
         refs.iter()
-            .map(|r| {
-                let code = self
+            .filter_map(|r| {
+                let Some(code) = self
                     .codes
                     .entry((tgid, r.code))
-                    .or_insert_with(|| read_code(tgid, o, r.code).map(Rc::new))
-                    .clone()?;
-                let base = r.code + u64::from(o.code_adaptive);
-                let line = if r.instr < base {
-                    // Not started yet: the definition's line.
-                    Some(code.first_line)
-                } else {
-                    linetable::line_at(&code.table, code.first_line, r.instr - base)
+                    .or_insert_with(|| {
+                        read_code(tgid, version.offsets, r.code, trampoline).map(Rc::new)
+                    })
+                    .clone()
+                else {
+                    return Some(None);
                 };
-                Some(Frame {
+                if code.shim {
+                    return None;
+                }
+                let line = line_of(version, &code, r);
+                Some(Some(Frame {
                     function: code.name.clone(),
                     file: code.file.clone(),
                     line: line.unwrap_or(0),
-                })
+                }))
             })
             .collect()
     }
@@ -248,10 +275,70 @@ impl Python {
     }
 }
 
-fn read_code(pid: u32, o: &Offsets, code: u64) -> Option<Code> {
+/// Why the process's own struct offsets (3.13+: `_Py_DebugOffsets` at the start of its runtime
+/// state) disagree with the table's, if they do; `None` for versions without them.
+fn check_runtime(pid: u32, interp: u64, o: &Offsets) -> Option<String> {
+    let at = o.interp_runtime?;
+    let Some(debug) = memory::u64_at(pid, interp + u64::from(at))
+        .and_then(|runtime| memory::read(pid, runtime, debug_offsets::SIZE))
+    else {
+        return Some("its _Py_DebugOffsets cannot be read".to_owned());
+    };
+    debug_offsets::disagreement(o, &debug)
+}
+
+/// The line of a frame's position in its code; the definition's line when it has not started.
+fn line_of(version: Version, code: &Code, r: &PyFrameRef) -> Option<i32> {
+    let o = version.offsets;
+    // Before 3.11 the position is the int f_lasti (the low half of the word read), -1 before
+    // the first instruction.
+    let lasti = r.instr as u32 as i32;
+    match version.lines() {
+        Lines::Locations => {
+            let base = r.code + u64::from(o.code_adaptive?);
+            if r.instr < base {
+                Some(code.first_line)
+            } else {
+                linetable::line_at(&code.table, code.first_line, r.instr - base)
+            }
+        }
+        _ if lasti < 0 => Some(code.first_line),
+        Lines::Lnotab => Some(linetable::lnotab_line(
+            &code.table,
+            code.first_line,
+            lasti as u32,
+        )),
+        Lines::Pep626 => linetable::pep626_line(&code.table, code.first_line, 2 * lasti as u32),
+    }
+}
+
+/// Type names are read from `PyTypeObject.tp_name` (`ob_type` at 8 in every object, `tp_name`
+/// at 24 in every version: after the variable-size object header).
+const OB_TYPE: u64 = 8;
+const TP_NAME: u64 = 24;
+
+fn read_code(pid: u32, o: &Offsets, code: u64, trampoline: Option<u64>) -> Option<Code> {
+    let shim = || Code {
+        shim: true,
+        name: String::new(),
+        file: String::new(),
+        first_line: 0,
+        table: vec![],
+    };
+    if trampoline == Some(code) {
+        return Some(shim());
+    }
+    // 3.13's shim frames hold None where the code object is.
+    let type_name = memory::u64_at(pid, code + OB_TYPE)
+        .and_then(|t| memory::u64_at(pid, t + TP_NAME))
+        .and_then(|n| memory::read(pid, n, 5))?;
+    if type_name != b"code\0" {
+        return (type_name == b"NoneT").then(shim);
+    }
     let ptr = |off: u32| memory::u64_at(pid, code + u64::from(off));
     Some(Code {
-        name: memory::string(pid, o, ptr(o.code_qualname)?)?,
+        shim: false,
+        name: memory::string(pid, o, ptr(o.code_qualname.unwrap_or(o.code_name))?)?,
         file: memory::string(pid, o, ptr(o.code_filename)?)?,
         first_line: memory::i32_at(pid, code + u64::from(o.code_firstlineno))?,
         table: memory::bytes(pid, o, ptr(o.code_linetable)?)?,

@@ -97,7 +97,9 @@ fn setup(k: &mut KernelSetup<'_>) -> Result<(), BtfError> {
         inode_mode_offset: off("inode", "i_mode")?,
         inode_ino_offset: off("inode", "i_ino")?,
         task_btf,
-        _pad: 0,
+        task_fsbase_offset: off("task_struct", "thread")
+            .and_then(|t| Ok(t + off("thread_struct", "fsbase")?))
+            .unwrap_or(common::NO_FIELD),
     };
     k.global(common::CONFIG, &config);
     Ok(())

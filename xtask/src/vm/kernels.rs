@@ -66,7 +66,7 @@ const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 
 /// `apt-get`/`apt-cache` with every path that matters pointed under `dir`: the host's sources,
 /// lists, package cache and preferences are neither read nor written.
-fn apt_base(program: &str, dir: &Path) -> Command {
+pub(crate) fn apt_base(program: &str, dir: &Path) -> Command {
     let mut cmd = Command::new(program);
     let opt = |k: &str, v: &Path| format!("{k}={}", v.display());
     cmd.arg("-q")
@@ -107,7 +107,7 @@ fn apt_base(program: &str, dir: &Path) -> Command {
     cmd
 }
 
-fn sha256(path: &Path) -> Result<String> {
+pub(crate) fn sha256(path: &Path) -> Result<String> {
     let out = Command::new("sha256sum")
         .arg(path)
         .output()

@@ -44,7 +44,7 @@
 //! available_events, event_formats and its BTF as btf_vmlinux, for `bpftool btf dump file`).
 
 mod initramfs;
-mod kernels;
+pub(crate) mod kernels;
 mod plan;
 mod qemu;
 pub mod workload;
