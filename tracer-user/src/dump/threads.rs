@@ -64,11 +64,12 @@ pub fn add_python(threads: &mut [ThreadDump], python: &HashMap<u32, PyThread>, p
         .filter(|(tid, _)| !threads.iter().any(|t| t.tid == **tid))
         .map(|(_, py)| py)
         .collect();
+    let main_thread = match stray.as_slice() {
+        [only] if python.len() == 1 => Some(*only),
+        _ => None,
+    };
     for t in threads {
-        let py = python.get(&t.tid).or_else(|| match stray.as_slice() {
-            [only] if t.tid == pid && python.len() == 1 => Some(*only),
-            _ => None,
-        });
+        let py = python.get(&t.tid).or(main_thread.filter(|_| t.tid == pid));
         if let Some(py) = py {
             t.python_name = py.name.clone();
             t.owns_gil = py.owns_gil;
