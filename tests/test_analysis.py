@@ -11,7 +11,8 @@ import tempfile
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import PYTHON, SCALP, WORKLOADS, Held, Scalp, read_table, run_scalp
+from conftest import PYTHON, SCALP, WORKLOADS, read_table, run_scalp
+from test_python_sites import traced as traced_sites
 
 REQUESTS = 200
 FINGERPRINT = "SELECT v FROM scalp_items WHERE id = ?"
@@ -104,16 +105,7 @@ def test_a_new_fingerprint_fails_the_gate_whatever_the_thresholds(mariadb, base_
 
 def sites_run(mariadb, out, *app_args, rounds=60):
     """sql_sites.py (one thread, `rounds` rounds, one unit each) traced with Python call sites."""
-    work = Held("--port", mariadb.port, "--workers", 1, "--n", rounds, *app_args, script=WORKLOADS / "sql_sites.py")
-    try:
-        scalp = Scalp(out, "--pid", work.pid, "--sql-port", mariadb.port, "--tracers", "syscalls,sql",
-                      "--sql-code", "--units", rounds, "--interval", "200ms").wait_ready()
-        work.go()
-        assert work.readline() == "done\n"
-        scalp.stop()
-        assert scalp.wait() == 0, scalp.stderr
-    finally:
-        work.kill()
+    traced_sites(out, mariadb, ["--workers", 1, "--n", rounds, *app_args], ["--units", rounds])
     return out
 
 
