@@ -20,7 +20,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::{
     root,
     setup::sh,
-    vm::kernels::{apt_base, sha256},
+    vm::kernels::{apt_base, private_apt, sha256},
 };
 
 /// One pinned Debian package.
@@ -151,9 +151,6 @@ const DRIVERS: &[&str] = &[
     "dnspython==2.7.0",
 ];
 
-const MIRROR: &str = "http://deb.debian.org/debian";
-const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
-
 /// `target/pythons`.
 pub fn dir() -> PathBuf {
     root().join("target/pythons")
@@ -255,19 +252,8 @@ fn fetch(interp: &Interpreter, updated: &mut bool) -> Result<Vec<PathBuf>> {
         .collect();
     if !missing.is_empty() {
         let apt = dir().join("apt");
-        for d in [
-            "lists/partial",
-            "cache/archives/partial",
-            "sources.list.d",
-            "preferences.d",
-        ] {
-            std::fs::create_dir_all(apt.join(d))?;
-        }
-        let sources: String = INTERPRETERS
-            .iter()
-            .map(|i| format!("deb [signed-by={KEYRING}] {MIRROR} {} main\n", i.suite))
-            .collect();
-        std::fs::write(apt.join("sources.list"), sources)?;
+        let suites: Vec<&str> = INTERPRETERS.iter().map(|i| i.suite).collect();
+        private_apt(&apt, &suites)?;
         if !*updated {
             sh(apt_base("apt-get", &apt).arg("update"))?;
             *updated = true;

@@ -158,8 +158,9 @@ pub fn fetch(kernel: &Kernel, cache: &Path) -> Result<PathBuf> {
 
 static UPDATED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-fn download(kernel: &Kernel, cache: &Path, debs: &Path) -> Result<()> {
-    let apt = cache.join("apt");
+/// A private apt configuration under `apt` (its own lists and sources: Debian's `suites`, main),
+/// for `apt_base`: packages of other suites are downloaded without touching the host's apt.
+pub(crate) fn private_apt(apt: &Path, suites: &[&str]) -> Result<()> {
     for d in [
         "lists/partial",
         "cache/archives/partial",
@@ -168,11 +169,17 @@ fn download(kernel: &Kernel, cache: &Path, debs: &Path) -> Result<()> {
     ] {
         std::fs::create_dir_all(apt.join(d))?;
     }
-    let sources: String = ["bullseye", "bookworm", "bookworm-backports"]
+    let sources: String = suites
         .iter()
         .map(|s| format!("deb [signed-by={KEYRING}] {MIRROR} {s} main\n"))
         .collect();
     std::fs::write(apt.join("sources.list"), sources)?;
+    Ok(())
+}
+
+fn download(kernel: &Kernel, cache: &Path, debs: &Path) -> Result<()> {
+    let apt = cache.join("apt");
+    private_apt(&apt, &["bullseye", "bookworm", "bookworm-backports"])?;
     let spec = format!("{}={}", kernel.package, kernel.version);
     eprintln!("vm: apt-get download {spec} (suite {})", kernel.suite);
     // The private lists, once per run: they cover all three suites.
