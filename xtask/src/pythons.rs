@@ -20,7 +20,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::{
     root,
     setup::sh,
-    vm::kernels::{apt_base, private_apt, sha256},
+    vm::kernels::{apt_base, check_pin, private_apt, sha256},
 };
 
 /// One pinned Debian package.
@@ -282,14 +282,7 @@ fn fetch(interp: &Interpreter, updated: &mut bool) -> Result<Vec<PathBuf>> {
         .iter()
         .map(|d| {
             let p = path(d);
-            let got = sha256(&p)?;
-            if got != d.sha256 {
-                bail!(
-                    "{} has SHA-256 {got}, the pin says {}",
-                    p.display(),
-                    d.sha256
-                );
-            }
+            check_pin(&p, d.sha256)?;
             Ok(p)
         })
         .collect()

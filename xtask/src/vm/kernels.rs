@@ -139,14 +139,7 @@ pub fn fetch(kernel: &Kernel, cache: &Path) -> Result<PathBuf> {
     if !deb.exists() || sha256(&deb)? != kernel.sha256 {
         download(kernel, cache, &debs)?;
     }
-    let got = sha256(&deb)?;
-    if got != kernel.sha256 {
-        bail!(
-            "{} has SHA-256 {got}, the pin says {}: the archive changed this version?",
-            deb.display(),
-            kernel.sha256
-        );
-    }
+    check_pin(&deb, kernel.sha256)?;
     if tree.exists() {
         std::fs::remove_dir_all(&tree)?;
     }
@@ -154,6 +147,18 @@ pub fn fetch(kernel: &Kernel, cache: &Path) -> Result<PathBuf> {
     sh(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree))?;
     std::fs::write(&done, b"")?;
     Ok(tree)
+}
+
+/// Fails unless the file at `path` has the pinned SHA-256 `want`.
+pub(crate) fn check_pin(path: &Path, want: &str) -> Result<()> {
+    let got = sha256(path)?;
+    if got != want {
+        bail!(
+            "{} has SHA-256 {got}, the pin says {want}: the archive changed this version?",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 static UPDATED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
