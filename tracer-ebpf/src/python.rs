@@ -54,14 +54,14 @@ pub fn on_send(tgid: u32, generation: u32, tid: u32, fd: u32) {
     let Some(ino) = read_at::<u64>(inode, dispatch::inode_ino_offset()) else {
         return;
     };
+    // Not classified yet (the first send on a connection older than the trace, a PostgreSQL
+    // startup message): its peer's port tells.
     // SAFETY: a copy out of the map value.
-    let sock = match (unsafe { sockets::SOCKET_VERDICTS.get(ino) }).copied() {
-        Some(s) if s.class == SOCK_PENDING => sockets::sql_client_by_port(file),
-        Some(s) => Some(s),
-        // Not seen yet: the first send on a connection older than the trace.
-        None => sockets::sql_client_by_port(file),
-    };
-    let Some(sock) = sock else {
+    let Some(sock) = (unsafe { sockets::SOCKET_VERDICTS.get(ino) })
+        .copied()
+        .filter(|s| s.class != SOCK_PENDING)
+        .or_else(|| sockets::sql_client_by_port(file))
+    else {
         return;
     };
     if sock.class != SOCK_CAPTURE

@@ -311,8 +311,7 @@ fn classify(
     len: u32,
     sending: bool,
 ) {
-    let sk = read_ptr(file, setting!(SOCKETS_CONFIG.file_private_data_offset))
-        .and_then(|s| read_ptr(s, setting!(SOCKETS_CONFIG.socket_sk_offset)));
+    let sk = sock_of(file);
     let Some(sk) = sk else {
         sock.class = SOCK_OTHER;
         return;
@@ -341,9 +340,7 @@ fn classify(
     };
     let by_port = match family {
         AF_INET | AF_INET6 => {
-            let port = u16::from_be(
-                read_at::<u16>(sk, setting!(SOCKETS_CONFIG.sk_dport_offset)).unwrap_or(0),
-            );
+            let port = peer_port(sk);
             port_protocol(port)
         }
         AF_UNIX => 0,
@@ -398,20 +395,31 @@ fn classify(
     }
 }
 
+/// The `struct sock` of a socket file (file.private_data → socket.sk).
+#[inline(always)]
+fn sock_of(file: *const u8) -> Option<*const u8> {
+    read_ptr(file, setting!(SOCKETS_CONFIG.file_private_data_offset))
+        .and_then(|s| read_ptr(s, setting!(SOCKETS_CONFIG.socket_sk_offset)))
+}
+
+/// The peer's TCP/UDP port of an inet socket (0 when unreadable).
+#[inline(always)]
+fn peer_port(sk: *const u8) -> u16 {
+    u16::from_be(read_at::<u16>(sk, setting!(SOCKETS_CONFIG.sk_dport_offset)).unwrap_or(0))
+}
+
 /// What a socket no byte has classified yet is, when its peer's port says so: a TCP connection
 /// to a SQL server port is a SQL client connection (the verdict its first bytes will confirm).
 /// Lets a send be known as SQL at sys_enter, before the classifier has seen it: the first
 /// statement on a connection opened before tracing began, a PostgreSQL startup message.
 #[inline(always)]
 pub fn sql_client_by_port(file: *const u8) -> Option<SocketVerdict> {
-    let sk = read_ptr(file, setting!(SOCKETS_CONFIG.file_private_data_offset))
-        .and_then(|s| read_ptr(s, setting!(SOCKETS_CONFIG.socket_sk_offset)))?;
+    let sk = sock_of(file)?;
     let family = read_at::<u16>(sk, setting!(SOCKETS_CONFIG.sk_family_offset))?;
     if family != AF_INET && family != AF_INET6 {
         return None;
     }
-    let port =
-        u16::from_be(read_at::<u16>(sk, setting!(SOCKETS_CONFIG.sk_dport_offset)).unwrap_or(0));
+    let port = peer_port(sk);
     let protocol = match port_protocol(port) {
         PORT_SQL => Protocol::Unknown as u8,
         p if p == Protocol::Mysql as u8 || p == Protocol::Postgres as u8 => p,
@@ -595,14 +603,11 @@ fn emit_connection(call: &Call, ino: u64, sock: &SocketVerdict, file: *const u8,
     info.server_addr = [0; 16];
     info.client_addr = [0; 16];
     info.path = [0; UNIX_PATH_BYTES];
-    let sk = read_ptr(file, setting!(SOCKETS_CONFIG.file_private_data_offset))
-        .and_then(|s| read_ptr(s, setting!(SOCKETS_CONFIG.socket_sk_offset)));
+    let sk = sock_of(file);
     if let Some(sk) = sk {
         match u16::from(sock.family) {
             AF_INET => {
-                info.server_port = u16::from_be(
-                    read_at::<u16>(sk, setting!(SOCKETS_CONFIG.sk_dport_offset)).unwrap_or(0),
-                );
+                info.server_port = peer_port(sk);
                 info.client_port =
                     read_at::<u16>(sk, setting!(SOCKETS_CONFIG.sk_num_offset)).unwrap_or(0);
                 let d = read_at::<[u8; 4]>(sk, setting!(SOCKETS_CONFIG.sk_daddr_offset))
@@ -613,9 +618,7 @@ fn emit_connection(call: &Call, ino: u64, sock: &SocketVerdict, file: *const u8,
                 info.client_addr[..4].copy_from_slice(&s);
             }
             AF_INET6 => {
-                info.server_port = u16::from_be(
-                    read_at::<u16>(sk, setting!(SOCKETS_CONFIG.sk_dport_offset)).unwrap_or(0),
-                );
+                info.server_port = peer_port(sk);
                 info.client_port =
                     read_at::<u16>(sk, setting!(SOCKETS_CONFIG.sk_num_offset)).unwrap_or(0);
                 info.server_addr =
