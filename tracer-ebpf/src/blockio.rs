@@ -456,8 +456,34 @@ fn finish(rq: *const u8, error: bool) {
     }
 }
 
+/// An inode this CPU saw dirtied, by whom, and `OWNER_EPOCH` then: while no owner changed
+/// anywhere since, the next folio of that inode by that process needs no map lookup.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct LastDirtier {
+    inode: u64,
+    owner: Owner,
+    epoch: u32,
+    _pad: u32,
+}
+
+/// Inodes per CPU in `LAST_DIRTIER` (a power of two): a process appending to a log while
+/// another rewrites a data file must not evict each other's entry at every folio.
+const LAST_DIRTIER_WAYS: usize = 4;
+
+#[map]
+static LAST_DIRTIER: PerCpuArray<[LastDirtier; LAST_DIRTIER_WAYS]> =
+    PerCpuArray::with_max_entries(1, 0);
+
+/// Bumped after every `WRITEBACK_OWNER` insert (an owner changed, or an entry was evicted to make
+/// room): every CPU's `LAST_DIRTIER` is stale from then on.
+#[unsafe(no_mangle)]
+static OWNER_EPOCH: SharedCounter = SharedCounter::new();
+
 /// `writeback_dirty_folio(struct folio *folio, struct address_space *mapping)`, in the
-/// dirtier's context: remember which traced process dirtied the inode.
+/// dirtier's context: remember which traced process dirtied the inode. A process dirties an
+/// inode folio after folio and the owner rarely changes: this CPU's last (inode, owner) answers
+/// most calls without touching the LRU map (whose lookup also marks the entry referenced).
 #[btf_tracepoint(function = "writeback_dirty_folio")]
 pub fn writeback_dirty_folio(ctx: BtfTracePointContext) -> i32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
@@ -470,14 +496,39 @@ pub fn writeback_dirty_folio(ctx: BtfTracePointContext) -> i32 {
     };
     let key = inode as u64;
     let owner = Owner { tgid, generation };
-    // A process dirties an inode page after page: the owner rarely changes, and an LRU update
-    // (a new element, the old one freed) costs several times the lookup.
-    // SAFETY: a plain copy out of the map value.
-    if unsafe { WRITEBACK_OWNER.get(key) }.copied() == Some(owner) {
+    // Read before the map: an insert on another CPU after this read makes the cache stale.
+    let epoch = OWNER_EPOCH.get();
+    let Some(ways) = LAST_DIRTIER.get_ptr_mut(0) else {
         return 0;
+    };
+    // Inodes are slab objects of about a KiB: the address bits above that tell them apart.
+    let way = ((key >> 10) ^ (key >> 14)) as usize & (LAST_DIRTIER_WAYS - 1);
+    // SAFETY: `way` < LAST_DIRTIER_WAYS, inside this CPU's element.
+    let last = unsafe { (ways as *mut LastDirtier).add(way) };
+    // SAFETY: this CPU's element; a program on this CPU runs to its end before the next.
+    unsafe {
+        if (*last).inode == key && (*last).owner == owner && (*last).epoch == epoch {
+            return 0;
+        }
     }
-    if WRITEBACK_OWNER.insert(key, owner, 0).is_err() {
-        dropped(BlockDrop::WritebackOwnerFull);
+    // SAFETY: a plain copy out of the map value.
+    if unsafe { WRITEBACK_OWNER.get(key) }.copied() != Some(owner) {
+        if WRITEBACK_OWNER.insert(key, owner, 0).is_err() {
+            dropped(BlockDrop::WritebackOwnerFull);
+            return 0;
+        }
+        // The cache below keeps the epoch read before: this insert makes it stale once, and the
+        // next page's lookup refreshes it.
+        OWNER_EPOCH.add(1);
+    }
+    // SAFETY: as above.
+    unsafe {
+        *last = LastDirtier {
+            inode: key,
+            owner,
+            epoch,
+            _pad: 0,
+        };
     }
     0
 }
