@@ -26,7 +26,7 @@ pub const CONFIG: &str = "SOCKETS_CONFIG";
 /// Sockets whose verdict is remembered.
 pub const SOCKET_VERDICTS_ENTRIES: u32 = 64 * 1024;
 /// Default bytes of `SOCKET_EVENTS` (the loader may set another size).
-pub const SOCKET_EVENTS_BYTES: u32 = 16 * 1024 * 1024;
+pub const SOCKET_EVENTS_BYTES: u32 = 8 * 1024 * 1024;
 
 /// The capture's settings and the socket offsets it reads.
 #[repr(C)]

@@ -218,7 +218,7 @@ pub struct SqlArgs {
     #[arg(long)]
     pub sql_raw_text: bool,
     /// MiB of the ring buffer that carries SQL traffic to user space.
-    #[arg(long, value_name = "MIB", default_value_t = 16, value_parser = parse_ring_mib)]
+    #[arg(long, value_name = "MIB", default_value_t = 8, value_parser = parse_ring_mib)]
     pub sql_ring_mib: u32,
     /// A file path fragment (`/myorm/`) of Python frames that belong to the database stack, so
     /// that a statement's call site (code_* columns) is the first frame outside it; added to

@@ -34,7 +34,7 @@ use crate::{
 /// second signal) tracing stops and the command is left running, untraced.
 const COMMAND_GRACE: Duration = Duration::from_secs(10);
 /// How often the tracers' event rings are drained between the kernel's (rare) wakeups.
-const EVENT_POLL: Duration = Duration::from_millis(20);
+const EVENT_POLL: Duration = Duration::from_millis(100);
 /// Room kept, for `--max-size`, for each traced process's row in the processes table (written
 /// when the run stops) and for run.json growing at the end.
 const PROCESS_ROW_BYTES: u64 = 512;
