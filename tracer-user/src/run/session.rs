@@ -33,8 +33,6 @@ use crate::{
 /// How long a traced command gets to exit after we passed it a SIGINT/SIGTERM; after that (or a
 /// second signal) tracing stops and the command is left running, untraced.
 const COMMAND_GRACE: Duration = Duration::from_secs(10);
-/// How often the tracers' event rings are drained between the kernel's (rare) wakeups.
-const EVENT_POLL: Duration = Duration::from_millis(100);
 /// Room kept, for `--max-size`, for each traced process's row in the processes table (written
 /// when the run stops) and for run.json growing at the end.
 const PROCESS_ROW_BYTES: u64 = 512;
@@ -156,14 +154,18 @@ impl Signals {
 impl<F: Frontend> Session<F> {
     pub async fn run(mut self, mut signals: Signals) -> Result<ExitCode, RunError> {
         let rings = self.rings()?;
-        let poll_rings = self
+        // The kernel wakes us for the tracers' rings only when they fill up (a wakeup per record
+        // would cost the traced process more than the capture itself); otherwise they are polled,
+        // as often as the most demanding tracer asks.
+        let ring_poll = self
             .tracing
             .tracers
             .iter()
-            .any(|(_, t)| !t.rings().is_empty());
-        // The kernel wakes us for the tracers' rings only when they fill up (a wakeup per record
-        // would cost the traced process more than the capture itself); otherwise they are polled.
-        let mut poll = tokio::time::interval(EVENT_POLL);
+            .filter(|(_, t)| !t.rings().is_empty())
+            .map(|(_, t)| t.ring_poll())
+            .min();
+        let poll_rings = ring_poll.is_some();
+        let mut poll = tokio::time::interval(ring_poll.unwrap_or(Duration::from_secs(1)));
         poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
         let start = Instant::now();
