@@ -39,6 +39,10 @@ use crate::{
     syscall_names::Arch,
 };
 
+/// How often a tracer's rings are drained unless it asks for more: a wakeup of an idle process
+/// costs about 0.1 ms of CPU on a small VM.
+pub const RING_POLL: Duration = Duration::from_millis(100);
+
 /// Every registration, in attach order: process tracking first, so that a child forked while
 /// the other programs attach is already marked.
 pub const REGISTRY: &[&Registration] = &[
@@ -111,9 +115,9 @@ pub trait Tracer {
         Vec::new()
     }
     /// How often the session drains the tracer's rings between the kernel's wakeups (which come
-    /// only when a ring fills). A wakeup of an idle process costs about 0.1 ms of CPU here.
+    /// only when a ring fills).
     fn ring_poll(&self) -> Duration {
-        Duration::from_millis(100)
+        RING_POLL
     }
     /// Drains the tracer's rings.
     fn drain(&mut self, _processes: &Processes) {}

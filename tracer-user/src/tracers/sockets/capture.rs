@@ -325,9 +325,9 @@ impl Tracer for Capture {
     /// and its statements have call sites only from then on: drained five times as often.
     fn ring_poll(&self) -> Duration {
         if self.python.is_some() {
-            Duration::from_millis(20)
+            crate::tracers::RING_POLL / 5
         } else {
-            Duration::from_millis(100)
+            crate::tracers::RING_POLL
         }
     }
 
