@@ -88,6 +88,15 @@ class Map:
         return sum(1 for b in data if b & 1)
 
 
+    def taken_slots(self):
+        """For the mmapped SYSCALL_SLOTS array: how many slots hold a pair (tgid, its first
+        field, not 0)."""
+        size = self.max_entries * self.value_size
+        with mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ) as m:
+            data = m[:]
+        return sum(1 for i in range(0, size, self.value_size) if data[i:i + 4] != b"\0\0\0\0")
+
+
 def possible_cpus():
     """How many CPUs the kernel may bring up (per-CPU maps hold one value for each)."""
     n = 0
@@ -124,8 +133,8 @@ class PerCpuCounters:
 
 
 def snapshot(pid):
-    """{map name: entries} for the hash maps of `pid`, plus TRACED: the tgids marked traced. A
-    map that `pid` does not hold is absent, not 0."""
+    """{map name: entries} for the hash maps of `pid`, plus TRACED: the tgids marked traced, and
+    SYSCALL_SLOTS: the slots taken. A map that `pid` does not hold is absent, not 0."""
     out = {}
     for map_id in held_ids(pid)[1]:
         try:
@@ -140,6 +149,8 @@ def snapshot(pid):
                 out[m.name] = m.count()
             elif m.name == "TRACED" and m.flags & BPF_F_MMAPABLE:
                 out[m.name] = m.traced_bytes()
+            elif m.name == "SYSCALL_SLOTS" and m.flags & BPF_F_MMAPABLE and m.max_entries > 1:
+                out[m.name] = m.taken_slots()
         finally:
             m.close()
     return out

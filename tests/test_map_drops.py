@@ -10,6 +10,7 @@ import subprocess
 
 import pytest
 
+import bpfmaps
 from conftest import PYTHON, WORKLOADS, Held, Scalp, rows, run_json, run_scalp, syscall_totals
 from test_blockio import disk_stat, loopfs, prepare  # noqa: F401 (loopfs is a fixture)
 
@@ -43,7 +44,9 @@ def finish(*scalps):
 def test_a_full_syscall_stats_map_counts_every_call_it_could_not_hold(tmp_path):
     work = Held("--getppid", 1000, "--fail-openat", 300, "--fail-rmdir", 200)
     try:
-        small, normal = beside(tmp_path, work.pid, ["SYSCALL_STATS=4"], "--tracers", "syscalls")
+        # No per-CPU slots (fewer entries than CPUs): every pair goes to the hash.
+        small, normal = beside(tmp_path, work.pid, ["SYSCALL_STATS=4", "SYSCALL_SLOTS=1"],
+                               "--tracers", "syscalls")
         work.go()
         assert work.finish() == 0
         finish(small, normal)
@@ -64,6 +67,29 @@ def test_a_full_syscall_stats_map_counts_every_call_it_could_not_hold(tmp_path):
     assert d == {("syscalls", "stats_map_full"): lost}, (d, lost)
     assert f"scalp-bpf: dropped {lost} (syscalls stats_map_full)" in small.stderr
     assert drops(tmp_path / "normal") == {}
+
+
+def test_pairs_whose_cpu_slot_another_pair_holds_are_counted_exactly_in_the_hash(tmp_path):
+    """One slot per CPU: the first pair to reach it on a CPU keeps it, every other pair's calls
+    on that CPU go to the per-CPU hash, and a pair can be in both (slots on some CPUs, the hash
+    on others). The sums must still be exact."""
+    cpus = bpfmaps.possible_cpus()
+    work = Held("--getppid", 1000, "--fail-openat", 300, "--fail-rmdir", 200)
+    try:
+        small, normal = beside(tmp_path, work.pid, [f"SYSCALL_SLOTS={cpus}"], "--tracers", "syscalls")
+        work.go()
+        assert work.finish() == 0
+        finish(small, normal)
+    finally:
+        work.kill()
+    got, want = syscall_totals(tmp_path / "small"), syscall_totals(tmp_path / "normal")
+    assert want[(work.pid, "getppid")][:2] == (1000, 0)
+    assert want[(work.pid, "openat")][:2] == (300, 300)
+    assert want[(work.pid, "rmdir")][:2] == (200, 200)
+    # More pairs than slots: some were counted in the hash alone.
+    assert len([k for k in want if k[0] == work.pid]) > cpus
+    assert {k: c[:2] for k, c in got.items()} == {k: c[:2] for k, c in want.items()}
+    assert drops(tmp_path / "small") == {} and drops(tmp_path / "normal") == {}
 
 
 def fileio_totals(out, pid):

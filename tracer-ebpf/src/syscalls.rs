@@ -1,12 +1,13 @@
 //! The syscall tracer's hooks (called by [`crate::dispatch`] at sys_enter and sys_exit).
 //!
-//! sys_exit counts every call (exact) into a per-CPU hash keyed by (process, syscall). When
+//! sys_exit counts every call (exact) into its CPU's slot of the (process, syscall) pair in
+//! `SYSCALL_SLOTS`, or, when another pair holds that slot, into a per-CPU hash keyed by the pair. When
 //! latency is measured, sys_enter stamps the thread's in-flight slot and sys_exit turns the stamp
 //! into a histogram bucket. Nothing per call goes to user space.
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
-    helpers::{bpf_ktime_get_ns, generated::bpf_get_prandom_u32},
+    bindings::{BPF_F_MMAPABLE, BPF_NOEXIST},
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, generated::bpf_get_prandom_u32},
     macros::map,
     maps::{Array, PerCpuArray, PerCpuHashMap},
 };
@@ -15,7 +16,8 @@ use tracer_common::{
     drops::Reasons as _,
     hist,
     syscalls::{
-        InFlight, SYSCALL_STATS_ENTRIES, SyscallDrop, SyscallKey, SyscallStats, SyscallsConfig,
+        InFlight, SYSCALL_STATS_ENTRIES, SyscallDrop, SyscallKey, SyscallSlot, SyscallStats,
+        SyscallsConfig, slot_of,
     },
 };
 
@@ -26,6 +28,10 @@ config_global!(SYSCALLS_CONFIG: SyscallsConfig);
 /// Sized by the loader to `inflight_mask + 1` entries.
 #[map]
 static SYSCALL_INFLIGHT: Array<InFlight> = Array::with_max_entries(1, 0);
+
+/// Sized by the loader to `(slot_mask + 1) × CPUs` entries.
+#[map]
+static SYSCALL_SLOTS: Array<SyscallSlot> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
 #[map]
 static SYSCALL_STATS: PerCpuHashMap<SyscallKey, SyscallStats> =
@@ -138,7 +144,7 @@ pub fn take_stamp(tid: u32) -> Option<(u32, Timing)> {
 /// `2^shift` times (it was timed with probability `2^-shift`).
 #[inline(always)]
 pub fn record(key: &SyscallKey, error: bool, timing: &Timing) {
-    let stats = match SYSCALL_STATS.get_ptr_mut(key) {
+    let stats = match slot(key).or_else(|| SYSCALL_STATS.get_ptr_mut(key)) {
         Some(stats) => stats,
         None => {
             // Another CPU may insert the same key first (EEXIST): the lookup below still finds it.
@@ -169,6 +175,31 @@ pub fn record(key: &SyscallKey, error: bool, timing: &Timing) {
                 *count = count.wrapping_add(1 << shift);
             }
         }
+    }
+}
+
+/// This CPU's slot of the pair, taken for it if free; None when another pair holds it.
+#[inline(always)]
+fn slot(key: &SyscallKey) -> Option<*mut SyscallStats> {
+    if setting!(SYSCALLS_CONFIG.slots) == 0 {
+        return None;
+    }
+    let mask = setting!(SYSCALLS_CONFIG.slot_mask);
+    // SAFETY: no preconditions.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let s = SYSCALL_SLOTS.get_ptr_mut(cpu.wrapping_mul(mask + 1) + slot_of(key, mask))?;
+    // SAFETY: valid map memory; only programs on this CPU write this CPU's slots, and user space
+    // only frees slots of ended processes, whose keys no program writes any more.
+    unsafe {
+        let held = (*s).key;
+        if held.tgid != key.tgid || held.generation != key.generation || held.nr != key.nr {
+            if held.tgid != 0 {
+                return None;
+            }
+            (*s).stats = SyscallStats::ZERO;
+            (*s).key = *key;
+        }
+        Some(core::ptr::addr_of_mut!((*s).stats))
     }
 }
 

@@ -174,20 +174,18 @@ impl<'a> KernelSetup<'a> {
         self.map_entries.push((name, entries));
     }
 
+    /// The test-only size (`--map-entries`) of map `name`, if one is given.
+    pub fn test_entries(&self, name: &str) -> Option<u32> {
+        test_entries(self.settings, name)
+    }
+
     /// The entries map `name` will have: the test-only size (`--map-entries`) when one is
     /// given, `entries` otherwise. For a map the programs index by a mask (`ways` entries per
     /// set, `ways × 2^k` in all): its settings must follow the size the map really gets, or
     /// lookups past its end would fail and lose events uncounted. A size of another shape
     /// fails the run (exit 2) once the tracers are set up.
     pub fn masked_entries(&mut self, name: &'static str, entries: u32, ways: u32) -> u32 {
-        let Some(n) = self
-            .settings
-            .map_entries
-            .iter()
-            .rev()
-            .find(|(m, _)| m == name)
-            .map(|(_, n)| *n)
-        else {
+        let Some(n) = self.test_entries(name) else {
             return entries;
         };
         let sets = n / ways;
@@ -208,6 +206,16 @@ impl<'a> KernelSetup<'a> {
         }
         entries
     }
+}
+
+/// The test-only size (`--map-entries`) of map `name` in `settings`, if one is given (the last).
+pub fn test_entries(settings: &Settings, name: &str) -> Option<u32> {
+    settings
+        .map_entries
+        .iter()
+        .rev()
+        .find(|(m, _)| m == name)
+        .map(|(_, n)| *n)
 }
 
 /// A probe to attach, and the tracer it belongs to (for messages). It goes to the tracepoint

@@ -21,8 +21,6 @@ use crate::{
 pub enum TrackingError {
     #[error(transparent)]
     Map(#[from] MapAccessError),
-    #[error("cannot map the TRACED table: {0}")]
-    TracedMap(std::io::Error),
 }
 
 /// The traced processes and the kernel state that follows them.
@@ -37,8 +35,7 @@ pub struct Tracking {
 impl Tracking {
     /// Takes the TRACED map and the process events out of the loaded object.
     pub fn new(ebpf: &mut Ebpf, pid_max: u32, names: Vec<String>) -> Result<Self, TrackingError> {
-        let traced = TracedMap::new(maps::take(ebpf, TRACED)?, traced_elements(pid_max))
-            .map_err(TrackingError::TracedMap)?;
+        let traced = TracedMap::new(maps::take(ebpf, TRACED)?, traced_elements(pid_max))?;
         Ok(Tracking {
             processes: Processes::new(),
             traced,

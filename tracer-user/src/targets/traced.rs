@@ -1,61 +1,31 @@
 //! The user side of the `TRACED` map: mapped into our memory so that marking one process is a
 //! single byte store that cannot clobber a neighbour the kernel marks at the same moment.
 
-use std::{
-    io,
-    os::fd::{AsFd as _, AsRawFd as _},
-    ptr::NonNull,
+use aya::maps::Map;
+use tracer_common::process::{
+    TGIDS_PER_ELEMENT, TRACED, TRACED_FLAG, generation, next_traced_byte,
 };
 
-use aya::maps::{Map, MapData};
-use tracer_common::process::{TGIDS_PER_ELEMENT, TRACED_FLAG, generation, next_traced_byte};
+use crate::kernel::maps::{MapAccessError, Mapped};
 
 /// `TRACED`, mmapped.
 pub struct TracedMap {
-    base: NonNull<u8>,
-    len: usize,
-    /// Keeps the map (and so the mapping's backing) alive.
-    _map: MapData,
+    mapped: Mapped,
 }
-
-// SAFETY: the mapping is plain shared memory; all access goes through volatile byte operations.
-unsafe impl Send for TracedMap {}
 
 impl TracedMap {
     /// Maps the array (created with BPF_F_MMAPABLE) of `elements` 8-byte elements.
-    pub fn new(map: Map, elements: u32) -> io::Result<TracedMap> {
-        let Map::Array(map) = map else {
-            return Err(io::Error::other("TRACED is not an array map"));
-        };
+    pub fn new(map: Map, elements: u32) -> Result<TracedMap, MapAccessError> {
         let len = elements as usize * TGIDS_PER_ELEMENT as usize;
-        // SAFETY: mapping a BPF array fd of at least `len` bytes, shared, read-write; the result
-        // is checked below.
-        let addr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                map.fd().as_fd().as_raw_fd(),
-                0,
-            )
-        };
-        if addr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let base = NonNull::new(addr.cast::<u8>())
-            .ok_or_else(|| io::Error::other("mmap returned NULL"))?;
         Ok(TracedMap {
-            base,
-            len,
-            _map: map,
+            mapped: Mapped::new(map, TRACED, len)?,
         })
     }
 
     fn slot(&self, tgid: u32) -> Option<*mut u8> {
         let i = tgid as usize;
         // SAFETY: in bounds of the mapping.
-        (i < self.len).then(|| unsafe { self.base.as_ptr().add(i) })
+        (i < self.mapped.len()).then(|| unsafe { self.mapped.base().add(i) })
     }
 
     /// The byte of `tgid` (0 beyond the map).
@@ -85,13 +55,6 @@ impl TracedMap {
             // SAFETY: a valid byte of the mapping.
             unsafe { p.write_volatile(p.read_volatile() & !TRACED_FLAG) };
         }
-    }
-}
-
-impl Drop for TracedMap {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly what `new` mapped.
-        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
     }
 }
 
