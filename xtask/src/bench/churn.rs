@@ -41,6 +41,7 @@ pub struct Options {
 /// Maps whose entries belong to one process each: they must come back to their baseline.
 const PER_PROCESS: &[&str] = &[
     "TRACED",
+    "SYSCALL_SLOTS",
     "SYSCALL_STATS",
     "FILEIO_STATS",
     "FILE_STATS",
@@ -48,9 +49,11 @@ const PER_PROCESS: &[&str] = &[
 ];
 /// Entries the still-traced parent may hold after the churn (its own syscalls, files).
 const PARENT_ENTRIES: u64 = 32;
-/// Every map sampled, in the table's order. TRACED is an array: its count is the tgids marked.
+/// Every map sampled, in the table's order. TRACED and SYSCALL_SLOTS are arrays: their counts
+/// are the tgids marked and the slots taken.
 const MAPS: &[&str] = &[
     "TRACED",
+    "SYSCALL_SLOTS",
     "SYSCALL_STATS",
     "FILEIO_STATS",
     "FILE_STATS",
@@ -425,7 +428,13 @@ impl ScalpMaps {
     fn entries(&self, name: &str) -> Option<u64> {
         let (_, map) = self.maps.iter().find(|(n, _)| n == name)?;
         if name == "TRACED" {
-            map.traced_tgids().ok()
+            map.mapped(|b| b.iter().filter(|&&b| b & 1 != 0).count() as u64)
+                .ok()
+        } else if name == "SYSCALL_SLOTS" {
+            // A slot is taken when its key's tgid (its first 4 bytes) is not 0.
+            let size = map.value_size.max(4) as usize;
+            map.mapped(|b| b.chunks(size).filter(|s| s[..4] != [0; 4]).count() as u64)
+                .ok()
         } else {
             map.count().ok()
         }
@@ -525,8 +534,8 @@ impl BpfMap {
         }
     }
 
-    /// TRACED (an mmappable array, one byte per tgid): the tgids whose traced bit is set.
-    fn traced_tgids(&self) -> std::io::Result<u64> {
+    /// `count` of the bytes of an mmappable array (TRACED, SYSCALL_SLOTS).
+    fn mapped(&self, count: impl FnOnce(&[u8]) -> u64) -> std::io::Result<u64> {
         let len = self.max_entries as usize * self.value_size as usize;
         // SAFETY: a read-only shared mapping of the whole array, unmapped below.
         let addr = unsafe {
@@ -544,7 +553,7 @@ impl BpfMap {
         }
         // SAFETY: `len` readable bytes at `addr`, alive until the munmap.
         let bytes = unsafe { std::slice::from_raw_parts(addr.cast::<u8>(), len) };
-        let n = bytes.iter().filter(|&&b| b & 1 != 0).count() as u64;
+        let n = count(bytes);
         // SAFETY: unmapping exactly what was mapped.
         unsafe { libc::munmap(addr, len) };
         Ok(n)
