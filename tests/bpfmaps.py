@@ -88,13 +88,18 @@ class Map:
         return sum(1 for b in data if b & 1)
 
 
-    def taken_slots(self):
-        """For the mmapped SYSCALL_SLOTS array: how many slots hold a pair (tgid, its first
-        field, not 0)."""
+    def slot_tgids(self):
+        """For an mmapped *_SLOTS array: {tgid: slots it holds} (a slot's first field is its key's
+        tgid, 0 when free)."""
         size = self.max_entries * self.value_size
         with mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ) as m:
             data = m[:]
-        return sum(1 for i in range(0, size, self.value_size) if data[i:i + 4] != b"\0\0\0\0")
+        held = {}
+        for i in range(0, size, self.value_size):
+            tgid = struct.unpack_from("=I", data, i)[0]
+            if tgid:
+                held[tgid] = held.get(tgid, 0) + 1
+        return held
 
 
 def possible_cpus():
@@ -134,7 +139,7 @@ class PerCpuCounters:
 
 def snapshot(pid):
     """{map name: entries} for the hash maps of `pid`, plus TRACED: the tgids marked traced, and
-    SYSCALL_SLOTS: the slots taken. A map that `pid` does not hold is absent, not 0."""
+    the *_SLOTS arrays: the slots taken. A map that `pid` does not hold is absent, not 0."""
     out = {}
     for map_id in held_ids(pid)[1]:
         try:
@@ -149,8 +154,21 @@ def snapshot(pid):
                 out[m.name] = m.count()
             elif m.name == "TRACED" and m.flags & BPF_F_MMAPABLE:
                 out[m.name] = m.traced_bytes()
-            elif m.name == "SYSCALL_SLOTS" and m.flags & BPF_F_MMAPABLE and m.max_entries > 1:
-                out[m.name] = m.taken_slots()
+            elif m.name.endswith("_SLOTS") and m.flags & BPF_F_MMAPABLE:
+                out[m.name] = sum(m.slot_tgids().values())
+        finally:
+            m.close()
+    return out
+
+
+def slot_tgids(pid):
+    """{map name: {tgid: slots held}} for the *_SLOTS arrays of `pid`."""
+    out = {}
+    for map_id in held_ids(pid)[1]:
+        m = Map(map_id)
+        try:
+            if m.name.endswith("_SLOTS") and m.flags & BPF_F_MMAPABLE:
+                out[m.name] = m.slot_tgids()
         finally:
             m.close()
     return out

@@ -5,6 +5,7 @@ record, or a second scalp-bpf with the normal sizes tracing the same process at 
 (each run has its own programs and maps; both see the very same calls). Counted plus dropped must
 equal what happened, exactly."""
 import json
+import os
 import socket
 import subprocess
 
@@ -44,7 +45,7 @@ def finish(*scalps):
 def test_a_full_syscall_stats_map_counts_every_call_it_could_not_hold(tmp_path):
     work = Held("--getppid", 1000, "--fail-openat", 300, "--fail-rmdir", 200)
     try:
-        # No per-CPU slots (fewer entries than CPUs): every pair goes to the hash.
+        # No per-CPU slots (fewer than 2 per CPU): every pair goes to the hash.
         small, normal = beside(tmp_path, work.pid, ["SYSCALL_STATS=4", "SYSCALL_SLOTS=1"],
                                "--tracers", "syscalls")
         work.go()
@@ -70,13 +71,19 @@ def test_a_full_syscall_stats_map_counts_every_call_it_could_not_hold(tmp_path):
 
 
 def test_pairs_whose_cpu_slot_another_pair_holds_are_counted_exactly_in_the_hash(tmp_path):
-    """One slot per CPU: the first pair to reach it on a CPU keeps it, every other pair's calls
-    on that CPU go to the per-CPU hash, and a pair can be in both (slots on some CPUs, the hash
-    on others). The sums must still be exact."""
-    cpus = bpfmaps.possible_cpus()
-    work = Held("--getppid", 1000, "--fail-openat", 300, "--fail-rmdir", 200)
+    """Two slots per CPU (syscalls and file I/O alike), the workload pinned to one CPU: the first
+    pairs to reach that CPU's two slots keep them, every other pair's calls go to the per-CPU
+    hash. The sums must equal a normal run's, which has room for every pair in slots."""
+    per_cpu = 2
+    entries = per_cpu * bpfmaps.possible_cpus()
+
+    def pinned(work):
+        os.sched_setaffinity(work.pid, {min(os.sched_getaffinity(0))})
+        return work
+
+    work = pinned(Held("--getppid", 1000, "--fail-openat", 300, "--fail-rmdir", 200))
     try:
-        small, normal = beside(tmp_path, work.pid, [f"SYSCALL_SLOTS={cpus}"], "--tracers", "syscalls")
+        small, normal = beside(tmp_path, work.pid, [f"SYSCALL_SLOTS={entries}"], "--tracers", "syscalls")
         work.go()
         assert work.finish() == 0
         finish(small, normal)
@@ -86,10 +93,27 @@ def test_pairs_whose_cpu_slot_another_pair_holds_are_counted_exactly_in_the_hash
     assert want[(work.pid, "getppid")][:2] == (1000, 0)
     assert want[(work.pid, "openat")][:2] == (300, 300)
     assert want[(work.pid, "rmdir")][:2] == (200, 200)
-    # More pairs than slots: some were counted in the hash alone.
-    assert len([k for k in want if k[0] == work.pid]) > cpus
+    # More pairs than one CPU's slots: some were counted in the hash alone.
+    assert len([k for k in want if k[0] == work.pid]) > per_cpu
     assert {k: c[:2] for k, c in got.items()} == {k: c[:2] for k, c in want.items()}
     assert drops(tmp_path / "small") == {} and drops(tmp_path / "normal") == {}
+
+    (tmp_path / "fileio").mkdir()
+    work = pinned(Held("kinds", "--path", tmp_path / "kinds.dat", script=WORKLOADS / "fileio.py"))
+    try:
+        small, normal = beside(tmp_path / "fileio", work.pid, [f"FILEIO_SLOTS={entries}"],
+                               "--tracers", "syscalls,fileio")
+        work.go()
+        assert work.finish() == 0
+        finish(small, normal)
+    finally:
+        work.kill()
+    got = fileio_totals(tmp_path / "fileio" / "small", work.pid)
+    want = fileio_totals(tmp_path / "fileio" / "normal", work.pid)
+    assert want[("socket", "write")] == (1, 0, 3000) and want[("pipe", "write")] == (2, 0, 4000)
+    assert len(want) > per_cpu
+    assert got == want
+    assert drops(tmp_path / "fileio" / "small") == {} and drops(tmp_path / "fileio" / "normal") == {}
 
 
 def fileio_totals(out, pid):
@@ -104,7 +128,9 @@ def fileio_totals(out, pid):
 def test_a_full_fileio_stats_map_counts_every_call_it_could_not_hold(tmp_path):
     work = Held("kinds", "--path", tmp_path / "kinds.dat", script=WORKLOADS / "fileio.py")
     try:
-        small, normal = beside(tmp_path, work.pid, ["FILEIO_STATS=2"], "--tracers", "syscalls,fileio")
+        # No per-CPU slots (fewer than 2 per CPU): every pair goes to the hash.
+        small, normal = beside(tmp_path, work.pid, ["FILEIO_STATS=2", "FILEIO_SLOTS=1"],
+                               "--tracers", "syscalls,fileio")
         work.go()
         assert work.finish() == 0
         finish(small, normal)

@@ -16,6 +16,7 @@ pub mod fileio;
 pub mod hist;
 pub mod process;
 pub mod python;
+pub mod slots;
 pub mod sockets;
 pub mod syscalls;
 

@@ -1,6 +1,9 @@
 //! The syscall tracer's maps, types, drops and configuration.
 
-use crate::hist::BUCKETS;
+use crate::{
+    hist::BUCKETS,
+    slots::{SLOT_BYTES, Slot, SlotKey, SlotsConfig},
+};
 
 /// `PerCpuHashMap<SyscallKey, SyscallStats>`.
 pub const SYSCALL_STATS: &str = "SYSCALL_STATS";
@@ -9,14 +12,8 @@ pub const SYSCALL_INFLIGHT: &str = "SYSCALL_INFLIGHT";
 /// `Array<[u8; 8]>`: per syscall number (eight per element), the log2 of its sampling
 /// period for latency (0: time every call). The loader adapts it to each syscall's rate.
 pub const SYSCALL_SAMPLE_SHIFT: &str = "SYSCALL_SAMPLE_SHIFT";
-/// `Array<SyscallSlot>` (BPF_F_MMAPABLE): per CPU, `slot_mask + 1` slots, each holding the stats of
-/// the (process, syscall) pair that first took it on that CPU. A pair finds its slot by a hash of
-/// its key; a call whose slot another live pair holds goes to `SYSCALL_STATS`. One array load
-/// instead of a hash lookup on the hot path; the loader reads the slots through the mapping and
-/// frees those of ended processes.
+/// `Array<SyscallSlot>` (BPF_F_MMAPABLE): [`crate::slots`] in front of `SYSCALL_STATS`.
 pub const SYSCALL_SLOTS: &str = "SYSCALL_SLOTS";
-/// Default slots per CPU (a power of two): 256 KiB per CPU.
-pub const SLOTS_PER_CPU: u32 = 1024;
 /// The read-only global holding [`SyscallsConfig`].
 pub const CONFIG: &str = "SYSCALLS_CONFIG";
 
@@ -36,10 +33,8 @@ pub struct SyscallsConfig {
     /// `exit` and `exit_group` never return: they are counted when the thread exits.
     pub exit_nr: u32,
     pub exit_group_nr: u32,
-    /// `SYSCALL_SLOTS` holds `slot_mask + 1` slots per CPU (a power of two), CPU `c`'s from
-    /// `c × (slot_mask + 1)`; with `slots` 0 every call goes to `SYSCALL_STATS`.
-    pub slots: u32,
-    pub slot_mask: u32,
+    /// `SYSCALL_SLOTS`.
+    pub slots: SlotsConfig,
 }
 
 const _: () = assert!(core::mem::size_of::<SyscallsConfig>() == 24);
@@ -63,6 +58,13 @@ crate::pod!(
     InFlight,
     SyscallSlot
 );
+
+impl SlotKey for SyscallKey {
+    #[inline(always)]
+    fn words(&self) -> [u32; 3] {
+        [self.tgid, self.generation, self.nr]
+    }
+}
 
 /// Key of `SYSCALL_STATS`: one (process incarnation, syscall number).
 #[repr(C)]
@@ -109,27 +111,10 @@ impl SyscallStats {
     };
 }
 
-/// Value of `SYSCALL_SLOTS`: 256 bytes, so that a slot's key and call counts share its first
-/// cache line (the array's elements are 256-byte aligned in the mapping).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SyscallSlot {
-    /// The pair whose stats these are; `tgid` 0 marks a free slot (the idle task is never traced).
-    /// The kernel zeroes `stats` when it takes a slot, then writes the key.
-    pub key: SyscallKey,
-    pub _pad: u32,
-    pub stats: SyscallStats,
-    pub _tail: [u64; 6],
-}
+/// Value of `SYSCALL_SLOTS`.
+pub type SyscallSlot = Slot<SyscallKey, SyscallStats, 48>;
 
-const _: () = assert!(core::mem::size_of::<SyscallSlot>() == 256);
-
-/// The slot (among `mask + 1`) of a (process, syscall) pair in its CPU's part of `SYSCALL_SLOTS`.
-#[inline(always)]
-pub const fn slot_of(key: &SyscallKey, mask: u32) -> u32 {
-    let x = key.tgid ^ (key.generation << 24) ^ key.nr.wrapping_mul(0x85eb_ca77);
-    (x.wrapping_mul(0x9e37_79b1) >> 16) & mask
-}
+const _: () = assert!(core::mem::size_of::<SyscallSlot>() == SLOT_BYTES);
 
 /// Value of `SYSCALL_INFLIGHT`: the syscall a traced thread entered and when.
 #[repr(C)]

@@ -15,6 +15,7 @@ mod fileio;
 mod kernel;
 mod process;
 mod python;
+mod slots;
 mod sockets;
 mod syscalls;
 mod targets;

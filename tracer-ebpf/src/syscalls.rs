@@ -7,7 +7,7 @@
 
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_NOEXIST},
-    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, generated::bpf_get_prandom_u32},
+    helpers::{bpf_ktime_get_ns, generated::bpf_get_prandom_u32},
     macros::map,
     maps::{Array, PerCpuArray, PerCpuHashMap},
 };
@@ -17,7 +17,7 @@ use tracer_common::{
     hist,
     syscalls::{
         InFlight, SYSCALL_STATS_ENTRIES, SyscallDrop, SyscallKey, SyscallSlot, SyscallStats,
-        SyscallsConfig, slot_of,
+        SyscallsConfig,
     },
 };
 
@@ -144,7 +144,9 @@ pub fn take_stamp(tid: u32) -> Option<(u32, Timing)> {
 /// `2^shift` times (it was timed with probability `2^-shift`).
 #[inline(always)]
 pub fn record(key: &SyscallKey, error: bool, timing: &Timing) {
-    let stats = match slot(key).or_else(|| SYSCALL_STATS.get_ptr_mut(key)) {
+    let stats = match crate::slots::stats(&SYSCALL_SLOTS, setting!(SYSCALLS_CONFIG.slots), key)
+        .or_else(|| SYSCALL_STATS.get_ptr_mut(key))
+    {
         Some(stats) => stats,
         None => {
             // Another CPU may insert the same key first (EEXIST): the lookup below still finds it.
@@ -175,31 +177,6 @@ pub fn record(key: &SyscallKey, error: bool, timing: &Timing) {
                 *count = count.wrapping_add(1 << shift);
             }
         }
-    }
-}
-
-/// This CPU's slot of the pair, taken for it if free; None when another pair holds it.
-#[inline(always)]
-fn slot(key: &SyscallKey) -> Option<*mut SyscallStats> {
-    if setting!(SYSCALLS_CONFIG.slots) == 0 {
-        return None;
-    }
-    let mask = setting!(SYSCALLS_CONFIG.slot_mask);
-    // SAFETY: no preconditions.
-    let cpu = unsafe { bpf_get_smp_processor_id() };
-    let s = SYSCALL_SLOTS.get_ptr_mut(cpu.wrapping_mul(mask + 1) + slot_of(key, mask))?;
-    // SAFETY: valid map memory; only programs on this CPU write this CPU's slots, and user space
-    // only frees slots of ended processes, whose keys no program writes any more.
-    unsafe {
-        let held = (*s).key;
-        if held.tgid != key.tgid || held.generation != key.generation || held.nr != key.nr {
-            if held.tgid != 0 {
-                return None;
-            }
-            (*s).stats = SyscallStats::ZERO;
-            (*s).key = *key;
-        }
-        Some(core::ptr::addr_of_mut!((*s).stats))
     }
 }
 

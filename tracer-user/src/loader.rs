@@ -174,9 +174,14 @@ impl<'a> KernelSetup<'a> {
         self.map_entries.push((name, entries));
     }
 
-    /// The test-only size (`--map-entries`) of map `name`, if one is given.
+    /// The test-only size (`--map-entries`) of map `name`, if one is given (the last).
     pub fn test_entries(&self, name: &str) -> Option<u32> {
-        test_entries(self.settings, name)
+        self.settings
+            .map_entries
+            .iter()
+            .rev()
+            .find(|(m, _)| m == name)
+            .map(|(_, n)| *n)
     }
 
     /// The entries map `name` will have: the test-only size (`--map-entries`) when one is
@@ -206,16 +211,6 @@ impl<'a> KernelSetup<'a> {
         }
         entries
     }
-}
-
-/// The test-only size (`--map-entries`) of map `name` in `settings`, if one is given (the last).
-pub fn test_entries(settings: &Settings, name: &str) -> Option<u32> {
-    settings
-        .map_entries
-        .iter()
-        .rev()
-        .find(|(m, _)| m == name)
-        .map(|(_, n)| *n)
 }
 
 /// A probe to attach, and the tracer it belongs to (for messages). It goes to the tracepoint

@@ -54,14 +54,17 @@ where
     M::try_from(take(ebpf, name)?).map_err(MapAccessError::of(name))
 }
 
+/// `BPF_F_MMAPABLE`.
+const BPF_F_MMAPABLE: u32 = 1 << 10;
+
 /// An array map created with BPF_F_MMAPABLE, mapped shared and read-write: its elements are plain
 /// memory the kernel programs read and write at the same time (access it with volatile loads and
 /// stores of aligned words).
 pub struct Mapped {
     base: NonNull<u8>,
     len: usize,
-    /// Keeps the map (and so the mapping's backing) alive.
-    _map: MapData,
+    /// Keeps the map (and so the mapping's backing) alive; None for test memory.
+    _map: Option<MapData>,
 }
 
 // SAFETY: the mapping is plain shared memory, valid until drop.
@@ -74,28 +77,49 @@ impl Mapped {
         let Map::Array(map) = map else {
             return Err(error(io::Error::other("not an array map")));
         };
-        // SAFETY: mapping a BPF array fd of at least `len` bytes, shared, read-write; the result
-        // is checked below.
-        let addr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                map.fd().as_fd().as_raw_fd(),
-                0,
-            )
-        };
-        if addr == libc::MAP_FAILED {
-            return Err(error(io::Error::last_os_error()));
-        }
-        let base = NonNull::new(addr.cast::<u8>())
-            .ok_or_else(|| error(io::Error::other("mmap gave NULL")))?;
+        let (base, len) = mmap(Some(map.fd().as_fd().as_raw_fd()), len).map_err(error)?;
         Ok(Mapped {
             base,
             len,
-            _map: map,
+            _map: Some(map),
         })
+    }
+
+    /// Maps all of array map `name`, whose values must be `value_size` bytes (a multiple of 8,
+    /// so that they lie `value_size` apart); returns the mapping and its number of values.
+    pub fn whole(
+        map: Map,
+        name: &'static str,
+        value_size: usize,
+    ) -> Result<(Mapped, usize), MapAccessError> {
+        let error = |what: String| MapAccessError::Mmap {
+            map: name,
+            source: io::Error::other(what),
+        };
+        let Map::Array(data) = &map else {
+            return Err(error("not an array map".into()));
+        };
+        let info = data.info().map_err(MapAccessError::of(name))?;
+        if info.map_flags() & BPF_F_MMAPABLE == 0 || info.value_size() as usize != value_size {
+            return Err(error(format!(
+                "not an mmapable array of {value_size}-byte values (flags {:#x}, {} bytes)",
+                info.map_flags(),
+                info.value_size()
+            )));
+        }
+        let entries = info.max_entries() as usize;
+        Ok((Mapped::new(map, name, entries * value_size)?, entries))
+    }
+
+    /// Zeroed anonymous memory standing in for a map in tests.
+    #[cfg(test)]
+    pub fn anonymous(len: usize) -> Mapped {
+        let (base, len) = mmap(None, len).expect("anonymous mapping");
+        Mapped {
+            base,
+            len,
+            _map: None,
+        }
     }
 
     /// The mapping's first byte.
@@ -107,6 +131,31 @@ impl Mapped {
     pub fn len(&self) -> usize {
         self.len
     }
+}
+
+/// Maps `len` bytes of `fd` (anonymous memory without one), shared, read-write.
+fn mmap(fd: Option<i32>, len: usize) -> io::Result<(NonNull<u8>, usize)> {
+    let (flags, fd) = match fd {
+        Some(fd) => (libc::MAP_SHARED, fd),
+        None => (libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1),
+    };
+    // SAFETY: a new shared read-write mapping of `len` bytes (of a BPF array fd at least that
+    // long, or anonymous); the result is checked below.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            flags,
+            fd,
+            0,
+        )
+    };
+    if addr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let base = NonNull::new(addr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap gave NULL"))?;
+    Ok((base, len))
 }
 
 impl Drop for Mapped {

@@ -11,7 +11,10 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use aya::Ebpf;
 use tracer_common::{
     dispatch::{HOOK_FILEIO, KIND_MASK, KIND_RESOLVE, KIND_SHIFT, RESOLVE_FD},
-    fileio::{FILEIO_STATS, FileIoDrop, FileIoKey, FileIoStats, FileKind, FileOp},
+    fileio::{
+        self as common, FILEIO_SLOTS, FILEIO_STATS, FileIoDrop, FileIoKey, FileIoStats, FileKind,
+        FileOp,
+    },
 };
 
 use super::{
@@ -23,6 +26,8 @@ use super::{
     views::{Measure, Metric, TableSpec},
 };
 use crate::{
+    kernel::btf::BtfError,
+    loader::KernelSetup,
     processes::{OfProcess, ProcessKey, Processes},
     settings::Settings,
     snapshot::{Counters, Op, StatsMap},
@@ -84,7 +89,7 @@ pub static REGISTRATION: Registration = Registration {
         },
     ],
     drops: Some(KernelDrops::of::<FileIoDrop>),
-    setup: super::no_setup,
+    setup,
     hooks,
     build,
 };
@@ -104,9 +109,15 @@ fn hooks(_: &Settings, name: &str) -> u32 {
     HOOK_FILEIO | resolve
 }
 
+fn setup(k: &mut KernelSetup<'_>) -> Result<(), BtfError> {
+    let slots = crate::snapshot::slots::setup(k, FILEIO_SLOTS);
+    k.global(common::SLOTS_CONFIG, &slots);
+    Ok(())
+}
+
 fn build(ebpf: &mut Ebpf, _: &Build<'_>) -> super::Built {
     Ok(Some(Box::new(FileIoTracer {
-        stats: StatsMap::take(ebpf, FILEIO_STATS)?,
+        stats: StatsMap::take_with_slots(ebpf, FILEIO_STATS, FILEIO_SLOTS)?,
         totals: Vec::new(),
     })))
 }

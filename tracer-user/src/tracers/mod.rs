@@ -72,8 +72,6 @@ pub struct Interval {
 pub enum TracerError {
     #[error(transparent)]
     Map(#[from] MapAccessError),
-    #[error("cannot count the possible CPUs: {0}")]
-    Cpus(std::io::Error),
     #[error("cannot build the {table} batch: {source}")]
     Arrow {
         table: &'static str,

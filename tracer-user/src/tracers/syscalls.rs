@@ -35,14 +35,12 @@ use crate::{
         btf::BtfError,
         maps::{self, MapAccessError},
     },
-    loader::{KernelSetup, test_entries},
+    loader::KernelSetup,
     processes::{OfProcess, ProcessKey, Processes},
     settings::{LatencyMode, Settings},
     snapshot::{Counters, Op, StatsMap},
     syscall_names::Arch,
 };
-
-mod slots;
 
 crate::processes::of_process!(SyscallKey);
 
@@ -157,7 +155,7 @@ pub const PEER_READS: &[&str] = &["read", "readv", "recvfrom", "recvmsg", "recvm
 fn setup(k: &mut KernelSetup<'_>) -> Result<(), BtfError> {
     let slots = k.pid_max.next_power_of_two().min(MAX_INFLIGHT_SLOTS);
     let inflight_slots = k.masked_entries(SYSCALL_INFLIGHT, slots, 1);
-    let per_cpu = slots::per_cpu(k.test_entries(SYSCALL_SLOTS), k.nr_cpus);
+    let slots = crate::snapshot::slots::setup(k, SYSCALL_SLOTS);
     k.global(
         common::CONFIG,
         &SyscallsConfig {
@@ -165,18 +163,18 @@ fn setup(k: &mut KernelSetup<'_>) -> Result<(), BtfError> {
             latency: u32::from(k.settings.syscall_latency.measures()),
             exit_nr: k.arch.exit_nr(),
             exit_group_nr: k.arch.exit_group_nr(),
-            slots: u32::from(per_cpu > 0),
-            slot_mask: per_cpu.saturating_sub(1),
+            slots,
         },
     );
     k.map_entries(SYSCALL_INFLIGHT, inflight_slots);
-    k.map_entries(SYSCALL_SLOTS, slots::entries(per_cpu, k.nr_cpus));
     Ok(())
 }
 
 fn build(ebpf: &mut Ebpf, b: &Build<'_>) -> super::Built {
     Ok(Some(Box::new(SyscallTracer::new(
-        ebpf, b.arch, b.settings,
+        ebpf,
+        b.arch,
+        b.settings.syscall_latency,
     )?)))
 }
 
@@ -223,7 +221,6 @@ impl Counters for SyscallStats {
 
 pub struct SyscallTracer {
     stats: StatsMap<SyscallKey, SyscallStats>,
-    slots: slots::Slots,
     /// The totals read at the last snapshot.
     totals: Vec<(SyscallKey, SyscallStats)>,
     sampling: Sampling,
@@ -231,18 +228,13 @@ pub struct SyscallTracer {
 }
 
 impl SyscallTracer {
-    pub fn new(ebpf: &mut Ebpf, arch: Arch, settings: &Settings) -> Result<Self, TracerError> {
-        let stats = StatsMap::take(ebpf, SYSCALL_STATS)?;
-        let nr_cpus = aya::util::nr_cpus().map_err(|(_, e)| TracerError::Cpus(e))? as u32;
-        let per_cpu = slots::per_cpu(test_entries(settings, SYSCALL_SLOTS), nr_cpus);
-        let slots = slots::Slots::new(ebpf, per_cpu, nr_cpus)?;
-        let mode = settings.syscall_latency;
+    pub fn new(ebpf: &mut Ebpf, arch: Arch, mode: LatencyMode) -> Result<Self, TracerError> {
+        let stats = StatsMap::take_with_slots(ebpf, SYSCALL_STATS, SYSCALL_SLOTS)?;
         let shifts = maps::take_as(ebpf, SYSCALL_SAMPLE_SHIFT)?;
         let mut sampling = Sampling::new(shifts, mode);
         sampling.apply()?;
         Ok(SyscallTracer {
             stats,
-            slots,
             totals: Vec::new(),
             sampling,
             arch,
@@ -324,7 +316,7 @@ struct Rows {
 
 impl Tracer for SyscallTracer {
     fn snapshot(&mut self, _processes: &Processes) -> Result<(), TracerError> {
-        self.totals = slots::merge(self.stats.totals()?, &self.slots);
+        self.totals = self.stats.totals()?;
         Ok(())
     }
 
@@ -370,7 +362,6 @@ impl Tracer for SyscallTracer {
     }
 
     fn reap(&mut self, ended: &[ProcessKey]) -> Result<(), TracerError> {
-        self.slots.free(ended);
         Ok(self.stats.reap(ended)?)
     }
 }

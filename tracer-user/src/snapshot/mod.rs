@@ -14,6 +14,8 @@ use crate::{
     processes::{OfProcess, ProcessKey},
 };
 
+pub mod slots;
+
 /// How two counter sets combine: summing CPUs, or differencing totals over time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -126,6 +128,8 @@ pub struct StatsMap<K: Pod, V: Pod> {
     name: &'static str,
     map: PerCpuHashMap<MapData, K, V>,
     deltas: Deltas<K, V>,
+    /// The per-CPU slots in front of the hash, if it has them.
+    slots: Option<slots::Slots<K, V>>,
 }
 
 impl<K: Pod + Eq + Hash + Copy, V: Pod + Counters> StatsMap<K, V> {
@@ -136,12 +140,31 @@ impl<K: Pod + Eq + Hash + Copy, V: Pod + Counters> StatsMap<K, V> {
             name,
             map,
             deltas: Deltas::default(),
+            slots: None,
         })
     }
 
-    /// Every key with its value summed over CPUs.
+    /// Takes the map `name` and the slots map `slots` in front of it
+    /// ([`tracer_common::slots`]).
+    pub fn take_with_slots(
+        ebpf: &mut Ebpf,
+        name: &'static str,
+        slots: &'static str,
+    ) -> Result<Self, MapAccessError> {
+        let mut map = Self::take(ebpf, name)?;
+        map.slots = Some(slots::Slots::take(ebpf, slots)?);
+        Ok(map)
+    }
+
+    /// Every key with its value summed over CPUs (and over its slots, if any).
     pub fn totals(&self) -> Result<Vec<(K, V)>, MapAccessError> {
-        sum_per_cpu(&self.map).map_err(|source| self.error(source))
+        let hash = sum_per_cpu(&self.map).map_err(|source| self.error(source))?;
+        let Some(slots) = &self.slots else {
+            return Ok(hash);
+        };
+        let mut totals: HashMap<K, V> = hash.into_iter().collect();
+        slots.add_to(&mut totals);
+        Ok(totals.into_iter().collect())
     }
 
     /// The change of `key` since the last interval, or None when nothing changed.
@@ -178,6 +201,9 @@ impl<K: Pod + Eq + Hash + Copy, V: Pod + Counters> StatsMap<K, V> {
 impl<K: Pod + Eq + Hash + Copy + OfProcess, V: Pod + Counters> StatsMap<K, V> {
     /// Deletes the entries of processes that ended (their last interval is collected).
     pub fn reap(&mut self, ended: &[ProcessKey]) -> Result<(), MapAccessError> {
+        if let Some(slots) = &self.slots {
+            slots.free(ended);
+        }
         self.remove(|k| ended.contains(&k.process()))
     }
 }
@@ -375,6 +401,7 @@ mod tests {
             name: "TEST_STATS",
             map,
             deltas: Deltas::default(),
+            slots: None,
         }
     }
 
