@@ -80,7 +80,7 @@ def test_children_are_counted_exactly_and_their_map_entries_reaped(out, tmp_path
     # The churn did fill the maps: the check above is not vacuous.
     assert {*SLOTS, *PER_PROCESS} <= set(peak), peak
     assert peak["SYSCALL_SLOTS"] > 4 * PARENT_ENTRIES, peak
-    assert peak["FILEIO_STATS"] > PARENT_ENTRIES, peak
+    assert peak["FILEIO_SLOTS"] > PARENT_ENTRIES, peak
     children = [p for p in rows(out, "processes") if p["process_parent_pid"] == work.pid]
     assert len(children) == forked
     assert all(p["process_end_time"] is not None and p["process_exit_code"] == 0 for p in children)
