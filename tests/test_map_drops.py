@@ -71,9 +71,9 @@ def test_a_full_syscall_stats_map_counts_every_call_it_could_not_hold(tmp_path):
 
 
 def test_pairs_whose_cpu_slot_another_pair_holds_are_counted_exactly_in_the_hash(tmp_path):
-    """Two slots per CPU (syscalls and file I/O alike), the workload pinned to one CPU: the first
-    pairs to reach that CPU's two slots keep them, every other pair's calls go to the per-CPU
-    hash. The sums must equal a normal run's, which has room for every pair in slots."""
+    """Two slots per CPU, the workload pinned to one CPU: the first pairs to reach that CPU's two
+    slots keep them, every other pair's calls go to the per-CPU hash. The sums must equal a
+    normal run's, which has room for every pair in slots."""
     per_cpu = 2
     entries = per_cpu * bpfmaps.possible_cpus()
 
@@ -98,23 +98,6 @@ def test_pairs_whose_cpu_slot_another_pair_holds_are_counted_exactly_in_the_hash
     assert {k: c[:2] for k, c in got.items()} == {k: c[:2] for k, c in want.items()}
     assert drops(tmp_path / "small") == {} and drops(tmp_path / "normal") == {}
 
-    (tmp_path / "fileio").mkdir()
-    work = pinned(Held("kinds", "--path", tmp_path / "kinds.dat", script=WORKLOADS / "fileio.py"))
-    try:
-        small, normal = beside(tmp_path / "fileio", work.pid, [f"FILEIO_SLOTS={entries}"],
-                               "--tracers", "syscalls,fileio")
-        work.go()
-        assert work.finish() == 0
-        finish(small, normal)
-    finally:
-        work.kill()
-    got = fileio_totals(tmp_path / "fileio" / "small", work.pid)
-    want = fileio_totals(tmp_path / "fileio" / "normal", work.pid)
-    assert want[("socket", "write")] == (1, 0, 3000) and want[("pipe", "write")] == (2, 0, 4000)
-    assert len(want) > per_cpu
-    assert got == want
-    assert drops(tmp_path / "fileio" / "small") == {} and drops(tmp_path / "fileio" / "normal") == {}
-
 
 def fileio_totals(out, pid):
     t = {}
@@ -128,9 +111,7 @@ def fileio_totals(out, pid):
 def test_a_full_fileio_stats_map_counts_every_call_it_could_not_hold(tmp_path):
     work = Held("kinds", "--path", tmp_path / "kinds.dat", script=WORKLOADS / "fileio.py")
     try:
-        # No per-CPU slots (fewer than 2 per CPU): every pair goes to the hash.
-        small, normal = beside(tmp_path, work.pid, ["FILEIO_STATS=2", "FILEIO_SLOTS=1"],
-                               "--tracers", "syscalls,fileio")
+        small, normal = beside(tmp_path, work.pid, ["FILEIO_STATS=2"], "--tracers", "syscalls,fileio")
         work.go()
         assert work.finish() == 0
         finish(small, normal)

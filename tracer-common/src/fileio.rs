@@ -1,21 +1,14 @@
 //! The file I/O tracer's maps, types, drops and configuration (`fileio` table), and those of
 //! bytes per file (`files` table, `--files`), which the same kernel module counts.
 
-use crate::{
-    hist::BUCKETS,
-    slots::{SLOT_BYTES, Slot, SlotKey},
-};
+use crate::hist::BUCKETS;
 
 /// `PerCpuHashMap<FileIoKey, FileIoStats>`.
 pub const FILEIO_STATS: &str = "FILEIO_STATS";
-/// `Array<FileIoSlot>` (BPF_F_MMAPABLE): [`crate::slots`] in front of `FILEIO_STATS`.
-pub const FILEIO_SLOTS: &str = "FILEIO_SLOTS";
 /// `PerCpuHashMap<FileKey, FileStats>` (`--files`).
 pub const FILE_STATS: &str = "FILE_STATS";
-/// The read-only global holding [`FileIoConfig`] (set by `--files`).
+/// The read-only global holding [`FileIoConfig`].
 pub const CONFIG: &str = "FILEIO_CONFIG";
-/// The read-only global holding `FILEIO_SLOTS`' [`crate::slots::SlotsConfig`] (set by the fileio tracer).
-pub const SLOTS_CONFIG: &str = "FILEIO_SLOTS_CONFIG";
 
 /// (process, file kind, op) pairs: a process uses at most 4 × 10 of them.
 pub const FILEIO_STATS_ENTRIES: u32 = 8 * 1024;
@@ -50,30 +43,7 @@ crate::drop_reasons! {
     }
 }
 
-crate::pod!(
-    FileIoConfig,
-    FileIoKey,
-    FileIoStats,
-    FileKey,
-    FileStats,
-    FileIoSlot
-);
-
-impl SlotKey for FileIoKey {
-    #[inline(always)]
-    fn words(&self) -> [u32; 3] {
-        [
-            self.tgid,
-            self.generation,
-            u32::from(self.kind) | u32::from(self.op) << 8,
-        ]
-    }
-}
-
-/// Value of `FILEIO_SLOTS`.
-pub type FileIoSlot = Slot<FileIoKey, FileIoStats, 40>;
-
-const _: () = assert!(core::mem::size_of::<FileIoSlot>() == SLOT_BYTES);
+crate::pod!(FileIoConfig, FileIoKey, FileIoStats, FileKey, FileStats);
 
 /// What kind of file a descriptor refers to (from the inode's mode).
 #[repr(u8)]

@@ -3,33 +3,27 @@
 //! `--files` the bytes per file.
 
 use aya_ebpf::{
-    bindings::{BPF_F_MMAPABLE, BPF_NOEXIST},
+    bindings::BPF_NOEXIST,
     helpers::bpf_probe_read_kernel_str_bytes,
     macros::map,
-    maps::{Array, PerCpuArray, PerCpuHashMap},
+    maps::{PerCpuArray, PerCpuHashMap},
 };
 use tracer_common::{
     drops::Reasons as _,
     fileio::{
         FILE_NAME_BYTES, FILE_STATS_ENTRIES, FILEIO_STATS_ENTRIES, FileIoConfig, FileIoDrop,
-        FileIoKey, FileIoSlot, FileIoStats, FileKey, FileKind, FileOp, FileStats, FilesDrop,
+        FileIoKey, FileIoStats, FileKey, FileKind, FileOp, FileStats, FilesDrop,
     },
     hist,
-    slots::SlotsConfig,
     syscalls::is_error,
 };
 
 use crate::{
     dispatch::Call,
-    kernel::{config_global, count_drop, read_at, read_ptr, read_setting, setting},
+    kernel::{config_global, count_drop, read_at, read_ptr, setting},
 };
 
 config_global!(FILEIO_CONFIG: FileIoConfig);
-config_global!(FILEIO_SLOTS_CONFIG: SlotsConfig);
-
-/// Sized by the loader to `(mask + 1) × CPUs` entries ([`crate::slots`]).
-#[map]
-static FILEIO_SLOTS: Array<FileIoSlot> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
 #[map]
 static FILEIO_STATS: PerCpuHashMap<FileIoKey, FileIoStats> =
@@ -57,9 +51,7 @@ pub fn on_exit(call: &Call) {
         op: call.op,
         _pad: [0; 2],
     };
-    let stats = match crate::slots::stats(&FILEIO_SLOTS, read_setting(&FILEIO_SLOTS_CONFIG), &key)
-        .or_else(|| FILEIO_STATS.get_ptr_mut(key))
-    {
+    let stats = match FILEIO_STATS.get_ptr_mut(key) {
         Some(s) => s,
         None => {
             if let Some(zero) = crate::zero::zeroed::<FileIoStats>() {

@@ -12,7 +12,6 @@ pub fn stats<K: SlotKey, V: Copy, const TAIL: usize>(
     config: SlotsConfig,
     key: &K,
 ) -> Option<*mut V> {
-    const { assert!(core::mem::size_of::<V>().is_multiple_of(8)) };
     if config.enabled == 0 {
         return None;
     }
@@ -28,13 +27,8 @@ pub fn stats<K: SlotKey, V: Copy, const TAIL: usize>(
             if held[0] != 0 {
                 return None;
             }
-            // Zero the stats, then write the key, tgid last (user space frees a slot by zeroing
-            // all of it, then the tgid: the counters seen with this key start from zero).
-            // Volatile stores all: the compiler keeps their order.
-            let stats = core::ptr::addr_of_mut!((*s).stats) as *mut u64;
-            for w in 0..core::mem::size_of::<V>() / 8 {
-                stats.add(w).write_volatile(0);
-            }
+            // A free slot is all zero (fresh map memory, or freed by user space, which zeroes it
+            // before its tgid): writing the key takes it, the tgid last.
             let key_words = core::ptr::addr_of_mut!((*s).key) as *mut u32;
             key_words.add(2).write_volatile(want[2]);
             key_words.add(1).write_volatile(want[1]);

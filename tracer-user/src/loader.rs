@@ -363,10 +363,11 @@ pub fn load_plan(plan: Plan<'_>, mode: Mode) -> Result<(Loaded, Tracers), LoadEr
         let Err(e) = attach(&mut loaded.ebpf, a, &btf, setup.btf, mode) else {
             continue;
         };
+        // The verifier's log, which the one-line message leaves out.
+        tracing::debug!("{e:?}");
         if CORE.contains(&a.tracer) && mode == Mode::Attach {
             return Err(e);
         }
-        tracing::debug!("{e:?}");
         let why = match &e {
             LoadError::Attach {
                 program, source, ..

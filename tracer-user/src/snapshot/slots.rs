@@ -164,10 +164,7 @@ impl<K: Copy + Eq + Hash + OfProcess, V: Counters> Slots<K, V> {
 
 #[cfg(test)]
 mod tests {
-    use tracer_common::{
-        fileio::{FileIoKey, FileIoSlot},
-        syscalls::{SyscallKey, SyscallSlot, SyscallStats},
-    };
+    use tracer_common::syscalls::{SyscallKey, SyscallSlot, SyscallStats};
 
     use super::*;
 
@@ -186,11 +183,8 @@ mod tests {
     #[test]
     fn the_slot_layout_is_the_one_read_here() {
         assert_eq!(std::mem::offset_of!(SyscallSlot, stats), STATS_OFFSET);
-        assert_eq!(std::mem::offset_of!(FileIoSlot, stats), STATS_OFFSET);
         assert_eq!(size_of::<SyscallSlot>(), SLOT_BYTES);
-        assert_eq!(size_of::<FileIoSlot>(), SLOT_BYTES);
         assert_eq!(size_of::<SyscallKey>(), 12);
-        assert_eq!(size_of::<FileIoKey>(), 12);
     }
 
     #[test]
@@ -200,16 +194,6 @@ mod tests {
         // SAFETY: both are 12 bytes of plain integers.
         let bytes = unsafe { std::mem::transmute::<SyscallKey, [u32; 3]>(k) };
         assert_eq!(bytes, k.words());
-        let f = FileIoKey {
-            tgid: 9,
-            generation: 2,
-            kind: 3,
-            op: 5,
-            _pad: [0; 2],
-        };
-        // SAFETY: as above.
-        let bytes = unsafe { std::mem::transmute::<FileIoKey, [u32; 3]>(f) };
-        assert_eq!(bytes, f.words());
     }
 
     fn slots(count: usize) -> Slots<SyscallKey, SyscallStats> {

@@ -11,10 +11,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use aya::Ebpf;
 use tracer_common::{
     dispatch::{HOOK_FILEIO, KIND_MASK, KIND_RESOLVE, KIND_SHIFT, RESOLVE_FD},
-    fileio::{
-        self as common, FILEIO_SLOTS, FILEIO_STATS, FileIoDrop, FileIoKey, FileIoStats, FileKind,
-        FileOp,
-    },
+    fileio::{FILEIO_STATS, FileIoDrop, FileIoKey, FileIoStats, FileKind, FileOp},
 };
 
 use super::{
@@ -26,8 +23,6 @@ use super::{
     views::{Measure, Metric, TableSpec},
 };
 use crate::{
-    kernel::btf::BtfError,
-    loader::KernelSetup,
     processes::{OfProcess, ProcessKey, Processes},
     settings::Settings,
     snapshot::{Counters, Op, StatsMap},
@@ -89,7 +84,7 @@ pub static REGISTRATION: Registration = Registration {
         },
     ],
     drops: Some(KernelDrops::of::<FileIoDrop>),
-    setup,
+    setup: super::no_setup,
     hooks,
     build,
 };
@@ -109,15 +104,9 @@ fn hooks(_: &Settings, name: &str) -> u32 {
     HOOK_FILEIO | resolve
 }
 
-fn setup(k: &mut KernelSetup<'_>) -> Result<(), BtfError> {
-    let slots = crate::snapshot::slots::setup(k, FILEIO_SLOTS);
-    k.global(common::SLOTS_CONFIG, &slots);
-    Ok(())
-}
-
 fn build(ebpf: &mut Ebpf, _: &Build<'_>) -> super::Built {
     Ok(Some(Box::new(FileIoTracer {
-        stats: StatsMap::take_with_slots(ebpf, FILEIO_STATS, FILEIO_SLOTS)?,
+        stats: StatsMap::take(ebpf, FILEIO_STATS)?,
         totals: Vec::new(),
     })))
 }

@@ -43,20 +43,18 @@ const PER_PROCESS: &[&str] = &[
     "TRACED",
     "SYSCALL_SLOTS",
     "SYSCALL_STATS",
-    "FILEIO_SLOTS",
     "FILEIO_STATS",
     "FILE_STATS",
     "BLOCK_STATS",
 ];
 /// Entries the still-traced parent may hold after the churn (its own syscalls, files).
 const PARENT_ENTRIES: u64 = 32;
-/// Every map sampled, in the table's order. TRACED and the *_SLOTS maps are arrays: their counts
+/// Every map sampled, in the table's order. TRACED and SYSCALL_SLOTS are arrays: their counts
 /// are the tgids marked and the slots taken.
 const MAPS: &[&str] = &[
     "TRACED",
     "SYSCALL_SLOTS",
     "SYSCALL_STATS",
-    "FILEIO_SLOTS",
     "FILEIO_STATS",
     "FILE_STATS",
     "BLOCK_STATS",
