@@ -42,22 +42,30 @@ def finish(*scalps):
         assert s.wait() == 0, s.stderr
 
 
-def test_a_full_syscall_stats_map_counts_every_call_it_could_not_hold(tmp_path):
+def syscalls_beside(tmp_path, small, pin=False):
+    """A workload of known syscalls traced twice (`beside`), pinned to one CPU with `pin`; returns
+    its pid, the small run's totals, the normal run's (checked against what the workload did) and
+    the small run."""
     work = Held("--getppid", 1000, "--fail-openat", 300, "--fail-rmdir", 200)
     try:
-        # No per-CPU slots (fewer than 2 per CPU): every pair goes to the hash.
-        small, normal = beside(tmp_path, work.pid, ["SYSCALL_STATS=4", "SYSCALL_SLOTS=1"],
-                               "--tracers", "syscalls")
+        if pin:
+            os.sched_setaffinity(work.pid, {min(os.sched_getaffinity(0))})
+        a, b = beside(tmp_path, work.pid, small, "--tracers", "syscalls")
         work.go()
         assert work.finish() == 0
-        finish(small, normal)
+        finish(a, b)
     finally:
         work.kill()
     got, want = syscall_totals(tmp_path / "small"), syscall_totals(tmp_path / "normal")
-    # The normal run counted exactly what the workload did.
     assert want[(work.pid, "getppid")][:2] == (1000, 0)
     assert want[(work.pid, "openat")][:2] == (300, 300)
     assert want[(work.pid, "rmdir")][:2] == (200, 200)
+    return work.pid, got, want, a
+
+
+def test_a_full_syscall_stats_map_counts_every_call_it_could_not_hold(tmp_path):
+    # No per-CPU slots (fewer than 2 per CPU): every pair goes to the hash.
+    _, got, want, small = syscalls_beside(tmp_path, ["SYSCALL_STATS=4", "SYSCALL_SLOTS=1"])
     # The small map held 4 (process, syscall) pairs, each counted exactly (a key, once in, stays
     # while its process lives); every call of every other pair is a drop.
     assert len(got) == 4, got
@@ -76,25 +84,9 @@ def test_pairs_whose_cpu_slot_another_pair_holds_are_counted_exactly_in_the_hash
     normal run's, which has room for every pair in slots."""
     per_cpu = 2
     entries = per_cpu * bpfmaps.possible_cpus()
-
-    def pinned(work):
-        os.sched_setaffinity(work.pid, {min(os.sched_getaffinity(0))})
-        return work
-
-    work = pinned(Held("--getppid", 1000, "--fail-openat", 300, "--fail-rmdir", 200))
-    try:
-        small, normal = beside(tmp_path, work.pid, [f"SYSCALL_SLOTS={entries}"], "--tracers", "syscalls")
-        work.go()
-        assert work.finish() == 0
-        finish(small, normal)
-    finally:
-        work.kill()
-    got, want = syscall_totals(tmp_path / "small"), syscall_totals(tmp_path / "normal")
-    assert want[(work.pid, "getppid")][:2] == (1000, 0)
-    assert want[(work.pid, "openat")][:2] == (300, 300)
-    assert want[(work.pid, "rmdir")][:2] == (200, 200)
+    pid, got, want, _ = syscalls_beside(tmp_path, [f"SYSCALL_SLOTS={entries}"], pin=True)
     # More pairs than one CPU's slots: some were counted in the hash alone.
-    assert len([k for k in want if k[0] == work.pid]) > per_cpu
+    assert len([k for k in want if k[0] == pid]) > per_cpu
     assert {k: c[:2] for k, c in got.items()} == {k: c[:2] for k, c in want.items()}
     assert drops(tmp_path / "small") == {} and drops(tmp_path / "normal") == {}
 
