@@ -80,22 +80,22 @@ class Map:
             first = False
             ctypes.memmove(key, nxt, self.key_size)
 
+    def mapped_bytes(self):
+        """All of an mmapable array's values, read through a mapping."""
+        with mmap.mmap(self.fd, self.max_entries * self.value_size, mmap.MAP_SHARED, mmap.PROT_READ) as m:
+            return m[:]
+
     def traced_bytes(self):
         """For the mmapped TRACED array: how many tgids have the traced bit set."""
-        size = self.max_entries * self.value_size
-        with mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ) as m:
-            data = m[:]
-        return sum(1 for b in data if b & 1)
+        return sum(1 for b in self.mapped_bytes() if b & 1)
 
 
     def slot_tgids(self):
         """For an mmapped *_SLOTS array: {tgid: slots it holds} (a slot's first field is its key's
         tgid, 0 when free)."""
-        size = self.max_entries * self.value_size
-        with mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ) as m:
-            data = m[:]
+        data = self.mapped_bytes()
         held = {}
-        for i in range(0, size, self.value_size):
+        for i in range(0, len(data), self.value_size):
             tgid = struct.unpack_from("=I", data, i)[0]
             if tgid:
                 held[tgid] = held.get(tgid, 0) + 1

@@ -7,8 +7,8 @@
 //! is free (its first word, the tgid, is 0), and only a key whose slot another live key holds on
 //! that CPU goes to the hash. Nothing moves between slot and hash, so a key's total (its slots
 //! plus its hash entry) only grows. The loader reads the slots through the mapping and frees
-//! those of ended processes (writes their tgid to 0) when it reaps their hash entries; the kernel
-//! zeroes a slot's stats when it takes it.
+//! those of ended processes when it reaps their hash entries: it zeroes the slot, then its tgid,
+//! so a free slot is all zero and the kernel takes it by writing its key, tgid last.
 
 /// Bytes per slot (key and the first counters share the first cache line).
 pub const SLOT_BYTES: usize = 256;

@@ -1,8 +1,8 @@
 //! The syscall tracer's hooks (called by [`crate::dispatch`] at sys_enter and sys_exit).
 //!
 //! sys_exit counts every call (exact) into its CPU's slot of the (process, syscall) pair in
-//! `SYSCALL_SLOTS`, or, when another pair holds that slot, into a per-CPU hash keyed by the pair. When
-//! latency is measured, sys_enter stamps the thread's in-flight slot and sys_exit turns the stamp
+//! `SYSCALL_SLOTS` ([`crate::slots`]), or, when another pair holds that slot, into a per-CPU hash
+//! keyed by the pair. When latency is measured, sys_enter stamps the thread's in-flight slot and sys_exit turns the stamp
 //! into a histogram bucket. Nothing per call goes to user space.
 
 use aya_ebpf::{
@@ -29,7 +29,7 @@ config_global!(SYSCALLS_CONFIG: SyscallsConfig);
 #[map]
 static SYSCALL_INFLIGHT: Array<InFlight> = Array::with_max_entries(1, 0);
 
-/// Sized by the loader to `(slot_mask + 1) × CPUs` entries.
+/// Sized by the loader to `(slots.mask + 1) × CPUs` entries.
 #[map]
 static SYSCALL_SLOTS: Array<SyscallSlot> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 

@@ -340,7 +340,6 @@ pub enum Mode {
 pub struct Tracers {
     pub enabled: Vec<&'static Registration>,
     pub support: Vec<TracerSupport>,
-    pub pid_max: u32,
 }
 
 /// Loads a [`Plan`]: the object with its globals and map sizes, then each program. A program the
@@ -396,14 +395,7 @@ pub fn load_plan(plan: Plan<'_>, mode: Mode) -> Result<(Loaded, Tracers), LoadEr
         }
     }
     enabled.retain(|r| !out.contains(&r.name));
-    Ok((
-        loaded,
-        Tracers {
-            enabled,
-            support,
-            pid_max: setup.pid_max,
-        },
-    ))
+    Ok((loaded, Tracers { enabled, support }))
 }
 
 /// Loads the object with `setup`'s globals and map sizes, and attaches `probes`; any failure is

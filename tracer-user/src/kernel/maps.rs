@@ -72,7 +72,7 @@ unsafe impl Send for Mapped {}
 
 impl Mapped {
     /// Maps the first `len` bytes of array map `name`.
-    pub fn new(map: Map, name: &'static str, len: usize) -> Result<Mapped, MapAccessError> {
+    fn new(map: Map, name: &'static str, len: usize) -> Result<Mapped, MapAccessError> {
         let error = |source| MapAccessError::Mmap { map: name, source };
         let Map::Array(map) = map else {
             return Err(error(io::Error::other("not an array map")));

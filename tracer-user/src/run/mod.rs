@@ -254,13 +254,13 @@ pub fn start_tracing(
     drop(kbtf);
     // SAFETY: malloc_trim only returns free heap pages to the kernel.
     unsafe { libc::malloc_trim(0) };
-    let (enabled, pid_max) = (&kernel_tracers.enabled, kernel_tracers.pid_max);
+    let enabled = &kernel_tracers.enabled;
 
     // The tracers fill their tables in the kernel (syscall classes, sampling periods) before any
     // target is marked: a short command would otherwise run before them.
     let mut collectors = tracers::build(&mut loaded.ebpf, &settings, loaded.arch, enabled)?;
     let drops = DropsTable::new(&mut loaded.ebpf, enabled)?;
-    let mut tracking = Tracking::new(&mut loaded.ebpf, pid_max, names)?;
+    let mut tracking = Tracking::new(&mut loaded.ebpf, names)?;
     for (info, reason) in &initial {
         tracking.trace(info, reason.clone());
     }

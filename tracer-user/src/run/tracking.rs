@@ -14,7 +14,6 @@ use crate::{
     kernel::maps::{self, MapAccessError},
     processes::{ProcessRecord, Processes},
     targets::{self, TracedReason, matcher, procfs::ProcInfo, traced::TracedMap},
-    tracers::processes::traced_elements,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -34,8 +33,8 @@ pub struct Tracking {
 
 impl Tracking {
     /// Takes the TRACED map and the process events out of the loaded object.
-    pub fn new(ebpf: &mut Ebpf, pid_max: u32, names: Vec<String>) -> Result<Self, TrackingError> {
-        let traced = TracedMap::new(maps::take(ebpf, TRACED)?, traced_elements(pid_max))?;
+    pub fn new(ebpf: &mut Ebpf, names: Vec<String>) -> Result<Self, TrackingError> {
+        let traced = TracedMap::new(maps::take(ebpf, TRACED)?)?;
         Ok(Tracking {
             processes: Processes::new(),
             traced,

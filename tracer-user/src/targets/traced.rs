@@ -14,12 +14,10 @@ pub struct TracedMap {
 }
 
 impl TracedMap {
-    /// Maps the array (created with BPF_F_MMAPABLE) of `elements` 8-byte elements.
-    pub fn new(map: Map, elements: u32) -> Result<TracedMap, MapAccessError> {
-        let len = elements as usize * TGIDS_PER_ELEMENT as usize;
-        Ok(TracedMap {
-            mapped: Mapped::new(map, TRACED, len)?,
-        })
+    /// Maps the whole array (created with BPF_F_MMAPABLE, 8-byte elements).
+    pub fn new(map: Map) -> Result<TracedMap, MapAccessError> {
+        let (mapped, _) = Mapped::whole(map, TRACED, TGIDS_PER_ELEMENT as usize)?;
+        Ok(TracedMap { mapped })
     }
 
     fn slot(&self, tgid: u32) -> Option<*mut u8> {

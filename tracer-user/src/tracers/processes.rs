@@ -122,11 +122,6 @@ fn setup(k: &mut KernelSetup<'_>) -> Result<(), BtfError> {
     Ok(())
 }
 
-/// Number of `TRACED` elements for a pid_max.
-pub fn traced_elements(pid_max: u32) -> u32 {
-    pid_max.div_ceil(TGIDS_PER_ELEMENT)
-}
-
 static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
         Field::new("process_pid", DataType::Int32, false),
