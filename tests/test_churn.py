@@ -83,7 +83,8 @@ def test_children_are_counted_exactly_and_their_map_entries_reaped(out, tmp_path
     assert peak["FILEIO_STATS"] > PARENT_ENTRIES, peak
     children = [p for p in rows(out, "processes") if p["process_parent_pid"] == work.pid]
     assert len(children) == forked
-    assert all(p["process_end_time"] is not None and p["process_exit_code"] == 0 for p in children)
+    unended = [p for p in children if p["process_end_time"] is None or p["process_exit_code"] != 0]
+    assert not unended, (unended[:3], run_json(out)["drops"])
     pids = {p["process_pid"] for p in children}
     # Each child calls getppid 20 times, and 10 more from a thread when i % THREAD_EVERY == 0.
     getppid = sum(r["calls"] for r in rows(out, "syscalls")

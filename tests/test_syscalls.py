@@ -73,6 +73,30 @@ def test_rows_carry_the_process_identity_and_interval(out):
         assert r["process_name"] == p["process_name"]
 
 
+def test_a_process_whose_main_thread_ended_first_is_followed_to_its_last_thread(out):
+    """The main thread ends first (pthread_exit): /proc shows the process as a zombie for a second
+    (ten intervals) while its other thread lives on, then that thread makes 1,000 getppid calls
+    and exits with 3. The process is not taken for ended while it shows as a zombie: its last
+    thread's calls are counted exactly and it ends with its own exit code."""
+    work = Held("--leader-exits-first", 1.0, "--getppid", 1000, "--exit", 3)
+    try:
+        scalp = Scalp(out, "--pid", work.pid, "--interval", "100ms").wait_ready()
+        work.go()
+        assert work.finish() == 3
+        assert scalp.wait() == 0, scalp.stderr
+    finally:
+        work.kill()
+    [p] = read_table(out, "processes").to_pylist()
+    assert p["process_end_time"] is not None
+    assert (p["process_exit_code"], p["process_exit_signal"]) == (3, None)
+    totals = syscall_totals(out)
+    assert totals[(work.pid, "getppid")][:2] == (1000, 0)
+    # The main thread's own exit, then the last thread's exit_group.
+    assert totals[(work.pid, "exit")][0] == 1
+    assert totals[(work.pid, "exit_group")][0] == 1
+    assert run_json(out)["drops"] == []
+
+
 def test_exact_latency_times_every_call(out):
     work = Held("--getppid", 5000)
     scalp = Scalp(out, "--pid", work.pid, "--syscall-latency", "exact").wait_ready()

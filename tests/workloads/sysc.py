@@ -8,6 +8,8 @@ import argparse
 import ctypes
 import os
 import sys
+import threading
+import time
 
 libc = ctypes.CDLL(None, use_errno=True)
 PR_SET_NAME = 15
@@ -55,11 +57,29 @@ def main() -> int:
     p.add_argument("--hold-after", action="store_true",
                    help="after the work, print 'done PID' and wait for a line")
     p.add_argument("--exit", type=int, default=0)
+    p.add_argument("--leader-exits-first", type=float, default=0, metavar="SECONDS",
+                   help="the main thread ends first (pthread_exit; the process shows as a zombie "
+                        "while its other thread lives); a second thread does the work after "
+                        "SECONDS, then ends the process with --exit")
     a = p.parse_args()
     if a.comm:
         set_comm(a.comm)
     if a.hold:
         hold()
+    if a.leader_exits_first:
+        def rest() -> None:
+            time.sleep(a.leader_exits_first)
+            work(a)
+            os._exit(a.exit)
+
+        threading.Thread(target=rest).start()
+        libc.pthread_exit(None)
+    work(a)
+    sys.stdout.flush()
+    return a.exit
+
+
+def work(a) -> None:
     getppid_loop(a.getppid)
     failing_openat(a.fail_openat)
     failing_rmdir(a.fail_rmdir)
@@ -72,8 +92,6 @@ def main() -> int:
         os.waitpid(pid, 0)
     if a.hold_after:
         hold("done")
-    sys.stdout.flush()
-    return a.exit
 
 
 if __name__ == "__main__":

@@ -80,9 +80,10 @@ impl Tracking {
     }
 
     /// Ends processes gone from /proc without an exit event, and unmarks them. A process seen
-    /// dead has run sched_process_exit, which queued its exit event before the process became a
-    /// zombie: the ring is read again first, so that a process that exited just after the last
-    /// read ends with its exit code, not as vanished.
+    /// dead (a zombie with no thread left: a main thread that ended first is a zombie while the
+    /// others run) has run sched_process_exit in its last thread, which queued its exit event
+    /// before the process became a zombie: the ring is read again first, so that a process that
+    /// exited just after the last read ends with its exit code, not as vanished.
     pub fn sweep(&mut self) {
         let gone = self.processes.vanished();
         if gone.is_empty() {

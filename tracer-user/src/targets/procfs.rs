@@ -13,7 +13,7 @@ pub struct ProcInfo {
     pub argv: Vec<String>,
     /// Start time, clock ticks after boot (`/proc/PID/stat` field 22).
     pub start_ticks: u64,
-    /// Exited, waiting to be reaped (state Z or X): it makes no more syscalls.
+    /// Exited, waiting to be reaped: it makes no more syscalls (see [`is_dead`]).
     pub dead: bool,
 }
 
@@ -55,8 +55,15 @@ pub fn read(pid: u32) -> io::Result<ProcInfo> {
         comm: stat.comm,
         argv,
         start_ticks: stat.starttime,
-        dead: matches!(stat.state, 'Z' | 'X' | 'x'),
+        dead: is_dead(stat.state, stat.num_threads),
     })
+}
+
+/// Whether a process has ended, from its `/proc/PID/stat` state and thread count. A main thread
+/// that ended before the others shows as a zombie (Z) while they live on: the process has ended
+/// only when it is the last one left.
+fn is_dead(state: char, threads: i64) -> bool {
+    matches!(state, 'Z' | 'X' | 'x') && threads <= 1
 }
 
 /// procfs's error as the `io::Error` callers tell a gone process by (`NotFound`).
@@ -108,6 +115,15 @@ mod tests {
         let stat = ::procfs::process::Stat::from_read(line.as_bytes()).expect("parses");
         assert_eq!((stat.state, stat.ppid, stat.starttime), ('S', 7, 123456));
         assert_eq!(stat.comm, "a b) c)");
+    }
+
+    #[test]
+    fn a_zombie_main_thread_with_live_threads_is_not_dead() {
+        assert!(is_dead('Z', 1));
+        assert!(is_dead('X', 1));
+        assert!(!is_dead('Z', 2));
+        assert!(!is_dead('S', 1));
+        assert!(!is_dead('R', 3));
     }
 
     #[test]
