@@ -9,7 +9,7 @@
 //! without I/O accounting skip block_io_done.
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
+    bindings::{BPF_EXIST, BPF_NOEXIST},
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{btf_tracepoint, map},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
@@ -65,6 +65,11 @@ static FLUSHER_OWNER: HashMap<u32, Flusher> = HashMap::with_max_entries(FLUSHER_
 #[unsafe(no_mangle)]
 static TRACED_IN_FLIGHT: SharedCounter = SharedCounter::new();
 
+/// Entries in `FLUSHER_OWNER` (atomic add at insert, sub at remove): while it is 0, a kernel
+/// thread's request needs no lookup there.
+#[unsafe(no_mangle)]
+static FLUSHER_WINDOWS: SharedCounter = SharedCounter::new();
+
 /// `REQ_OP_WRITE` in `cmd_flags & REQ_OP_MASK` (the same in every kernel).
 const REQ_OP_WRITE: u32 = 1;
 
@@ -73,16 +78,16 @@ const REQ_OP_WRITE: u32 = 1;
 #[inline(always)]
 fn owner_of(rq: *const u8) -> Option<(Owner, Attribution, bool)> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    if let Some(generation) = traced_generation(tgid) {
-        return Some((Owner { tgid, generation }, Attribution::Direct, false));
-    }
-    // Only flusher threads (kernel threads) write back on someone else's behalf.
+    // A kernel thread is never a traced process (the task's flags are in a hot line; its
+    // TRACED byte, among the low PIDs no user process has, would be a cold one). Only flusher
+    // threads (kernel threads) write back on someone else's behalf.
     if !current_is_kthread(
         setting!(BLOCKIO_CONFIG.task_flags_offset),
         setting!(BLOCKIO_CONFIG.task_btf) != 0,
     ) {
-        return None;
+        let tgid = (pid_tgid >> 32) as u32;
+        let generation = traced_generation(tgid)?;
+        return Some((Owner { tgid, generation }, Attribution::Direct, false));
     }
     // Where requests are taken at insert/issue (the fallback), a plug can flush a flusher's
     // writes after its inode window, or inside the next inode's: the first page's inode says
@@ -100,6 +105,10 @@ fn owner_of(rq: *const u8) -> Option<(Owner, Attribution, bool)> {
             let mode: u16 = read_at(inode, setting!(BLOCKIO_CONFIG.inode_mode_offset))?;
             return Some((owner, Attribution::Writeback, is_block_device(mode)));
         }
+    }
+    // Most of the time no thread is inside a traced inode's writeback: no hash lookup then.
+    if FLUSHER_WINDOWS.get() == 0 {
+        return None;
     }
     // SAFETY: a plain copy out of the map value.
     let f = unsafe { FLUSHER_OWNER.get(pid_tgid as u32) }?;
@@ -230,7 +239,11 @@ fn start(rq: *const u8) {
     let key = address_of(rq);
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    // The request's own entry if it has one, else the first idle (or stale) entry of its set.
+    // The first way of its set that is the request's own entry, idle or stale. The scan stops
+    // there (each way it reads is a cold cache line, the first one mostly answers: a device's
+    // requests come back at the same addresses): the first way holding an address is its entry
+    // ([`find`] stops at the same way), and a stale one further on is reclaimed, counted, when
+    // another request takes it.
     let set = set_of(key);
     let mut slot: *mut BlockInflight = core::ptr::null_mut();
     for way in 0..BLOCK_INFLIGHT_WAYS {
@@ -241,12 +254,9 @@ fn start(rq: *const u8) {
         };
         // SAFETY: valid map value.
         unsafe {
-            if (*e).rq == key {
+            if (*e).rq == key || (*e).active == 0 || is_stale(now, (*e).queued_ns) {
                 slot = e;
                 break;
-            }
-            if slot.is_null() && ((*e).active == 0 || is_stale(now, (*e).queued_ns)) {
-                slot = e;
             }
         }
     }
@@ -547,7 +557,17 @@ pub fn writeback_single_inode_start(ctx: BtfTracePointContext) -> i32 {
             owner,
             buffer_cache: u32::from(is_block_device(mode)),
         };
-        if FLUSHER_OWNER.insert(tid, flusher, 0).is_err() {
+        if FLUSHER_OWNER
+            .insert(tid, flusher, u64::from(BPF_NOEXIST))
+            .is_ok()
+        {
+            FLUSHER_WINDOWS.add(1);
+        } else if FLUSHER_OWNER
+            .insert(tid, flusher, u64::from(BPF_EXIST))
+            .is_err()
+        {
+            // Not in the map (a window without its end, left by a task that went on), and no
+            // room for a new one.
             dropped(BlockDrop::FlusherOwnerFull);
         }
     }
@@ -558,6 +578,8 @@ pub fn writeback_single_inode_start(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "writeback_single_inode")]
 pub fn writeback_single_inode(_ctx: BtfTracePointContext) -> i32 {
     let tid = bpf_get_current_pid_tgid() as u32;
-    let _ = FLUSHER_OWNER.remove(tid);
+    if FLUSHER_OWNER.remove(tid).is_ok() {
+        FLUSHER_WINDOWS.sub(1);
+    }
     0
 }

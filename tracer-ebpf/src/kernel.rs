@@ -116,8 +116,10 @@ pub fn address_of(ptr: *const u8) -> u64 {
     unsafe { aya_ebpf::helpers::bpf_probe_read_kernel(slot.as_ptr() as *const u64) }.unwrap_or(0)
 }
 
-/// A u32 in global data that all CPUs update with atomic adds (BPF_ATOMIC | BPF_ADD).
-#[repr(transparent)]
+/// A u32 in global data that all CPUs update with atomic adds (BPF_ATOMIC | BPF_ADD), alone in
+/// its cache line: one counter's writes (the in-flight count, at every traced request) must not
+/// take the line of another that is read at every event and rarely written.
+#[repr(C, align(64))]
 pub struct SharedCounter(core::cell::UnsafeCell<u32>);
 
 // SAFETY: every write is an atomic add; reads are single aligned loads.
