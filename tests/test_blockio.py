@@ -167,3 +167,53 @@ def test_reads_after_dropping_the_cache_are_block_reads_of_the_reader(out, loopf
     data = [r for r in rows(out, "blockio", work.pid) if r["device"] == dev and r["op"] == "read" and not r["meta"]]
     assert sum(r["bytes"] for r in data) == 1 << 20
     assert {r["attribution"] for r in data} == {"direct"}
+
+
+@pytest.fixture
+def journaled(tmp_path):
+    """A fresh ext4 with a journal on its own loop device, and its journal thread (jbd2)."""
+    image = tmp_path / "journaled.img"
+    with open(image, "wb") as f:
+        f.truncate(64 << 20)
+    dev = subprocess.run(["losetup", "--find", "--show", image], check=True, capture_output=True,
+                         text=True).stdout.strip()
+    mnt = tmp_path / "journaled"
+    mnt.mkdir()
+    try:
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", dev],
+                       check=True)
+        subprocess.run(["mount", "-o", "lazytime", dev, mnt], check=True)
+        name = f"jbd2/{os.path.basename(dev)}-8"
+        [jbd2] = [int(p) for p in os.listdir("/proc") if p.isdigit()
+                  and open(f"/proc/{p}/comm").read().strip() == name]
+        yield mnt, os.path.basename(dev), jbd2
+    finally:
+        subprocess.run(["umount", mnt])
+        subprocess.run(["losetup", "-d", dev])
+
+
+def test_a_kernel_thread_given_by_pid_is_traced_as_itself(out, journaled):
+    """The journal thread of an ext4 (a kernel thread) given with --pid beside a writer that
+    creates a file and fsyncs it: the journal's commit is the kernel thread's own direct writes,
+    the file's data the writer's, and the two add up to what the device wrote."""
+    mnt, dev, jbd2 = journaled
+    subprocess.run(["sync"], check=True)
+    work = Held("buffered", "--path", mnt / "new.dat", "--bytes", 64 << 10, "--fsync",
+                script=WORKLOADS / "fileio.py")
+    try:
+        scalp = Scalp(out, "--pid", jbd2, "--pid", work.pid, "--tracers", "blockio",
+                      "--interval", "200ms").wait_ready()
+        before = disk_stat(dev)
+        work.go()
+        assert work.finish() == 0
+        after = disk_stat(dev)
+        assert scalp.stop() == 0, scalp.stderr
+    finally:
+        work.kill()
+    journal = [r for r in rows(out, "blockio", jbd2) if r["device"] == dev]
+    assert journal and {(r["op"], r["attribution"]) for r in journal} == {("write", "direct")}
+    [p] = [p for p in rows(out, "processes") if p["process_pid"] == jbd2]
+    assert p["process_name"].startswith("jbd2/")
+    assert sums(out, work.pid, device=dev, op="write", attribution="direct")[1] == 64 << 10
+    written = sum(r["requests"] for r in rows(out, "blockio") if r["device"] == dev and r["op"] == "write")
+    assert written == after[2] - before[2], "the device saw writes nobody traced was charged with"

@@ -78,16 +78,17 @@ const REQ_OP_WRITE: u32 = 1;
 #[inline(always)]
 fn owner_of(rq: *const u8) -> Option<(Owner, Attribution, bool)> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    // A kernel thread is never a traced process (the task's flags are in a hot line; its
-    // TRACED byte, among the low PIDs no user process has, would be a cold one). Only flusher
-    // threads (kernel threads) write back on someone else's behalf.
+    let tgid = (pid_tgid >> 32) as u32;
+    // Kernel threads too: one given with --pid is traced as itself.
+    if let Some(generation) = traced_generation(tgid) {
+        return Some((Owner { tgid, generation }, Attribution::Direct, false));
+    }
+    // Only flusher threads (kernel threads) write back on someone else's behalf.
     if !current_is_kthread(
         setting!(BLOCKIO_CONFIG.task_flags_offset),
         setting!(BLOCKIO_CONFIG.task_btf) != 0,
     ) {
-        let tgid = (pid_tgid >> 32) as u32;
-        let generation = traced_generation(tgid)?;
-        return Some((Owner { tgid, generation }, Attribution::Direct, false));
+        return None;
     }
     // Where requests are taken at insert/issue (the fallback), a plug can flush a flusher's
     // writes after its inode window, or inside the next inode's: the first page's inode says
