@@ -1,5 +1,6 @@
 """The block I/O tracer: requests and bytes per process and device, exact; writeback charged
 to the process that dirtied the pages; cold reads charged to the reader."""
+import contextlib
 import json
 import os
 import pathlib
@@ -12,27 +13,37 @@ from conftest import SCALP, WORKLOADS, Held, Scalp, rows
 BLOCK = 4096
 
 
-@pytest.fixture(scope="module")
-def loopfs(tmp_path_factory):
-    """A fresh ext4 (no journal, inode tables written by mkfs rather than by the background
-    ext4lazyinit thread, lazytime: no writes of its own while a test runs) on a loop device that
-    nothing else uses, so /sys/block/<dev>/stat counts only the test's I/O."""
-    base = tmp_path_factory.mktemp("loopfs")
-    image = base / "disk.img"
+@contextlib.contextmanager
+def loop_ext4(image, mnt, size, journal=False, options=()):
+    """A fresh ext4 of `size` bytes in the file `image` on a loop device that nothing else uses,
+    mounted on `mnt` (created) with mount `options`: inode tables (and the journal, if any)
+    written by mkfs rather than in the background. Yields the device name; unmounts, detaches
+    and removes the image after."""
     with open(image, "wb") as f:
-        f.truncate(128 << 20)
+        f.truncate(size)
     dev = subprocess.run(["losetup", "--find", "--show", image], check=True, capture_output=True,
                          text=True).stdout.strip()
-    mnt = base / "mnt"
     mnt.mkdir()
+    features = ["-E", "lazy_itable_init=0,lazy_journal_init=0"] if journal else \
+        ["-O", "^has_journal", "-E", "lazy_itable_init=0"]
     try:
-        subprocess.run(["mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-E", "lazy_itable_init=0", dev],
-                       check=True)
-        subprocess.run(["mount", "-o", "lazytime", dev, mnt], check=True)
-        yield pathlib.Path(mnt), os.path.basename(dev)
+        subprocess.run(["mkfs.ext4", "-q", "-F", *features, dev], check=True)
+        subprocess.run(["mount", *(["-o", ",".join(options)] if options else []), dev, mnt], check=True)
+        yield os.path.basename(dev)
     finally:
         subprocess.run(["umount", mnt])
         subprocess.run(["losetup", "-d", dev])
+        pathlib.Path(image).unlink()
+
+
+@pytest.fixture(scope="module")
+def loopfs(tmp_path_factory):
+    """A fresh ext4 (no journal, lazytime: no writes of its own while a test runs) on a loop
+    device that nothing else uses, so /sys/block/<dev>/stat counts only the test's I/O."""
+    base = tmp_path_factory.mktemp("loopfs")
+    mnt = base / "mnt"
+    with loop_ext4(base / "disk.img", mnt, 128 << 20, options=["lazytime"]) as dev:
+        yield mnt, dev
 
 
 def disk_stat(dev):
@@ -172,24 +183,12 @@ def test_reads_after_dropping_the_cache_are_block_reads_of_the_reader(out, loopf
 @pytest.fixture
 def journaled(tmp_path):
     """A fresh ext4 with a journal on its own loop device, and its journal thread (jbd2)."""
-    image = tmp_path / "journaled.img"
-    with open(image, "wb") as f:
-        f.truncate(64 << 20)
-    dev = subprocess.run(["losetup", "--find", "--show", image], check=True, capture_output=True,
-                         text=True).stdout.strip()
     mnt = tmp_path / "journaled"
-    mnt.mkdir()
-    try:
-        subprocess.run(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", dev],
-                       check=True)
-        subprocess.run(["mount", "-o", "lazytime", dev, mnt], check=True)
-        name = f"jbd2/{os.path.basename(dev)}-8"
+    with loop_ext4(tmp_path / "journaled.img", mnt, 64 << 20, journal=True, options=["lazytime"]) as dev:
+        name = f"jbd2/{dev}-8"
         [jbd2] = [int(p) for p in os.listdir("/proc") if p.isdigit()
                   and open(f"/proc/{p}/comm").read().strip() == name]
-        yield mnt, os.path.basename(dev), jbd2
-    finally:
-        subprocess.run(["umount", mnt])
-        subprocess.run(["losetup", "-d", dev])
+        yield mnt, dev, jbd2
 
 
 def test_a_kernel_thread_given_by_pid_is_traced_as_itself(out, journaled):

@@ -10,7 +10,7 @@ import json
 import subprocess
 
 from conftest import PYTHON, Scalp, absent_table, rows, run_json, run_scalp, syscall_totals, wait_for
-from test_blockio import disk_stat, loopfs, prepare  # noqa: F401 (loopfs is a fixture)
+from test_blockio import disk_stat, loop_ext4, loopfs, prepare  # noqa: F401 (loopfs is a fixture)
 from test_map_drops import beside, drops, finish
 
 BLOCK = 4096
@@ -213,22 +213,9 @@ def inner_fs(outer, tmp_path):
     """An ext4 (no journal) on a loop device whose backing file is on `outer`: freezing `outer`
     holds every write to it in flight (the loop worker waits for the thaw). Yields (mount point,
     device name)."""
-    image = outer / "inner.img"
-    with open(image, "wb") as f:
-        f.truncate(32 << 20)
-    dev = subprocess.run(["losetup", "--find", "--show", image], check=True, capture_output=True,
-                         text=True).stdout.strip()
     mnt = tmp_path / "inner"
-    mnt.mkdir()
-    try:
-        subprocess.run(["mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-E", "lazy_itable_init=0", dev],
-                       check=True)
-        subprocess.run(["mount", dev, mnt], check=True)
-        yield mnt, dev.rsplit("/", 1)[1]
-    finally:
-        subprocess.run(["umount", mnt])
-        subprocess.run(["losetup", "-d", dev])
-        image.unlink()
+    with loop_ext4(outer / "inner.img", mnt, 32 << 20) as dev:
+        yield mnt, dev
 
 
 @contextlib.contextmanager
